@@ -38,5 +38,23 @@ class AlreadyExists(RegistryError, ValueError):
     """A room, user or device name that is taken."""
 
 
+class InvalidName(RegistryError, ValueError):
+    """A room, user or device name that cannot be used; the message says what is wrong with it."""
+
+
+class InvalidArgument(RegistryError, ValueError):
+    """A value the registry refuses (an empty password, a pairing code for no room…)."""
+
+
 class PairingError(RegistryError, PermissionError):
-    """A pairing code that is wrong, expired, used, or tried too often."""
+    """A pairing code that is wrong, expired, used, or tried too often.
+
+    ``reason`` is the exact protocol reason string (``invalid code``, ``expired code``,
+    ``used code`` …) to answer the device with; ``detail`` is for logs and humans and
+    never contains the code itself.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

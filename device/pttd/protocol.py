@@ -10,9 +10,13 @@ Size limits (why these numbers):
 
 * ``MAX_BINARY_FRAME`` = 8 KiB. One Opus packet lasts at most 120 ms and Opus peaks at
   510 kbit/s, so a packet never exceeds 7 650 bytes; with the 9-byte header that fits in 8 KiB.
-* ``MAX_TEXT_FRAME`` = 16 KiB. The largest legitimate control message is a logon with a token
-  and up to ``MAX_ROOMS`` room names of ``MAX_NAME`` characters (~10 KiB at worst) or a text
-  message of ``MAX_TEXT`` characters (at most 4 bytes each in UTF-8, before JSON escaping).
+* ``MAX_TEXT_FRAME`` = 64 KiB, counted in UTF-8 bytes (what the websocket carries). Every
+  valid message serialises within it, so ``parse(m.to_json()) == m`` holds at the limits too.
+  A character costs at most 6 bytes once serialised (4 in UTF-8, 6 for an escaped control
+  character), so the worst cases are a logon with three secrets of ``MAX_SECRET`` characters
+  and ``MAX_ROOMS`` room names of ``MAX_NAME`` characters (~44 KiB) and a response carrying an
+  error of ``MAX_TEXT`` characters, two tokens and ``MAX_ROOMS`` room names (~49 KiB). Even
+  64 rooms of 64 four-byte characters alone come to 16 KiB, which is why 16 KiB was too small.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from pttd.errors import ProtocolError
 
-MAX_TEXT_FRAME: Final = 16 * 1024
+MAX_TEXT_FRAME: Final = 64 * 1024
 MAX_BINARY_FRAME: Final = 8 * 1024
 MAX_FRAME: Final = max(MAX_TEXT_FRAME, MAX_BINARY_FRAME)
 MAX_NAME: Final = 64  # room, user and device names
@@ -229,7 +233,9 @@ class _Fields:
         return value
 
     def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
-        value = self.obj.get(key, default)
+        value = self.obj.get(key)
+        if value is None:  # absent or null: like every other optional field
+            value = default
         if value is None:
             raise self._missing(key)
         if value not in allowed:
@@ -692,12 +698,28 @@ _SERVER_EVENTS: Final[dict[str, Any]] = {
 # --------------------------------------------------------------------------- parsing
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _load(frame: str | bytes) -> tuple[dict[str, Any], int | None]:
+    # A str never has more characters than UTF-8 bytes: check the cheap bound first.
     if len(frame) > MAX_TEXT_FRAME:
-        raise ProtocolError(INVALID_REQUEST, f"text frame of {len(frame)} bytes")
+        raise ProtocolError(INVALID_REQUEST, f"text frame of more than {MAX_TEXT_FRAME} bytes")
+    if isinstance(frame, str):
+        text = frame
+        size = len(frame.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(frame)
+        try:  # text frames are UTF-8; json.loads(bytes) would also take UTF-16/32 and a BOM
+            text = bytes(frame).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(INVALID_JSON, "not UTF-8") from exc
+    if size > MAX_TEXT_FRAME:
+        raise ProtocolError(INVALID_REQUEST, f"text frame of {size} bytes")
     try:
-        obj = json.loads(frame)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        obj = json.loads(text, parse_constant=_reject_constant)  # no NaN, Infinity
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, NaN
         raise ProtocolError(INVALID_JSON, "not JSON") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_JSON, "not a JSON object")
