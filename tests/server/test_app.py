@@ -446,7 +446,9 @@ async def test_connection_that_never_logs_on_is_closed(connect_client: Connect) 
     assert c.ws.close_code == 1008
 
 
-@pytest.mark.parametrize("settings", [ServerSettings(ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2)])
+@pytest.mark.parametrize(
+    "settings", [ServerSettings(ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2)]
+)
 async def test_dead_peer_is_dropped(server: RoomServer, logged_on: LoggedOn) -> None:
     a = await logged_on("alice")
     # A client that stops answering pings: connect without reading (ping handled by reader).

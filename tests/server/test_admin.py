@@ -1,0 +1,192 @@
+"""``pttd server …`` as an admin runs it: real processes against one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from websockets.asyncio.client import connect
+
+from pttd import protocol as p
+
+PTTD = [sys.executable, "-m", "pttd.cli"]
+
+
+def pttd(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [*PTTD, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+class RunningServer:
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "server.db"
+    pttd("server", "room", "add", "ops", "--db", str(path))
+    pttd("server", "room", "add", "yard", "--db", str(path))
+    return path
+
+
+def start_server(db: Path, *extra: str) -> RunningServer:
+    proc = subprocess.Popen(
+        [*PTTD, "server", "run", "--port", "0", "--db", str(db), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("pttd-server listening on "), (line, proc.stderr and proc.stderr.read())
+    return RunningServer(proc, line.rsplit(" ", 1)[1])
+
+
+@pytest.fixture
+def server(db: Path) -> Iterator[RunningServer]:
+    running = start_server(db)
+    yield running
+    if running.proc.poll() is None:
+        running.proc.terminate()
+        running.proc.communicate(timeout=10)
+
+
+def test_rooms_add_list_remove(db: Path) -> None:
+    assert pttd("server", "room", "list", "--db", str(db)).stdout.split() == ["ops", "yard"]
+    pttd("server", "room", "remove", "yard", "--db", str(db))
+    assert pttd("server", "room", "list", "--db", str(db)).stdout.split() == ["ops"]
+    dup = pttd("server", "room", "add", "ops", "--db", str(db), check=False)
+    assert dup.returncode != 0 and "ops" in dup.stderr and "Traceback" not in dup.stderr
+
+
+def test_bad_arguments_are_named(db: Path, tmp_path: Path) -> None:
+    missing = pttd(
+        "server",
+        "user",
+        "add",
+        "ann",
+        "--room",
+        "nowhere",
+        "--db",
+        str(db),
+        stdin="pw\n",
+        check=False,
+    )
+    assert missing.returncode == 1 and "nowhere" in missing.stderr
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(os.urandom(4096))
+    bad = pttd("server", "room", "list", "--db", str(broken), check=False)
+    assert bad.returncode == 1 and str(broken) in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pair_code_json_and_qr(db: Path) -> None:
+    out = json.loads(
+        pttd(
+            "server", "pair-code", "--room", "ops", "--json", "--ttl", "60", "--db", str(db)
+        ).stdout
+    )
+    assert set(out) >= {"code", "rooms", "expires_at"}
+    assert out["rooms"] == ["ops"]
+    human = pttd(
+        "server", "pair-code", "--room", "ops", "--url", "wss://radio.example:443", "--db", str(db)
+    ).stdout
+    assert "pttd://pair?server=wss%3A%2F%2Fradio.example%3A443&code=" in human
+    assert "█" in human or "▀" in human  # the terminal QR code
+
+
+def test_password_from_stdin_logs_on_and_server_prints_ready_line(
+    db: Path, server: RunningServer
+) -> None:
+    assert server.url.startswith("ws://127.0.0.1:")
+    pttd("server", "user", "add", "ann", "--room", "ops", "--db", str(db), stdin="s3cret\n")
+
+    async def logon() -> p.ServerMessage:
+        async with connect(server.url) as ws:
+            await ws.send(p.Logon(("ops",), seq=1, username="ann", password="s3cret").to_json())
+            return p.parse_server_message(await ws.recv())
+
+    answer = asyncio.run(logon())
+    assert isinstance(answer, p.Response) and answer.success
+
+
+def test_pair_then_revoke_while_server_runs(db: Path, server: RunningServer) -> None:
+    code = json.loads(
+        pttd("server", "pair-code", "--room", "ops", "--json", "--db", str(db)).stdout
+    )
+
+    async def scenario() -> tuple[p.Response, int | None]:
+        async with connect(server.url) as ws:
+            await ws.send(p.Pair(code["code"], "van-7", seq=1).to_json())
+            paired = p.parse_server_message(await ws.recv())
+            assert isinstance(paired, p.Response) and paired.auth_token
+            await ws.send(p.Logon(("ops",), seq=2, auth_token=paired.auth_token).to_json())
+            logon = p.parse_server_message(await ws.recv())
+            assert isinstance(logon, p.Response) and logon.success
+            devices = json.loads(pttd("server", "device", "list", "--json", "--db", str(db)).stdout)
+            assert [(d["name"], d["revoked"]) for d in devices] == [("van-7", False)]
+            await asyncio.to_thread(pttd, "server", "device", "revoke", "van-7", "--db", str(db))
+            async for frame in ws:  # the server drops the revoked device by itself
+                event = p.parse_server_message(frame)
+                if isinstance(event, p.OnError):
+                    break
+            await ws.wait_closed()
+            return paired, ws.close_code
+
+    paired, close_code = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert close_code == 1008
+    devices = json.loads(pttd("server", "device", "list", "--json", "--db", str(db)).stdout)
+    assert devices[0]["revoked"] is True
+    server.proc.terminate()
+    _, log = server.proc.communicate(timeout=10)
+    assert "van-7" in log  # the server did log the pairing and the revocation …
+    assert paired.auth_token not in log  # … but never the credential or the code
+    assert code["code"] not in log and code["code"].replace("-", "") not in log
+
+
+def test_sigterm_stops_the_server_cleanly(db: Path) -> None:
+    running = start_server(db)
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.proc.wait(10) == 0
+
+
+def test_wss_with_certificate(db: Path, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    running = start_server(db, "--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    try:
+        assert running.url.startswith("wss://127.0.0.1:")
+
+        async def handshake(context: ssl.SSLContext) -> None:
+            async with connect(running.url, ssl=context) as ws:
+                await ws.send(p.Logon(("ops",), seq=1, username="x", password="y").to_json())
+                answer = p.parse_server_message(await ws.recv())
+                assert isinstance(answer, p.Response) and answer.error == p.NOT_AUTHORIZED
+
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        asyncio.run(handshake(trusting))
+        with pytest.raises(ssl.SSLCertVerificationError):  # verification is on by default
+            asyncio.run(handshake(ssl.create_default_context()))
+    finally:
+        running.proc.terminate()
+        running.proc.wait(10)
