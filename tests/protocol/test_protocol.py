@@ -224,13 +224,9 @@ on_stream_starts = st.builds(
     packet_duration=durations,
     priority=priorities,
 )
-on_stream_stops = st.builds(
-    OnStreamStop, stream_id=u32, channel=_opt(names), reason=_opt(names)
-)
+on_stream_stops = st.builds(OnStreamStop, stream_id=u32, channel=_opt(names), reason=_opt(names))
 on_errors = st.builds(OnError, error=texts)
-on_text_messages = st.builds(
-    OnTextMessage, channel=names, from_=names, text=texts, message_id=u32
-)
+on_text_messages = st.builds(OnTextMessage, channel=names, from_=names, text=texts, message_id=u32)
 responses = st.builds(
     Response,
     seq=u32,
@@ -781,7 +777,7 @@ class TestAudioPacket:
             b"\x00\x00\x00\x00\x01\x00\x00\x00\x00opus",  # wrong type byte
             b"\x02\x00\x00\x00\x01\x00\x00\x00\x00opus",
             b"\xff\x00\x00\x00\x01\x00\x00\x00\x00opus",
-            b"{\"command\":\"unpair\"}",
+            b'{"command":"unpair"}',
             b"\x01" + bytes(MAX_BINARY_FRAME),  # one byte too many
             b"\x01" + bytes(4 * MAX_BINARY_FRAME),
         ],
@@ -898,8 +894,7 @@ def test_invalid_json(parse: Callable[[Any], Any], frame: str | bytes) -> None:
         ('{"command":"unpair","seq":4294967296}', INVALID_REQUEST, None),
         # missing fields
         (
-            '{"command":"start_stream","seq":5,"type":"audio","codec":"opus",'
-            '"packet_duration":60}',
+            '{"command":"start_stream","seq":5,"type":"audio","codec":"opus","packet_duration":60}',
             NOT_ENOUGH_PARAMS,
             5,
         ),
@@ -1128,9 +1123,7 @@ def test_text_frame_limit_counts_utf8_bytes_not_characters() -> None:
 
 def _four_byte_rooms() -> tuple[str, ...]:
     # distinct names (duplicates would collapse) of MAX_NAME characters of 4 bytes each
-    return tuple(
-        chr(0x1F600 + i) + chr(0x10000 + i) * (MAX_NAME - 1) for i in range(MAX_ROOMS)
-    )
+    return tuple(chr(0x1F600 + i) + chr(0x10000 + i) * (MAX_NAME - 1) for i in range(MAX_ROOMS))
 
 
 def test_largest_logon_fits_in_a_text_frame() -> None:
