@@ -17,10 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pttd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from pttd.audio.cli import add_parser as add_audio  # noqa: PLC0415
     from pttd.bench import add_parser as add_bench  # noqa: PLC0415
+    from pttd.demo import add_parser as add_demo  # noqa: PLC0415
     from pttd.server.admin import add_parser as add_server  # noqa: PLC0415
 
+    add_demo(sub)
     add_server(sub)
+    add_audio(sub)
     add_bench(sub)
     return parser
 

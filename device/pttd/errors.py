@@ -58,3 +58,63 @@ class PairingError(RegistryError, PermissionError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class AudioError(PttdError):
+    """Base for the device's audio path: devices, streams, codec."""
+
+
+class AudioDeviceError(AudioError, LookupError):
+    """An audio device that does not exist or cannot be used as asked (no input channels, a sample
+    rate it does not support…); the message lists the devices there are."""
+
+
+class AudioStreamError(AudioError, OSError):
+    """An audio stream that PortAudio could not open or start (device unplugged, busy…)."""
+
+
+class AudioConfigError(AudioError, ConfigError):
+    """An audio setting that cannot be used (an Opus frame size, a bitrate…); names the field.
+
+    Also a :class:`ConfigError`, so that whoever loads the configuration catches it with the rest.
+    """
+
+
+class CodecError(AudioError, ValueError):
+    """An Opus frame or packet that cannot be encoded or decoded (a malformed packet, a frame
+    of the wrong length); the stream goes on without it."""
+
+
+class HardwareError(PttdError):
+    """Base for the device's hardware adapters: buttons, input devices, serial accessories, LEDs."""
+
+
+class InputError(HardwareError, OSError):
+    """A button, input device or serial accessory that cannot be used.
+
+    The message names the pin, device or port and the function it was meant for
+    (``PTT button on GPIO 17: pin in use …``).
+    """
+
+
+class LedError(HardwareError, OSError):
+    """An LED pin that cannot be claimed; the message names the pin and the LED's function."""
+
+
+class StoreError(PttdError, OSError):
+    """Persisted device state (credential, settings) that cannot be read or saved; names the file.
+    A failed save leaves the old state intact."""
+
+
+class LinkError(PttdError):
+    """Base for the device's link to the room server."""
+
+
+class PairingFailed(LinkError):
+    """Pairing did not work. ``reason`` is one of ``invalid code``, ``expired code``,
+    ``used code``, ``rate limited``, ``unreachable``, ``tls``, ``refused``; the message says it
+    for humans."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,231 @@
+"""``pttd demo``: the whole system on one machine, nothing to wire.
+
+A room server runs in-process on loopback with a temporary database; two simulated devices pair
+with it through the real pairing flow; device A is keyed up with a speech sample on its simulated
+microphone; device B plays what it hears into a simulated speaker. Then a short report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pttd.audio import Pcm
+from pttd.audio.sim import ClockedSource, RecordingSink, read_wav, silence
+from pttd.config import AudioConfig, Config, DeviceConfig, ServerConfig, StateConfig
+from pttd.daemon import Device
+from pttd.errors import PttdError
+from pttd.inputs.sim import SimulatedButton
+from pttd.leds import build_leds
+from pttd.link import LinkSettings, pair
+from pttd.machine import Link
+from pttd.redact import setup_logging
+from pttd.server.app import RoomServer, ServerSettings
+from pttd.server.registry import Registry
+from pttd.store import Store
+
+log = logging.getLogger(__name__)
+
+ROOM = "demo"
+
+
+def speech_sample(sample_rate: int) -> Pcm:
+    """The shipped speech sample (espeak-ng, 16 kHz) at ``sample_rate``."""
+    with resources.as_file(resources.files("pttd") / "data" / "speech.wav") as path:
+        return read_wav(path, sample_rate=sample_rate)
+
+
+@dataclass
+class SimDevice:
+    """A device with simulated microphone, speaker, button and LEDs."""
+
+    device: Device
+    button: SimulatedButton
+    mic: ClockedSource
+    speaker: RecordingSink
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+        self.task = asyncio.create_task(self.device.run(ready.set))
+        await asyncio.wait_for(ready.wait(), 5)
+
+    async def wait_online(self, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.device.machine.link is not Link.ONLINE:
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.device.stop()
+        if self.task is not None:
+            await self.task
+
+
+def sim_config(name: str, url: str, state_dir: Path, audio: AudioConfig | None = None) -> Config:
+    return Config(
+        device=DeviceConfig(name=name),
+        server=ServerConfig(url=url),
+        state=StateConfig(dir=str(state_dir)),
+        audio=replace(audio or AudioConfig(), backend="sim"),
+    )
+
+
+def make_sim_device(config: Config, mic_signal: Pcm, *, restart_on_open: bool = True) -> SimDevice:
+    rate = config.audio.sample_rate
+    frame = rate * config.audio.frame_ms // 1000
+    mic = ClockedSource(
+        mic_signal, sample_rate=rate, frame_samples=frame, restart_on_open=restart_on_open
+    )
+    speaker = RecordingSink(sample_rate=rate, frame_samples=frame)
+    button = SimulatedButton(f"sim:{config.device.name}")
+    device = Device(
+        config,
+        store=Store(config.state.dir),
+        audio_in=mic,
+        audio_out=speaker,
+        inputs=[button],
+        leds=build_leds(config.leds, fake=True),
+    )
+    return SimDevice(device, button, mic, speaker)
+
+
+@dataclass
+class Bench:
+    """A room server on loopback with a temporary registry, and paired simulated devices."""
+
+    directory: Path
+    registry: Registry
+    server: RoomServer
+    devices: list[SimDevice] = field(default_factory=list)
+
+    async def add_device(
+        self, name: str, mic_signal: Pcm, audio: AudioConfig | None = None, **kw: Any
+    ) -> SimDevice:
+        code = await asyncio.to_thread(self.registry.create_pair_code, [ROOM])
+        credential = await pair(self.server.url, code.code, name, LinkSettings())
+        state = self.directory / name
+        store = Store(state)
+        store.save_credential(credential)
+        sim = make_sim_device(sim_config(name, self.server.url, state, audio), mic_signal, **kw)
+        await sim.start()
+        self.devices.append(sim)
+        return sim
+
+
+@contextlib.asynccontextmanager
+async def loopback_bench(settings: ServerSettings | None = None) -> AsyncIterator[Bench]:
+    with tempfile.TemporaryDirectory(prefix="pttd-demo-") as tmp:
+        directory = Path(tmp)
+        registry = Registry(directory / "server.db")
+        registry.add_room(ROOM)
+        server = RoomServer(registry, settings or ServerSettings(host="127.0.0.1", port=0))
+        await server.start()
+        bench = Bench(directory, registry, server)
+        try:
+            yield bench
+        finally:
+            for sim in bench.devices:
+                await sim.stop()
+            await server.close()
+            registry.close()
+
+
+def onset(signal: Pcm, fraction: float = 0.1) -> int:
+    """Index of the first sample above ``fraction`` of the signal's peak."""
+    peak = int(np.max(np.abs(signal.astype(np.int32))))
+    above = np.flatnonzero(np.abs(signal.astype(np.int32)) >= max(1, int(peak * fraction)))
+    return int(above[0]) if above.size else 0
+
+
+async def run_demo(progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    rate = AudioConfig().sample_rate
+    speech = speech_sample(rate)
+    async with loopback_bench() as bench:
+        progress(f"room server on {bench.server.url}, room '{ROOM}'")
+        a = await bench.add_device("device-a", speech)
+        b = await bench.add_device("device-b", silence(1.0, sample_rate=rate))
+        await a.wait_online()
+        await b.wait_online()
+        progress("device-a and device-b paired with one-time codes and online")
+        await asyncio.sleep(0.3)  # let the 'connected' tones play out
+        b.speaker.clear()
+        talk = len(speech) / rate + 0.2
+        progress(f"device-a: PTT pressed, talking for {talk:.1f} s")
+        a.button.press()
+        await asyncio.sleep(talk)
+        a.button.release()
+        progress("device-a: PTT released")
+        await asyncio.sleep(0.5)  # the tail drains from device-b's jitter buffer
+        heard = b.speaker.recording()
+        stats = b.device.mixer.stats
+        # Mouth to ear: the speech onset leaving A's microphone vs leaving B's speaker.
+        k = onset(speech)
+        captured = [t for pos, t in a.mic.capture_times if pos <= k < pos + a.mic.frame_samples]
+        t_mouth = captured[0] + (k % a.mic.frame_samples) / rate if captured else None
+        peak = int(np.max(np.abs(speech.astype(np.int32))))
+        t_ear = b.speaker.first_above(int(peak * 0.1))
+        mouth_to_ear = (t_ear - t_mouth) * 1000 if t_ear and t_mouth else None
+        access = a.device.counters.access_times
+        sent, received = a.device.counters.packets_sent, b.device.counters.packets_received
+        energy = float(np.sqrt(np.mean(heard.astype(np.float64) ** 2))) if heard.size else 0.0
+        report: dict[str, Any] = {
+            "ok": sent > 0 and received == sent and mouth_to_ear is not None and energy > 100,
+            "server": bench.server.url,
+            "packets_sent": sent,
+            "packets_received": received,
+            "access_time_ms": round(access[0] * 1000, 1) if access else None,
+            "mouth_to_ear_ms": round(mouth_to_ear, 1) if mouth_to_ear is not None else None,
+            "speech_s": round(len(speech) / rate, 2),
+            "heard_s": round(heard.size / rate, 2),
+            "heard_rms": round(energy, 1),
+            "underruns": stats.underruns,
+            "concealed": stats.concealed,
+            "late": stats.late,
+            "tones_a": [t.value for t in a.device.counters.tones],
+        }
+    return report
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo", help="two simulated devices talk through a local room server")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--log-level", default="WARNING")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level.upper())
+    started = time.monotonic()
+    say: Callable[[str], None] = (lambda _: None) if args.json else (lambda s: print(f"  {s}"))
+    if not args.json:
+        print("pttd demo: everything simulated, nothing to wire")
+    try:
+        report = asyncio.run(run_demo(say))
+    except (PttdError, TimeoutError) as exc:
+        raise PttdError(f"demo failed: {exc}") from exc
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"  device-b heard {report['heard_s']} s of audio "
+            f"({report['packets_received']} of {report['packets_sent']} packets)\n"
+            f"  access time (press → talk permit): {report['access_time_ms']} ms\n"
+            f"  mouth-to-ear latency: {report['mouth_to_ear_ms']} ms\n"
+            f"  jitter buffer: {report['underruns']} underruns, {report['concealed']} concealed, "
+            f"{report['late']} late\n"
+            f"{'OK' if report['ok'] else 'FAILED'} in {report['elapsed_s']} s"
+        )
+    return 0 if report["ok"] else 1
