@@ -145,6 +145,7 @@ class Device:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._press_t: float | None = None
         self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = clock()
 
@@ -170,7 +171,7 @@ class Device:
 
     # -- running ---------------------------------------------------------------------------
 
-    async def run(self, ready: Callable[[], None] | None = None) -> None:
+    async def run(self, ready: Callable[[], object] | None = None) -> None:
         self._execute(self.machine.initial_actions())
         self.audio_out.start(self.mixer.pull)
         for source in self.inputs:
@@ -211,8 +212,18 @@ class Device:
 
     def feed(self, event: Event) -> None:
         self._execute(self.machine.handle(event))
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def until(self, condition: Callable[[DeviceMachine], bool]) -> None:
+        """Wait until ``condition(machine)`` holds (checked after every event); bound it with
+        ``asyncio.timeout``."""
+        while not condition(self.machine):
+            await self._changed.wait()
 
     def _on_edge(self, edge: ButtonEdge) -> None:
+        if self._stopping.is_set():
+            return  # adapters report releases as they close: the machine has shut down
         b = edge.button
         if b in (Button.PTT, Button.EMERGENCY):
             emergency = b is Button.EMERGENCY

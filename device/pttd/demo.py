@@ -62,10 +62,9 @@ class SimDevice:
         self.task = asyncio.create_task(self.device.run(ready.set))
         await asyncio.wait_for(ready.wait(), 5)
 
-    async def wait_online(self, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while self.device.machine.link is not Link.ONLINE:
-                await asyncio.sleep(0.01)
+    async def wait_online(self) -> None:
+        async with asyncio.timeout(5.0):
+            await self.device.until(lambda m: m.link is Link.ONLINE)
 
     async def stop(self) -> None:
         self.device.stop()

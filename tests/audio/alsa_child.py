@@ -6,6 +6,7 @@ JSON object on stdout; samples go through .npy files.
 
     devices                       list the devices and try a set of device specs
     capture N OUT.npy             capture N frames from "PTTD_Capture", then close
+    open-gone INFILE              choose "pttd_capture", delete INFILE, then open: must fail
     playback REF.npy [FAIL_AT]    play REF (then silence) to "pttd_playback"; with FAIL_AT,
                                   the pull raises on that call (0-based)
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -92,6 +94,17 @@ async def capture(n: int, path: str) -> dict[str, Any]:
     }
 
 
+async def open_gone(infile: str) -> dict[str, Any]:
+    source = SoundDeviceInput("pttd_capture", sample_rate=RATE, frame_samples=FRAME)
+    os.remove(infile)  # the device goes away between start-up and the button press
+    try:
+        source.open(lambda frame, t: None)
+    except PttdError as exc:
+        return {"error": type(exc).__name__, "message": str(exc), "is_open": source.is_open}
+    source.close()
+    return {"error": None}
+
+
 async def playback(ref_path: str, fail_at: int | None) -> dict[str, Any]:
     ref = np.load(ref_path)
     sink = SoundDeviceOutput("pttd_playback", sample_rate=RATE, frame_samples=FRAME)
@@ -133,6 +146,8 @@ def main(argv: list[str]) -> int:
         result = devices()
     elif cmd == "capture":
         result = asyncio.run(capture(int(argv[1]), argv[2]))
+    elif cmd == "open-gone":
+        result = asyncio.run(open_gone(argv[1]))
     elif cmd == "playback":
         result = asyncio.run(playback(argv[1], int(argv[2]) if len(argv) > 2 else None))
     else:

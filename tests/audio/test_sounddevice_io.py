@@ -221,8 +221,14 @@ def test_capture_delivers_the_file_samples_exactly(alsa: AlsaTest) -> None:
     captured = np.load(out)
     start = find(captured, alsa.signal)
     assert start is not None, "the file's samples were not captured intact"
-    assert start % FRAME == 0
-    assert start < 4 * FRAME
+    assert start < 4 * FRAME  # 0 here; a host API may lead with a little silence
+
+
+def test_open_failure_is_a_clear_error(alsa: AlsaTest) -> None:
+    r = alsa.child("open-gone", str(alsa.infile))
+    assert r["error"] == "AudioStreamError"
+    assert "cannot open input device #" in r["message"] and "pttd_capture" in r["message"]
+    assert r["is_open"] is False
 
 
 # --- playback ---------------------------------------------------------------------------------
@@ -290,5 +296,7 @@ def test_cli_audio_list_table(alsa: AlsaTest) -> None:
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["#", "name", "host", "API", "in", "out", "rate", "default"]
     capture = next(line for line in lines if "pttd_capture" in line).split()
-    assert capture[2:5] == ["ALSA", "128", "0"] or capture[2] == "ALSA"
-    assert any("pttd_playback" in line for line in lines)
+    playback = next(line for line in lines if "pttd_playback" in line).split()
+    # index, name, host API, in, out, rate[, default]
+    assert capture[1:3] == ["pttd_capture", "ALSA"] and int(capture[3]) > 0 and capture[4] == "0"
+    assert playback[1:4] == ["pttd_playback", "ALSA", "0"] and int(playback[4]) > 0

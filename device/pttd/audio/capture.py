@@ -61,8 +61,7 @@ class SoundDeviceInput:
     ``device`` (index, name substring or ``None``: see :mod:`pttd.audio.devices`) is chosen and
     checked for mono int16 at ``sample_rate`` when this object is built, so a wrong config fails
     at start-up rather than at the first press of the button; an :class:`AudioDevice` is used as
-    it is.
-    :meth:`open` and :meth:`close` must be called on the asyncio loop's thread.
+    it is. :meth:`open` and :meth:`close` must be called on the asyncio loop's thread.
 
     Counters (read them on the loop thread; the callback only increments): ``overflows`` (blocks
     PortAudio flagged with an input overflow: samples were lost before this block),

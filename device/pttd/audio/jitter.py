@@ -25,7 +25,14 @@ How it decides (kept simple on purpose):
 * Shrink. Every ``shrink_window`` pops, if the depth never fell to the target during the window,
   the buffer is deeper than the network needs: skip one frame. Push-to-talk streams are speech
   without pauses, so there is no silence to hide the skip in; doing it at most once per window
-  keeps the cost to one 20 ms glitch every half second while catching up after a burst.
+  keeps the cost to one short glitch every half second while catching up after a burst.
+* Stop. After :meth:`JitterBuffer.stop` what is buffered plays out (gaps still recovered or
+  concealed, no holding, no skipping); :attr:`JitterBuffer.finished` turns true with the pop that
+  hands out the last packet.
+
+The packet-id clock assumes one packet per packet duration, which holds for pttd's streams (no
+DTX by default). A DTX sender's pauses would look like late packets: the buffer would deepen, then
+shrink back.
 """
 
 from __future__ import annotations

@@ -162,7 +162,13 @@ _Command: TypeAlias = _Start | _Packet | _Stop | _Tone
 
 
 class Mixer:
-    """Mixes the incoming streams and the tones into the output's blocks (see module doc)."""
+    """Mixes the incoming streams and the tones into the output's blocks (see module doc).
+
+    ``frame_samples`` is the output's usual block size, which sizes the buffers; :meth:`pull`
+    takes any ``n``. ``clock`` gives the time for the jitter buffers' decisions inside
+    :meth:`pull` (and for ``idle_timeout``: a stream with no packet for that long is treated as
+    stopped, in case its ``on_stream_stop`` never comes); arrival times come with the packets.
+    """
 
     def __init__(
         self,

@@ -182,7 +182,6 @@ class ClockedSource:
         self._generation = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._taken = threading.Event()  # unpaced: the loop took the last frame posted
 
     @classmethod
     def from_wav(
@@ -245,10 +244,9 @@ class ClockedSource:
         self._generation += 1
         self._deliver = deliver
         self._stop = threading.Event()
-        self._taken.clear()
         self._thread = threading.Thread(
             target=self._run,
-            args=(loop, self._generation, self._stop, self.position),
+            args=(loop, self._generation, self._stop, threading.Event(), self.position),
             name="pttd-sim-capture",
             daemon=True,
         )
@@ -269,8 +267,11 @@ class ClockedSource:
         loop: asyncio.AbstractEventLoop,
         generation: int,
         stop: threading.Event,
+        taken: threading.Event,
         position: int,
     ) -> None:
+        """The clock thread of one open. Unpaced, ``taken`` is set when the loop has taken the
+        last frame posted (or dropped it), and the next is posted only then."""
         period = self.period
         t0 = time.monotonic()
         k = 0
@@ -289,22 +290,24 @@ class ClockedSource:
                 t = t0 + k * period
             else:
                 if k > 0:
-                    while not self._taken.wait(0.05):
+                    while not taken.wait(0.05):
                         if stop.is_set():
                             return
-                    self._taken.clear()
+                    taken.clear()
                 if stop.is_set():
                     return
                 t = time.monotonic()
             frame = self.frame_at(position)
             try:
-                loop.call_soon_threadsafe(self._on_loop, generation, position, frame, t)
+                loop.call_soon_threadsafe(self._on_loop, generation, taken, position, frame, t)
             except RuntimeError:  # the loop is closed
                 return
             position += self.frame_samples
             k += 1
 
-    def _on_loop(self, generation: int, position: int, frame: Pcm, t: float) -> None:
+    def _on_loop(
+        self, generation: int, taken: threading.Event, position: int, frame: Pcm, t: float
+    ) -> None:
         try:
             deliver = self._deliver
             if generation != self._generation or deliver is None:
@@ -314,7 +317,7 @@ class ClockedSource:
             self.capture_times.append((position, t))
             deliver(frame, t)
         finally:
-            self._taken.set()
+            taken.set()
 
 
 # --- sink -----------------------------------------------------------------------------------

@@ -64,9 +64,7 @@ PATTERNS: Final[Mapping[ToneKind, tuple[Step, ...]]] = {
 }
 
 
-def tone(
-    kind: str | ToneKind, sample_rate: int, level_dbfs: float = DEFAULT_LEVEL_DBFS
-) -> Pcm:
+def tone(kind: str | ToneKind, sample_rate: int, level_dbfs: float = DEFAULT_LEVEL_DBFS) -> Pcm:
     """The tone ``kind`` at ``sample_rate``, peaking at ``level_dbfs``; a read-only array."""
     try:
         which = ToneKind(kind)
