@@ -19,7 +19,7 @@ from pttd import protocol as p
 from pttd.audio import AudioInput, AudioOutput, Pcm
 from pttd.audio.codec import Encoder, OpusSettings
 from pttd.audio.mixer import Mixer
-from pttd.audio.tones import ToneKind, tone
+from pttd.audio.tones import tone
 from pttd.config import Config
 from pttd.errors import CodecError, StoreError
 from pttd.inputs import Button, ButtonEdge, Input
@@ -60,18 +60,6 @@ log = logging.getLogger(__name__)
 
 VOLUME_STEP = 10
 BLINK = (0.25, 0.25)
-
-# The state machine's tones, as the tone generator knows them.
-TONES: dict[Tone, ToneKind] = {
-    Tone.TALK_PERMIT: ToneKind.TALK_PERMIT,
-    Tone.BUSY: ToneKind.BUSY,
-    Tone.ROGER: ToneKind.ROGER,
-    Tone.CONNECTED: ToneKind.CONNECTED,
-    Tone.DISCONNECTED: ToneKind.DISCONNECTED,
-    Tone.TIMEOUT_WARNING: ToneKind.TIMEOUT_WARNING,
-    Tone.ERROR: ToneKind.DISCONNECTED,
-    Tone.ROOM: ToneKind.ROGER,
-}
 
 
 @dataclass
@@ -240,7 +228,7 @@ class Device:
     def change_volume(self, delta: int) -> int:
         volume = max(0, min(100, self.mixer.volume + delta))
         self.mixer.set_volume(volume)
-        self._play(ToneKind.ROGER)
+        self._play(Tone.ROOM)
         try:
             self.store.update_settings(volume=volume)
         except StoreError as exc:
@@ -298,7 +286,7 @@ class Device:
                     self.counters.tones.append(action.tone)
                     if action.tone is Tone.TALK_PERMIT and self._press_t is not None:
                         self.counters.access_times.append(self.clock() - self._press_t)
-                    self._play(TONES[action.tone])
+                    self._play(action.tone)
                 case SetLed():
                     led = self.leds.all()[action.led]
                     if action.mode == "on":
@@ -325,7 +313,7 @@ class Device:
                 case StopLink():
                     log.error("the server refused this device's credential: pair it again")
 
-    def _play(self, kind: ToneKind) -> None:
+    def _play(self, kind: Tone) -> None:
         self.mixer.play(tone(kind, self.audio_out.sample_rate, self.config.audio.tone_level_db))
 
     def _fire(self, name: str) -> None:

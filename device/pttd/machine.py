@@ -35,7 +35,7 @@ class Talk(enum.Enum):
     TRANSMITTING = "transmitting"  # floor granted, frames flowing
 
 
-class Tone(enum.Enum):
+class Tone(enum.StrEnum):
     TALK_PERMIT = "talk_permit"
     BUSY = "busy"
     ROGER = "roger"

@@ -9,8 +9,10 @@ talk_permit        rising two-tone, 700 → 1050 Hz (the floor is yours)
 busy               three low 400 Hz beeps (floor denied)
 roger              one short 1500 Hz beep (end of transmission)
 connected          three rising notes C-E-G (link up)
-disconnected       three falling notes G-D-G (link down, error)
-timeout_warning    four fast high 1800 Hz beeps (talk time nearly over)
+disconnected       three falling notes G-D-G (link down)
+timeout_warning    four fast high 1800 Hz beeps (talk time over)
+error              two long low 300 Hz beeps (press while offline or unpaired)
+room               two short 1000 Hz beeps (room selection changed)
 =================  ====================================================
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Final
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy.typing as npt
 
 from pttd.audio import Pcm
 from pttd.errors import AudioConfigError
+from pttd.machine import Tone
 
 __all__ = ["DEFAULT_LEVEL_DBFS", "FADE_MS", "PATTERNS", "ToneKind", "tone"]
 
@@ -34,13 +36,7 @@ FADE_MS: Final = 5.0
 MIN_SAMPLE_RATE: Final = 8000
 
 
-class ToneKind(StrEnum):
-    TALK_PERMIT = "talk_permit"
-    BUSY = "busy"
-    ROGER = "roger"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    TIMEOUT_WARNING = "timeout_warning"
+ToneKind = Tone  # the state machine names the tones; this module gives them a sound
 
 
 Step = tuple[float, float]
@@ -61,6 +57,8 @@ PATTERNS: Final[Mapping[ToneKind, tuple[Step, ...]]] = {
         (0, 50),
         (1800, 50),
     ),
+    ToneKind.ERROR: ((300, 150), (0, 60), (300, 150)),
+    ToneKind.ROOM: ((1000, 60), (0, 40), (1000, 60)),
 }
 
 
