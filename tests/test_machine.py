@@ -45,6 +45,7 @@ from pttd.machine import (
     Talk,
     TimerFired,
     Tone,
+    Unpaired,
 )
 
 
@@ -426,3 +427,21 @@ def test_toggle_mode_never_opens_without_a_latch(toggle: bool) -> None:
         m.handle(PttPressed(2.0))
         m.handle(PttReleased(2.1))
         assert not m.capture_open
+
+
+def test_unpaired_closes_capture_first_and_shows_unpaired_without_an_error() -> None:
+    m = online()
+    m.handle(PttPressed(1.0))
+    m.handle(StreamGranted(1.1, m.request or 0, 7))
+    actions = m.handle(Unpaired(2.0))
+    assert isinstance(actions[0], CloseCapture)
+    assert of(actions, SendStopStream) and not of(actions, StopLink)
+    assert m.link is Link.UNPAIRED and not m.paired and not m.capture_open
+    assert m.last_error == "" and m.rooms == ()
+    assert SetLed("error", "blink") in actions and SetLed("transmit", "off") in actions
+    assert m.handle(LinkUp(3.0, ("ops",))) == [] and m.link is Link.UNPAIRED  # a stale logon
+    m.handle(PttReleased(3.5))
+    m.handle(AudioTest(4.0, True))
+    assert m.capture_open  # the installer's audio test still works unpaired
+    m.handle(Unpaired(5.0))
+    assert not m.capture_open and not m.audio_test

@@ -8,10 +8,12 @@ directory (:mod:`pttd.store`). Every problem in a file is reported at once, each
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import tomllib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +48,15 @@ def pin(value: Any) -> str | None:
     return f"must be a BCM pin number or name (got {value!r})"
 
 
+def board(value: Any) -> str | None:
+    """Empty, or the name of a board profile shipped in ``pttd/hw_profiles``."""
+    from pttd.boards import profile_names  # noqa: PLC0415 (reads the package's profile files)
+
+    if value == "" or value in profile_names():
+        return None
+    return f"no board profile {value!r}; there are: {', '.join(profile_names())}"
+
+
 def _spec(default: Any, check: Check | None = None, doc: str = "") -> Any:
     return field(default=default, metadata={"check": check, "doc": doc})
 
@@ -53,6 +64,7 @@ def _spec(default: Any, check: Check | None = None, doc: str = "") -> Any:
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
     name: str = _spec("pttd", doc="the name offered to the server when pairing")
+    board: str = _spec("", board, "board profile that `pttd doctor` checks the wiring against")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +236,13 @@ def _ptt_problems(ptt: PttConfig, where: str) -> list[str]:
     return []
 
 
+def _whole_problems(config: Config) -> list[str]:
+    """Checks that look at more than one field."""
+    if config.server.url and not config.server.url.startswith(("ws://", "wss://")):
+        return [f"server.url: must start with ws:// or wss:// (got {config.server.url!r})"]
+    return []
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse TOML text; raise :class:`ConfigError` listing every problem, each with its key."""
     try:
@@ -249,8 +268,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         else:
             sections[key] = _build(hints[key], value, key, problems)
     config = Config(**sections)
-    if config.server.url and not config.server.url.startswith(("ws://", "wss://")):
-        problems.append(f"server.url: must start with ws:// or wss:// (got {config.server.url!r})")
+    problems.extend(_whole_problems(config))
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return config
@@ -265,3 +283,133 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text") from exc
     return parse_config(text, str(path))
+
+
+# --------------------------------------------------------------------------- single keys
+# The installer console reads and sets one dotted key at a time (``audio.volume``); what it sets
+# is saved in the state directory and laid over the file's values at start (apply_overrides).
+
+FIXED_KEYS = frozenset({"state.dir"})  # where the saved values live: only the file may move it
+SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "pin", "code"})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One settable key: ``section.name``, its type, default and description."""
+
+    key: str
+    section: str
+    name: str
+    hint: Any
+    default: Any
+    doc: str
+
+    @property
+    def secret(self) -> bool:
+        """Shown masked: a word of the key names a secret."""
+        return any(w in SECRET_WORDS for w in self.key.replace(".", "_").split("_"))
+
+    @property
+    def type_name(self) -> str:
+        if typing.get_origin(self.hint) is Literal:
+            return "one of " + ", ".join(map(str, typing.get_args(self.hint)))
+        return _type_name(self.hint)
+
+
+def settable_keys() -> dict[str, KeyInfo]:
+    """Every dotted key a single value can be set for (``[[ptt]]`` entries are the file's)."""
+    keys: dict[str, KeyInfo] = {}
+    for section, cls in typing.get_type_hints(Config).items():
+        if not dataclasses.is_dataclass(cls):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{section}.{f.name}"
+            if key not in FIXED_KEYS:
+                keys[key] = KeyInfo(
+                    key, section, f.name, hints[f.name], f.default, f.metadata.get("doc", "")
+                )
+    return keys
+
+
+def get_value(config: Config, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(config, section), name)
+
+
+def _key_info(key: str) -> KeyInfo:
+    keys = settable_keys()
+    info = keys.get(key)
+    if info is None:
+        if key in FIXED_KEYS:
+            raise ConfigError(f"{key}: set in the configuration file only")
+        near = difflib.get_close_matches(key, list(keys), n=3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise ConfigError(f"{key}: unknown key{hint}")
+    return info
+
+
+def _accepts(hint: Any, kind: type) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_accepts(h, kind) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return kind is str
+    return bool(hint is kind)
+
+
+def parse_value(key: str, text: str) -> Any:
+    """A value typed at the console (``50``, ``true``, ``toggle``, ``"a b"``, ``none``) as the
+    key's type wants it; checked by :func:`apply_overrides`, not here. ConfigError for an
+    unknown key."""
+    info = _key_info(key)
+    text = text.strip()
+    if _accepts(info.hint, type(None)) and text.lower() in ("", "none", "null"):
+        return None
+    if _accepts(info.hint, bool) and text.lower() in ("yes", "on", "no", "off"):
+        return text.lower() in ("yes", "on")
+    try:
+        value: Any = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word: the string itself
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not (_accepts(info.hint, int) or _accepts(info.hint, float)):
+            value = text  # "1234" for a name
+    elif not isinstance(value, str | bool | int | float):
+        value = text  # a date, a table…: the text, which the type check then judges
+    return value
+
+
+def format_value(value: Any) -> str:
+    """A value as TOML writes it (``"ops"``, ``true``, ``50``), ``none`` for unset."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def apply_overrides(config: Config, values: Mapping[str, Any]) -> Config:
+    """``config`` with single dotted-key values laid over it, each checked as the file's would
+    be; ConfigError naming every bad key (``audio.volume: must be between 0 and 100``)."""
+    problems: list[str] = []
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        try:
+            info = _key_info(key)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        tables.setdefault(info.section, {})[info.name] = value
+    sections: dict[str, Any] = {}
+    for section, table in tables.items():
+        current = getattr(config, section)
+        merged = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
+        merged.update(table)
+        sections[section] = _build(type(current), merged, section, problems)
+    result = dataclasses.replace(config, **sections)
+    problems.extend(_whole_problems(result))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return result

@@ -53,6 +53,7 @@ from pttd.machine import (
     StopLink,
     TimerFired,
     Tone,
+    Unpaired,
 )
 from pttd.store import Credential, Store
 
@@ -69,6 +70,7 @@ class Counters:
     streams_heard: int = 0
     talks: int = 0
     access_times: list[float] = field(default_factory=list)  # press edge → talk permit, s
+    online_times: list[float] = field(default_factory=list)  # the link came up (logged on)
     tones: list[Tone] = field(default_factory=list)
 
 
@@ -156,6 +158,9 @@ class Device:
         if credential is not None:
             self.feed(Paired(self.clock()))
             self.link.wake()
+        else:
+            self.feed(Unpaired(self.clock()))  # capture closes first, then the link drops
+            self.link.drop()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -248,6 +253,10 @@ class Device:
         self.feed(CapturedFrame(t, payload))
 
     def _on_link_event(self, event: LinkEvent) -> None:
+        if self._stopping.is_set():
+            # The machine has shut down (link OFFLINE, LEDs off); the LinkDown the closing link
+            # reports would make it 'connecting' again, blink the online LED and play a tone.
+            return
         now = self.clock()
         if isinstance(event, p.AudioPacket):
             self.counters.packets_received += 1
@@ -262,7 +271,10 @@ class Device:
         elif isinstance(event, p.OnTextMessage):
             log.info("text from %s in %s: %s", event.from_, event.channel, event.text)
         else:
+            was_online = self.machine.link is Link.ONLINE
             self.feed(event)
+            if not was_online and self.machine.link is Link.ONLINE:
+                self.counters.online_times.append(now)
 
     # -- actions out ----------------------------------------------------------------------
 

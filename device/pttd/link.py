@@ -169,9 +169,11 @@ class ServerLink:
         self._ws: ClientConnection | None = None
         self._seq = itertools.count(1)
         self._pending: dict[int, int] = {}  # start_stream seq -> the machine's request id
+        self._answers: dict[int, asyncio.Future[p.Response | None]] = {}  # awaited requests
         self._own_streams: set[int] = set()
         self._closed = False
         self._wake = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
         self.online = False
         self.last_error = ""
         self.connects = 0
@@ -209,6 +211,40 @@ class ServerLink:
     def send_text(self, room: str, text: str) -> None:
         self._send(p.SendTextMessage(room, text).to_json())
 
+    async def unpair(self) -> bool:
+        """Tell the server, over the live connection, that this device gives its credential up.
+
+        True when the server confirmed; False when offline (nothing sent) or no answer came.
+        The server closes the connection afterwards; the caller drops the credential.
+        """
+        ws = self._ws
+        if ws is None:
+            return False
+        seq = next(self._seq)
+        answer: asyncio.Future[p.Response | None] = asyncio.get_running_loop().create_future()
+        self._answers[seq] = answer
+        try:
+            await ws.send(p.Unpair(seq=seq).to_json())
+            async with asyncio.timeout(self.settings.answer_timeout):
+                response = await answer
+        except (OSError, TimeoutError, ConnectionClosed) as exc:
+            log.warning("link: unpair not confirmed: %s", exc or type(exc).__name__)
+            return False
+        finally:
+            self._answers.pop(seq, None)
+        return response is not None and response.success
+
+    def drop(self) -> None:
+        """Close the current connection (the credential was given up); :meth:`run` goes on and
+        waits for a credential."""
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            self._ws = None
+            task = asyncio.get_running_loop().create_task(ws.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def wake(self) -> None:
@@ -245,6 +281,9 @@ class ServerLink:
             finally:
                 self._ws = None
                 self._pending.clear()
+                for waiting in self._answers.values():
+                    if not waiting.done():
+                        waiting.set_result(None)
                 self._own_streams.clear()
                 if self.online:
                     self.online = False
@@ -284,6 +323,8 @@ class ServerLink:
                 self.last_error = f"logon refused: {answer.error}"
                 log.error("link: %s", self.last_error)
                 return answer.error == p.NOT_AUTHORIZED
+            if self._credential() != credential:
+                return False  # given up (unpaired) while logging on: this session is over
             self._ws = ws
             self.online = True
             self.connects += 1
@@ -306,6 +347,8 @@ class ServerLink:
             if revoked:
                 self.last_error = "the server revoked this device's credential"
                 log.error("link: %s", self.last_error)
+            elif self._credential() is None:
+                self.last_error = ""  # dropped: the credential was given up
             else:
                 self.last_error = f"connection closed ({ws.close_code})"
             return revoked
@@ -330,6 +373,11 @@ class ServerLink:
     def _dispatch(self, message: p.ServerMessage) -> None:
         now = self._now()
         if isinstance(message, p.Response):
+            waiting = self._answers.pop(message.seq, None)
+            if waiting is not None:
+                if not waiting.done():
+                    waiting.set_result(message)
+                return
             request = self._pending.pop(message.seq, None)
             if request is None:
                 return  # the answer to a stop_stream or a text message

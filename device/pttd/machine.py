@@ -99,6 +99,14 @@ class Paired:
 
 
 @dataclass(frozen=True, slots=True)
+class Unpaired:
+    """The installer gave the credential up (console ``unpair``, factory reset): show unpaired,
+    without the error a refused credential is."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
 class StreamGranted:
     t: float
     request: int
@@ -176,6 +184,7 @@ Event: TypeAlias = (
     | LinkDown
     | CredentialRefused
     | Paired
+    | Unpaired
     | StreamGranted
     | StreamRefused
     | OwnStreamStopped
@@ -376,6 +385,14 @@ class DeviceMachine:
                 self.paired = True
                 if self.link is Link.UNPAIRED:
                     self.link = Link.OFFLINE
+            case Unpaired():
+                self._end_talk(out, block=True)
+                self._set_audio_test(False, out)
+                self.paired = False
+                self.link = Link.UNPAIRED
+                self.rooms = ()
+                self.incoming.clear()
+                self.last_error = ""
             case ChangeRoom():
                 self._on_change_room(event, out)
             case AudioTest():

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
+from collections import deque
 from typing import Final
 
 MASK: Final = "[redacted]"
@@ -52,12 +54,50 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class LogBuffer(logging.Handler):
+    """Keeps the last ``capacity`` log lines in memory, redacted, for the console's ``log``."""
+
+    def __init__(self, capacity: int = 500) -> None:
+        super().__init__()
+        self._lines: deque[str] = deque(maxlen=capacity)
+        self._guard = threading.Lock()
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.addFilter(RedactingFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = redact(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        with self._guard:
+            self._lines.extend(text.splitlines() or [""])
+
+    def lines(self, count: int | None = None) -> list[str]:
+        """The last ``count`` lines (all kept, if None), oldest first."""
+        with self._guard:
+            lines = list(self._lines)
+        return lines if count is None else lines[-count:] if count > 0 else []
+
+    def clear(self) -> None:
+        with self._guard:
+            self._lines.clear()
+
+
+LOG_BUFFER: Final = LogBuffer()
+"""The buffer :func:`setup_logging` installs; the console's ``log`` reads it."""
+
+
 def setup_logging(level: int | str = logging.INFO) -> None:
-    """Log to stderr (journald takes it) through the redacting filter."""
+    """Log to stderr (journald takes it) and to :data:`LOG_BUFFER`, through the redacting
+    filter."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, LOG_BUFFER]
     root.setLevel(level)
     logging.getLogger("websockets").setLevel(logging.WARNING)

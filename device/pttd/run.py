@@ -17,8 +17,10 @@ from pathlib import Path
 
 from pttd.audio import AudioInput, AudioOutput
 from pttd.audio.sim import ClockedSource, RecordingSink, read_wav, sine
-from pttd.config import Config, load_config
+from pttd.config import Config, apply_overrides, load_config
+from pttd.console.device_backend import build_console
 from pttd.daemon import Device
+from pttd.errors import ConfigError
 from pttd.inputs import build_inputs
 from pttd.leds import build_leds
 from pttd.redact import setup_logging
@@ -79,7 +81,21 @@ def build_audio(config: Config) -> tuple[AudioInput, AudioOutput]:
     )
 
 
+def with_saved_settings(config: Config) -> Config:
+    """``config`` with the values saved by the console's ``config set`` laid over it; a saved
+    value that no longer checks out is logged and the file's values are used."""
+    values = Store(config.state.dir).settings().values
+    if not values:
+        return config
+    try:
+        return apply_overrides(config, values)
+    except ConfigError as exc:
+        log.error("saved console settings ignored: %s", exc)
+        return config
+
+
 def build_device(config: Config, *, pin_factory: object | None = None) -> Device:
+    config = with_saved_settings(config)
     audio_in, audio_out = build_audio(config)
     return Device(
         config,
@@ -103,13 +119,20 @@ async def serve(config: Config) -> None:
             sd_notify("WATCHDOG=1")
             await asyncio.sleep(period)
 
+    if device.config.log.level != config.log.level:  # set from the console: `config set`
+        logging.getLogger().setLevel(device.config.log.level)
     feeder = asyncio.create_task(watchdog(interval)) if interval else None
+    console = build_console(device)  # the installer console, when console.port is set
     try:
+        if console is not None:
+            await console.start()
         await device.run(ready=lambda: sd_notify("READY=1\nSTATUS=running"))
     finally:
         sd_notify("STOPPING=1")
         if feeder is not None:
             feeder.cancel()
+        if console is not None:
+            await console.close()
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
