@@ -110,14 +110,25 @@ class Bench:
     devices: list[SimDevice] = field(default_factory=list)
 
     async def add_device(
-        self, name: str, mic_signal: Pcm, audio: AudioConfig | None = None, **kw: Any
+        self,
+        name: str,
+        mic_signal: Pcm,
+        audio: AudioConfig | None = None,
+        *,
+        url: str | None = None,
+        **kw: Any,
     ) -> SimDevice:
+        """Pair a new simulated device with the server and start it. ``url``: the address it
+        connects to once paired, if not the server's own (a proxy in front of it: the benches)."""
         code = await asyncio.to_thread(self.registry.create_pair_code, [ROOM])
         credential = await pair(self.server.url, code.code, name, LinkSettings())
+        if url is not None:
+            credential = replace(credential, server_url=url)
         state = self.directory / name
         store = Store(state)
         store.save_credential(credential)
-        sim = make_sim_device(sim_config(name, self.server.url, state, audio), mic_signal, **kw)
+        config = sim_config(name, credential.server_url, state, audio)
+        sim = make_sim_device(config, mic_signal, **kw)
         await sim.start()
         self.devices.append(sim)
         return sim

@@ -11,19 +11,38 @@ import argparse
 import importlib
 from typing import Final
 
-# name -> (module under pttd.bench, one-line help). Order is the order of a future run-all.
+# name -> (module under pttd.bench, one-line help). Order is the run-all's order.
 BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     "server": (
         "server",
         "room server fan-out: one talker to N listeners, pttd against a bare websockets relay",
     ),
+    "audio": (
+        "audio",
+        "PESQ of the whole chain against the codec alone; CPU per frame against raw libopus",
+    ),
+    "latency": (
+        "latency",
+        "access time, mouth-to-ear, late entry, clipping, device RSS, on loopback",
+    ),
 }
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench`` and one subcommand per entry of :data:`BENCHMARKS` to the ``pttd`` parser."""
-    bench = sub.add_parser("bench", help="benchmarks: print figures, optionally as JSON")
-    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    """Add ``bench`` and one subcommand per entry of :data:`BENCHMARKS` to the ``pttd`` parser.
+
+    ``pttd bench`` with no benchmark named runs them all (:mod:`pttd.bench.suite`).
+    """
+    suite = importlib.import_module(f"{__name__}.suite")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: print figures, optionally as JSON; with none named, run them all",
+        description=suite.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    suite.add_arguments(bench)
+    bench.set_defaults(func=suite.run)
+    bsub = bench.add_subparsers(dest="bench_command", required=False, metavar="BENCHMARK")
     for name, (module_name, help_text) in BENCHMARKS.items():
         module = importlib.import_module(f"{__name__}.{module_name}")
         parser = bsub.add_parser(

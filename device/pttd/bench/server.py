@@ -534,9 +534,16 @@ async def _bounded(
 
 
 async def run_round(
-    contender: Contender, settings: BenchSettings, workdir: Path, plan: CpuPlan | None = None
+    contender: Contender,
+    settings: BenchSettings,
+    workdir: Path,
+    plan: CpuPlan | None = None,
+    deliveries_ns: list[int] | None = None,
 ) -> RoundResult:
-    """Start the contender's server, run warm-up, latency and throughput phases, stop it."""
+    """Start the contender's server, run warm-up, latency and throughput phases, stop it.
+
+    ``deliveries_ns``, if given, gets every delivery latency of the latency phase (ns).
+    """
     n = settings.listeners
     name = contender.name
     tally = Tally()
@@ -621,6 +628,8 @@ async def run_round(
             )
             if not latencies:
                 raise BenchError(f"{name}: no latency packet reached any listener")
+            if deliveries_ns is not None:
+                deliveries_ns.extend(latencies)
             paced_cpu1 = _cpu_seconds(server.pid)
             paced_server_us = None
             if paced_cpu0 is not None and paced_cpu1 is not None:
@@ -723,8 +732,9 @@ def _rounded(r: RoundResult) -> dict[str, Any]:
     return out
 
 
-async def bench(settings: BenchSettings) -> dict[str, Any]:
-    """Run every round; return the report (see the module docstring)."""
+async def bench(settings: BenchSettings, deliveries_ns: list[int] | None = None) -> dict[str, Any]:
+    """Run every round; return the report (see the module docstring). ``deliveries_ns``, if
+    given, gets every delivery latency of pttd's latency phases (ns), for a plot."""
     began = time.perf_counter()
     load_before = _load_average()
     results: dict[str, list[RoundResult]] = {"baseline": [], "pttd": []}
@@ -741,7 +751,13 @@ async def bench(settings: BenchSettings) -> dict[str, Any]:
         for i in range(settings.rounds):
             this_round: dict[str, Any] = {"round": i + 1}
             for contender in contenders:
-                result = await run_round(contender, settings, workdir, plan)
+                result = await run_round(
+                    contender,
+                    settings,
+                    workdir,
+                    plan,
+                    deliveries_ns if contender is pttd_server else None,
+                )
                 results[contender.name].append(result)
                 this_round[contender.name] = _rounded(result)
                 log.info(

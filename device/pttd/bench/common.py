@@ -1,0 +1,108 @@
+"""What the device benchmarks (``audio``, ``latency``) and the run-all share: distributions,
+output, progress."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pttd
+from pttd.redact import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of an ascending sequence."""
+    if not ordered:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(len(ordered) * q / 100))
+    return ordered[rank - 1]
+
+
+def distribution(values_ms: Sequence[float], digits: int = 2) -> dict[str, Any]:
+    """p50, p95 (nearest rank), min, max and the samples themselves, in milliseconds."""
+    ordered = sorted(values_ms)
+    return {
+        "p50": round(nearest_rank(ordered, 50), digits),
+        "p95": round(nearest_rank(ordered, 95), digits),
+        "min": round(ordered[0], digits),
+        "max": round(ordered[-1], digits),
+        "n": len(ordered),
+        "samples": [round(v, digits) for v in values_ms],
+    }
+
+
+def median(values: Sequence[float], digits: int) -> float:
+    return round(statistics.median(values), digits)
+
+
+def mark(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other work on the machine makes the figures noisy."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def machine(load_before: float | None) -> dict[str, Any]:
+    """What the figures were measured on, and how busy it was (before the run, and now)."""
+    return {
+        "python": platform.python_version(),
+        "pttd": pttd.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def start_logging(quiet: bool) -> None:
+    """Warnings from everything; progress (INFO) from the benchmarks unless ``quiet``."""
+    setup_logging(logging.WARNING)
+    logging.getLogger("pttd.bench").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def emit(
+    report: dict[str, Any], args: argparse.Namespace, human: Callable[[dict[str, Any]], str]
+) -> None:
+    """Write the JSON to ``--out`` if given; print JSON (``--json``) or the human table."""
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text if args.json else human(report))
+
+
+async def poll(condition: Callable[[], bool], within: float, every: float = 0.005) -> bool:
+    """Wait until ``condition()`` holds, looking every ``every`` seconds; False after ``within``.
+
+    For state that other threads change (a simulated speaker's recording, mixer counters): there
+    is no asyncio event to wait on.
+    """
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(every)
+    return True

@@ -1,0 +1,498 @@
+"""Latency of push-to-talk on loopback, with the clocked simulated audio and the real room server.
+
+Two simulated devices (``pttd.demo.loopback_bench``), A talking, B listening, 48 kHz, 20 ms
+frames. A's microphone restarts its signal at every open of the capture (the press), so every
+press speaks the same thing, timed from the press:
+
+* from sample 0, a marker: 60 ms of a 1 kHz tone at -20 dBFS, speech that begins at the press;
+* at 100 ms, an impulse: 1 ms at -1 dBFS;
+* from 400 ms on, a 440 Hz tone at -20 dBFS (what A says during the late entries).
+
+Per press (N presses, one at a time; A releases once B has played the impulse):
+
+* ``access_time_ms``: press edge → talk permit, as the daemon counts it
+  (``Device.counters.access_times``): the start_stream round trip to the server;
+* ``mouth_to_ear_ms``: the impulse's capture time at A (``ClockedSource.time_of``) → the time the
+  first sample of it above -10 dBFS left B's speaker (``RecordingSink.first_above``). Both are the
+  simulated sound cards' clocks, so it includes the 20 ms frame being filled, Opus's look-ahead,
+  the network, B's jitter buffer and B's output period;
+* ``clipped_ms``: how much of the marker B did not play, against the same frames encoded and
+  decoded by the codec alone: B's recording is aligned to that by cross-correlation and the first
+  sample at half the marker's level is compared. Worst case over the presses;
+* ``capture_start_ms`` (for information): press edge → the first captured sample, i.e. the
+  simulated microphone's thread start; the signal is timed from there, not from the edge.
+
+``late_entry_ms``: while A holds the PTT (the 440 Hz tone), device after device (C) pairs with the
+server and starts; each is measured from its link coming up (logged on, rooms joined:
+``Device.counters.online_times``) to the first sample above -40 dBFS leaving its speaker. C's own
+tones are set to -60 dBFS so that its 'connected' tone does not count; it plays at 0 dB gain.
+
+``device_rss_mb``: a real device process, ``pttd run --config`` with the sim audio backend and a
+serial PTT on a pty, paired with the same server: once it is online and has transmitted for a
+second (``+PTT=P`` on the pty), VmRSS from ``/proc/PID/status``; ``device_peak_rss_mb`` is VmHWM.
+
+Figures are nearest-rank p50 and p95 over the presses or entries.
+Targets at 20 ms frames: access p95 <= 15 ms, mouth-to-ear p95 <= 60 ms, late entry p95 <= 100 ms,
+clipped 0 ms, RSS <= 40 MB. (3GPP asks for <= 300 ms for mission-critical PTT access and
+mouth-to-ear.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from pttd.audio import Pcm
+from pttd.audio.codec import Decoder, Encoder
+from pttd.audio.sim import FULL_SCALE, sine
+from pttd.bench.audio import UNITY_VOLUME, best_lag, frames_of, opus_settings
+from pttd.bench.common import (
+    add_output_arguments,
+    distribution,
+    emit,
+    load_average,
+    machine,
+    mark,
+    poll,
+    start_logging,
+)
+from pttd.bench.server import SOURCE_ROOT, BenchError
+from pttd.config import AudioConfig
+from pttd.demo import ROOM, Bench, SimDevice, loopback_bench
+from pttd.link import LinkSettings, pair
+from pttd.machine import Link
+from pttd.store import Store
+
+log = logging.getLogger(__name__)
+
+RATE: Final = 48000
+FRAME_MS: Final = 20
+MARKER_HZ: Final = 1000.0
+MARKER_LEVEL: Final = 0.1  # -20 dBFS
+MARKER_S: Final = 0.06
+IMPULSE_AT_S: Final = 0.1
+IMPULSE_LEVEL: Final = 0.9
+IMPULSE_WIDTH: Final = 48  # 1 ms: Opus smears a one-sample click
+IMPULSE_THRESHOLD: Final = round(0.3 * FULL_SCALE)  # -10 dBFS: well above the marker and tone
+TONE_AT_S: Final = 0.4
+TONE_HZ: Final = 440.0
+TONE_LEVEL: Final = 0.1
+HEARD_THRESHOLD: Final = round(0.01 * FULL_SCALE)  # -40 dBFS: late entry, something is heard
+QUIET_TONES_DB: Final = -60.0
+
+TARGET_ACCESS_P95_MS: Final = 15.0
+TARGET_MOUTH_TO_EAR_P95_MS: Final = 60.0
+TARGET_LATE_ENTRY_P95_MS: Final = 100.0
+TARGET_CLIPPED_MS: Final = 0.0
+TARGET_RSS_MB: Final = 40.0
+
+# Defaults: full run, then --quick.
+PRESSES: Final = (20, 5)
+LATE_ENTRIES: Final = (20, 5)
+
+ONLINE_TIMEOUT: Final = 10.0
+HEAR_TIMEOUT: Final = 2.0
+DRAIN_TIMEOUT: Final = 2.0
+PAUSE_S: Final = 0.05  # between presses
+PROCESS_START_TIMEOUT: Final = 30.0
+TRANSMIT_S: Final = 1.0  # the RSS probe talks this long before it is measured
+STOP_TIMEOUT: Final = 5.0
+
+
+def mic_signal(seconds: float) -> Pcm:
+    """A's microphone: marker from sample 0, impulse at 100 ms, tone from 400 ms on."""
+    x = np.zeros(round(seconds * RATE), np.int16)
+    marker = sine(MARKER_HZ, MARKER_S, sample_rate=RATE, amplitude=MARKER_LEVEL)
+    x[: marker.shape[0]] = marker
+    at = round(IMPULSE_AT_S * RATE)
+    x[at : at + IMPULSE_WIDTH] = round(IMPULSE_LEVEL * FULL_SCALE)
+    start = round(TONE_AT_S * RATE)
+    x[start:] = sine(TONE_HZ, seconds - TONE_AT_S, sample_rate=RATE, amplitude=TONE_LEVEL)[
+        : x.shape[0] - start
+    ]
+    return x
+
+
+def codec_reference(signal: Pcm, audio: AudioConfig, seconds: float) -> Pcm:
+    """The first ``seconds`` of ``signal`` through the codec alone, as B would play them."""
+    settings = opus_settings(audio)
+    encoder, decoder = Encoder(settings), Decoder(RATE)
+    head = signal[: round(seconds * RATE)]
+    return np.concatenate([decoder.decode(encoder.encode(f)) for f in frames_of(head, 960)])
+
+
+def clipped_ms(recording: Pcm, reference: Pcm) -> float:
+    """Milliseconds of the marker's start missing from ``recording``, against ``reference``."""
+    rec = np.abs(recording.astype(np.float64))
+    ref = np.abs(reference.astype(np.float64))
+    lag = best_lag(recording.astype(np.float64), reference.astype(np.float64))
+    marker_end = round((MARKER_S + 0.01) * RATE)
+    level = 0.5 * float(ref[:marker_end].max())
+    onset_ref = int(np.flatnonzero(ref >= level)[0])
+    loud = np.flatnonzero(rec[lag:] >= level)
+    if not loud.size:
+        return MARKER_S * 1000
+    return max(0.0, (int(loud[0]) - onset_ref) / RATE * 1000)
+
+
+# --------------------------------------------------------------------------- presses
+
+
+@dataclass(slots=True)
+class Press:
+    access_ms: float
+    mouth_to_ear_ms: float
+    clipped_ms: float
+    capture_start_ms: float
+
+
+async def one_press(a: SimDevice, b: SimDevice, reference: Pcm) -> Press:
+    impulse_at = round(IMPULSE_AT_S * RATE)
+    b.speaker.clear()
+    accesses = len(a.device.counters.access_times)
+    t_press = time.monotonic()
+    a.button.press()
+    heard = await poll(
+        lambda: b.speaker.first_above(IMPULSE_THRESHOLD, since=t_press) is not None,
+        HEAR_TIMEOUT,
+    )
+    a.button.release()
+    if not heard:
+        raise BenchError(f"B did not play the impulse within {HEAR_TIMEOUT:g} s of the press")
+    drained = await poll(
+        lambda: not b.device.machine.incoming and not b.device.mixer.stats.streams, DRAIN_TIMEOUT
+    )
+    if not drained:
+        raise BenchError("B's stream did not end after the release")
+    t_ear = b.speaker.first_above(IMPULSE_THRESHOLD, since=t_press)
+    t_mouth = a.mic.time_of(impulse_at)
+    t_first = a.mic.time_of(0)
+    access = a.device.counters.access_times[accesses:]
+    if t_ear is None or t_mouth is None or t_first is None or not access:
+        raise BenchError("a press left no impulse, capture time or talk permit to measure")
+    return Press(
+        access_ms=access[0] * 1000,
+        mouth_to_ear_ms=(t_ear - t_mouth) * 1000,
+        clipped_ms=clipped_ms(b.speaker.recording(), reference),
+        capture_start_ms=(t_first - t_press) * 1000,
+    )
+
+
+# --------------------------------------------------------------------------- late entry
+
+
+async def late_entries(
+    bench: Bench, a: SimDevice, b: SimDevice, count: int, audio: AudioConfig
+) -> list[float]:
+    """A talks; ``count`` devices log on one after the other; ms from online to first sound."""
+    late_audio = replace(audio, volume=UNITY_VOLUME, tone_level_db=QUIET_TONES_DB)
+    a.button.press()
+    try:
+        t_press = time.monotonic()
+        flowing = await poll(
+            lambda: b.speaker.first_above(HEARD_THRESHOLD, since=t_press + TONE_AT_S) is not None,
+            TONE_AT_S + HEAR_TIMEOUT,
+        )
+        if not flowing:
+            raise BenchError("late entry: A's talk did not reach B")
+        return [await one_late_entry(bench, f"late-{i + 1}", late_audio) for i in range(count)]
+    finally:
+        a.button.release()
+
+
+async def one_late_entry(bench: Bench, name: str, audio: AudioConfig) -> float:
+    """Pair and start device ``name``; ms from its link coming up to the first sound it plays."""
+    c = await bench.add_device(name, np.zeros(RATE // 10, np.int16), audio)
+    try:
+        counters, speaker = c.device.counters, c.speaker
+        if not await poll(lambda: bool(counters.online_times), ONLINE_TIMEOUT):
+            raise BenchError(f"late entry: device {name} did not come online")
+        t_up = counters.online_times[0]
+        if not await poll(
+            lambda: speaker.first_above(HEARD_THRESHOLD, since=t_up) is not None, HEAR_TIMEOUT
+        ):
+            raise BenchError(f"late entry: device {name} heard nothing")
+        t_heard = speaker.first_above(HEARD_THRESHOLD, since=t_up)
+        assert t_heard is not None
+        return (t_heard - t_up) * 1000
+    finally:
+        await c.stop()
+        bench.devices.remove(c)
+
+
+# --------------------------------------------------------------------------- device RSS
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM); None where there is none."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def device_rss(bench: Bench, b: SimDevice) -> dict[str, Any]:
+    """Run ``pttd run`` as a process, let it talk for a moment; its VmRSS and VmHWM in MB."""
+    name = "rss-probe"
+    code = await asyncio.to_thread(bench.registry.create_pair_code, [ROOM])
+    credential = await pair(bench.server.url, code.code, name, LinkSettings())
+    state = bench.directory / name
+    Store(state).save_credential(credential)
+    master, slave = os.openpty()
+    config = bench.directory / f"{name}.toml"
+    config.write_text(
+        f'[device]\nname = "{name}"\n'
+        f'[server]\nurl = "{bench.server.url}"\n'
+        f'[state]\ndir = "{state}"\n'
+        '[audio]\nbackend = "sim"\n'
+        f'[[ptt]]\nkind = "serial"\nport = "{os.ttyname(slave)}"\n'
+        '[log]\nlevel = "WARNING"\n'
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    errors = bench.directory / f"{name}.stderr"
+    received = b.device.counters.packets_received
+    with errors.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "pttd.cli", "run", "--config", str(config)),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+    began = time.monotonic()
+    try:
+
+        def online() -> bool:
+            return any(
+                s.principal is not None and s.principal.name == name for s in bench.server.sessions
+            )
+
+        if not await poll(lambda: online() or proc.returncode is not None, PROCESS_START_TIMEOUT):
+            raise BenchError(f"the device process did not come online: {_tail(errors)}")
+        if proc.returncode is not None:
+            raise BenchError(f"the device process exited ({proc.returncode}): {_tail(errors)}")
+        online_s = time.monotonic() - began
+        os.write(master, b"+PTT=P\r\n")
+        if not await poll(lambda: b.device.counters.packets_received > received, HEAR_TIMEOUT):
+            raise BenchError(f"the device process did not transmit: {_tail(errors)}")
+        await asyncio.sleep(TRANSMIT_S)
+        rss_kb = _status_kb(proc.pid, "VmRSS")
+        os.write(master, b"+PTT=R\r\n")
+        await asyncio.sleep(0.2)
+        peak_kb = _status_kb(proc.pid, "VmHWM")
+        packets = b.device.counters.packets_received - received
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        os.close(master)
+        os.close(slave)
+    if rss_kb is None or peak_kb is None:
+        raise BenchError("no /proc/PID/status to read the device's memory from")
+    return {
+        "rss_mb": round(rss_kb / 1024, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "online_s": round(online_s, 2),
+        "packets_heard": packets,
+    }
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySettings:
+    presses: int = PRESSES[0]
+    late_entries: int = LATE_ENTRIES[0]
+    quick: bool = False
+    rss: bool = True
+
+
+async def bench(settings: LatencySettings) -> dict[str, Any]:
+    """Run the presses, the late entries and the RSS probe; return the report."""
+    began = time.perf_counter()
+    load_before = load_average()
+    audio = AudioConfig()
+    if audio.sample_rate != RATE or audio.frame_ms != FRAME_MS:
+        raise BenchError(f"the bench expects {RATE} Hz, {FRAME_MS} ms frames")
+    talk_s = TONE_AT_S + settings.late_entries * 1.0 + 10.0  # A's signal outlasts the entries
+    signal = mic_signal(talk_s)
+    reference = codec_reference(signal, audio, IMPULSE_AT_S + 0.1)
+    presses: list[Press] = []
+    async with loopback_bench() as bench_:
+        a = await bench_.add_device("talker", signal, audio)  # restart_on_open: every press
+        b = await bench_.add_device(
+            "listener", np.zeros(RATE // 10, np.int16), replace(audio, volume=UNITY_VOLUME)
+        )
+        async with asyncio.timeout(ONLINE_TIMEOUT):
+            await a.device.until(lambda m: m.link is Link.ONLINE)
+            await b.device.until(lambda m: m.link is Link.ONLINE)
+        await asyncio.sleep(0.4)  # the 'connected' tones play out
+        sent, received = a.device.counters.packets_sent, b.device.counters.packets_received
+        for i in range(settings.presses):
+            press = await one_press(a, b, reference)
+            presses.append(press)
+            log.info(
+                "press %d/%d: access %.1f ms, mouth-to-ear %.1f ms, clipped %.1f ms",
+                i + 1,
+                settings.presses,
+                press.access_ms,
+                press.mouth_to_ear_ms,
+                press.clipped_ms,
+            )
+            await asyncio.sleep(PAUSE_S)
+        lost = (a.device.counters.packets_sent - sent) - (
+            b.device.counters.packets_received - received
+        )
+        late = await late_entries(bench_, a, b, settings.late_entries, audio)
+        log.info("late entries: %s ms", ", ".join(f"{v:.1f}" for v in late))
+        rss: dict[str, Any] | None = None
+        if settings.rss and sys.platform == "linux":  # a pty and /proc/PID/status
+            rss = await device_rss(bench_, b)
+            log.info(
+                "device process: VmRSS %.1f MB, VmHWM %.1f MB", rss["rss_mb"], rss["peak_rss_mb"]
+            )
+
+    access = distribution([p.access_ms for p in presses])
+    mouth_to_ear = distribution([p.mouth_to_ear_ms for p in presses])
+    late_entry = distribution(late)
+    clipped = round(max(p.clipped_ms for p in presses), 2)
+    rss_mb = rss["rss_mb"] if rss is not None else None
+    return {
+        "access_time_ms": access,
+        "mouth_to_ear_ms": mouth_to_ear,
+        "late_entry_ms": late_entry,
+        "clipped_ms": clipped,
+        "device_rss_mb": rss_mb,
+        "device_peak_rss_mb": rss["peak_rss_mb"] if rss is not None else None,
+        "capture_start_ms": distribution([p.capture_start_ms for p in presses]),
+        "clipped_ms_per_press": [round(p.clipped_ms, 2) for p in presses],
+        "lost": lost,
+        "rss_probe": rss,
+        "targets": {
+            "access_time_p95_ms": TARGET_ACCESS_P95_MS,
+            "mouth_to_ear_p95_ms": TARGET_MOUTH_TO_EAR_P95_MS,
+            "late_entry_p95_ms": TARGET_LATE_ENTRY_P95_MS,
+            "clipped_ms": TARGET_CLIPPED_MS,
+            "device_rss_mb": TARGET_RSS_MB,
+        },
+        "targets_met": {
+            "access_time_p95_ms": access["p95"] <= TARGET_ACCESS_P95_MS,
+            "mouth_to_ear_p95_ms": mouth_to_ear["p95"] <= TARGET_MOUTH_TO_EAR_P95_MS,
+            "late_entry_p95_ms": late_entry["p95"] <= TARGET_LATE_ENTRY_P95_MS,
+            "clipped_ms": clipped <= TARGET_CLIPPED_MS,
+            "device_rss_mb": rss_mb is not None and rss_mb <= TARGET_RSS_MB,
+        },
+        "settings": {
+            **asdict(settings),
+            "sample_rate": RATE,
+            "frame_ms": FRAME_MS,
+            "impulse_at_ms": IMPULSE_AT_S * 1000,
+            "statistic": "nearest-rank percentiles over presses / entries",
+            **machine(load_before),
+        },
+        "elapsed_s": round(time.perf_counter() - began, 1),
+    }
+
+
+# --------------------------------------------------------------------------- output, CLI
+
+
+def format_report(report: dict[str, Any]) -> str:
+    s, t, met = report["settings"], report["targets"], report["targets_met"]
+    rss = report["rss_probe"]
+
+    def row(label: str, d: dict[str, Any], target: float, ok: bool) -> str:
+        return (
+            f"{label:<24}{d['p50']:>8.1f}{d['p95']:>8.1f}{d['max']:>8.1f}"
+            f"   p95 <= {target:>5.0f} ms  {mark(ok)}"
+        )
+
+    lines = [
+        f"pttd bench latency: two simulated devices and the room server on loopback, "
+        f"{s['frame_ms']} ms frames; {s['presses']} presses, {s['late_entries']} late entries",
+        "",
+        f"{'':<24}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}   target",
+        row(
+            "access (press→permit)",
+            report["access_time_ms"],
+            t["access_time_p95_ms"],
+            met["access_time_p95_ms"],
+        ),
+        row(
+            "mouth-to-ear",
+            report["mouth_to_ear_ms"],
+            t["mouth_to_ear_p95_ms"],
+            met["mouth_to_ear_p95_ms"],
+        ),
+        row(
+            "late entry (online→ear)",
+            report["late_entry_ms"],
+            t["late_entry_p95_ms"],
+            met["late_entry_p95_ms"],
+        ),
+        f"{'clipped at the press':<24}{report['clipped_ms']:>24.1f}   worst  <= "
+        f"{t['clipped_ms']:>4.0f} ms  {mark(met['clipped_ms'])}",
+    ]
+    if rss is not None:
+        lines.append(
+            f"{'device RSS':<24}{report['device_rss_mb']:>21.1f} MB"
+            f"   (peak {rss['peak_rss_mb']:.1f} MB) <= {t['device_rss_mb']:.0f} MB  "
+            f"{mark(met['device_rss_mb'])}"
+        )
+    cs = report["capture_start_ms"]
+    lines += [
+        "",
+        f"press edge → first captured sample (simulated microphone start): p50 {cs['p50']:.2f} ms,"
+        f" p95 {cs['p95']:.2f} ms; packets lost {report['lost']}.",
+        f"Load average {s['load_average_before']} before, {s['load_average_after']} after; took "
+        f"{report['elapsed_s']:.0f} s.",
+    ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_output_arguments(parser, f"{PRESSES[1]} presses and {LATE_ENTRIES[1]} late entries")
+    parser.add_argument(
+        "--no-rss", dest="rss", action="store_false", help="skip the device-process RSS probe"
+    )
+
+
+def settings_from(args: argparse.Namespace) -> LatencySettings:
+    pick = 1 if args.quick else 0
+    return LatencySettings(
+        presses=PRESSES[pick], late_entries=LATE_ENTRIES[pick], quick=args.quick, rss=args.rss
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    start_logging(args.quiet)
+    report = asyncio.run(bench(settings_from(args)))
+    emit(report, args, format_report)
+    return 0

@@ -1,0 +1,337 @@
+"""``pttd bench`` with no benchmark named: every benchmark, one table, one JSON file, one plot.
+
+Runs ``server``, ``audio`` and ``latency`` in turn (``--quick``: the small version of each, under a
+minute in all), then prints one table with each figure beside its target and PASS or FAIL, and
+writes every report, the targets beside the figures, to one JSON file (``bench-report.json``
+unless ``--out``). When matplotlib is installed (``pip install 'pttd[plot]'``) it also draws the
+latency distributions (mouth-to-ear, access time, server delivery) into a PNG beside the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pttd.bench import audio, latency, server
+from pttd.bench.common import mark, nearest_rank, start_logging
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT: Final = Path("bench-report.json")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    benchmark: str
+    figure: str
+    value: float | None
+    unit: str
+    target: str
+    met: bool
+    detail: str = ""
+
+
+def rows(report: dict[str, Any]) -> list[Row]:
+    """The figures that have targets, in table order."""
+    out: list[Row] = []
+    s = report["server"]
+    out += [
+        Row(
+            "server",
+            f"delivery p99, 1 -> {s['listeners']}",
+            s["pttd"]["p99_ms"],
+            "ms",
+            f"< {s['targets']['p99_ms']:g} ms",
+            s["targets_met"]["p99_ms"],
+            f"p50 {s['pttd']['p50_ms']:.2f} ms, lost {s['pttd']['lost']}",
+        ),
+        Row(
+            "server",
+            "deliveries/s vs bare relay",
+            s["ratio_packets_per_s"],
+            "x",
+            f">= {s['targets']['ratio']:g}x",
+            s["targets_met"]["ratio"],
+            f"{s['pttd']['packets_per_s']:,.0f} vs {s['baseline']['packets_per_s']:,.0f}/s",
+        ),
+    ]
+    a = report["audio"]
+    q, c, r, am = a["pesq_wb"], a["cpu_us_per_frame"], a["ratios"], a["targets_met"]
+    at = a["targets"]
+    out += [
+        Row(
+            "audio",
+            "PESQ WB chain / codec",
+            r["pesq_no_loss"],
+            "x",
+            f">= {at['pesq_ratio']:g}x",
+            am["pesq_no_loss"],
+            f"{q['chain']:.3f} / {q['codec_only']:.3f}",
+        ),
+        Row(
+            "audio",
+            "same, 5 % loss",
+            r["pesq_loss5"],
+            "x",
+            f">= {at['pesq_ratio']:g}x",
+            am["pesq_loss5"],
+            f"{q['chain_loss5']:.3f} / {q['codec_only_loss5']:.3f}",
+        ),
+        Row(
+            "audio",
+            "tx path CPU / libopus encode",
+            r["tx_path"],
+            "x",
+            f"<= {at['cpu_ratio']:g}x",
+            am["tx_path"],
+            f"{c['tx_path']:.1f} / {c['libopus_encode']:.1f} µs per frame",
+        ),
+        Row(
+            "audio",
+            "rx path CPU / libopus decode",
+            r["rx_path"],
+            "x",
+            f"<= {at['cpu_ratio']:g}x",
+            am["rx_path"],
+            f"{c['rx_path']:.1f} / {c['libopus_decode']:.1f} µs per frame",
+        ),
+    ]
+    la = report["latency"]
+    lt, lm = la["targets"], la["targets_met"]
+
+    def spread(d: dict[str, Any]) -> str:
+        return f"p50 {d['p50']:.1f} ms, max {d['max']:.1f} ms, n {d['n']}"
+
+    out += [
+        Row(
+            "latency",
+            "access (press -> permit) p95",
+            la["access_time_ms"]["p95"],
+            "ms",
+            f"<= {lt['access_time_p95_ms']:g} ms",
+            lm["access_time_p95_ms"],
+            spread(la["access_time_ms"]),
+        ),
+        Row(
+            "latency",
+            "mouth-to-ear p95",
+            la["mouth_to_ear_ms"]["p95"],
+            "ms",
+            f"<= {lt['mouth_to_ear_p95_ms']:g} ms",
+            lm["mouth_to_ear_p95_ms"],
+            spread(la["mouth_to_ear_ms"]),
+        ),
+        Row(
+            "latency",
+            "late entry p95",
+            la["late_entry_ms"]["p95"],
+            "ms",
+            f"<= {lt['late_entry_p95_ms']:g} ms",
+            lm["late_entry_p95_ms"],
+            spread(la["late_entry_ms"]),
+        ),
+        Row(
+            "latency",
+            "clipped at the press, worst",
+            la["clipped_ms"],
+            "ms",
+            f"<= {lt['clipped_ms']:g} ms",
+            lm["clipped_ms"],
+        ),
+        Row(
+            "latency",
+            "device process RSS",
+            la["device_rss_mb"],
+            "MB",
+            f"<= {lt['device_rss_mb']:g} MB",
+            lm["device_rss_mb"],
+            f"peak {la['device_peak_rss_mb']} MB" if la["device_peak_rss_mb"] else "",
+        ),
+    ]
+    return out
+
+
+async def bench_all(
+    quick: bool, pin_cpus: bool, deliveries_ns: list[int] | None = None
+) -> dict[str, Any]:
+    """Every benchmark in turn; the reports side by side."""
+    began = time.perf_counter()
+    pick = 1 if quick else 0
+    log.info("server …")
+    server_report = await server.bench(
+        server.BenchSettings(
+            latency_packets=server.LATENCY_PACKETS[pick],
+            throughput_packets=server.THROUGHPUT_PACKETS[pick],
+            rounds=server.ROUNDS[pick],
+            quick=quick,
+            pin_cpus=pin_cpus,
+        ),
+        deliveries_ns,
+    )
+    log.info("audio …")
+    audio_report = await audio.bench(
+        audio.AudioSettings(
+            chain_rounds=audio.CHAIN_ROUNDS[pick],
+            cpu_rounds=audio.CPU_ROUNDS[pick],
+            quick=quick,
+            pin_cpu=pin_cpus,
+        )
+    )
+    log.info("latency …")
+    latency_report = await latency.bench(
+        latency.LatencySettings(
+            presses=latency.PRESSES[pick], late_entries=latency.LATE_ENTRIES[pick], quick=quick
+        )
+    )
+    report: dict[str, Any] = {
+        "quick": quick,
+        "server": server_report,
+        "audio": audio_report,
+        "latency": latency_report,
+    }
+    summary = rows(report)
+    report["summary"] = [
+        {
+            "benchmark": r.benchmark,
+            "figure": r.figure,
+            "value": r.value,
+            "unit": r.unit,
+            "target": r.target,
+            "met": r.met,
+            "detail": r.detail,
+        }
+        for r in summary
+    ]
+    report["all_targets_met"] = all(r.met for r in summary)
+    report["elapsed_s"] = round(time.perf_counter() - began, 1)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"pttd bench{' --quick' if report['quick'] else ''}: every benchmark, figures beside "
+        "their targets",
+        "",
+        f"{'benchmark':<10}{'figure':<32}{'value':>10}  {'target':<12}{'':<6}detail",
+    ]
+    for r in report["summary"]:
+        value = "n/a" if r["value"] is None else f"{r['value']:.{3 if r['unit'] == 'x' else 1}f}"
+        unit = "" if r["unit"] == "x" else f" {r['unit']}"
+        lines.append(
+            f"{r['benchmark']:<10}{r['figure']:<32}{value + unit:>10}  {r['target']:<12}"
+            f"{mark(r['met']):<6}{r['detail']}"
+        )
+    met = sum(r["met"] for r in report["summary"])
+    lines += [
+        "",
+        f"{met} of {len(report['summary'])} targets met; took {report['elapsed_s']:.0f} s "
+        f"(server {report['server']['elapsed_s']:.0f} s, audio {report['audio']['elapsed_s']:.0f}"
+        f" s, latency {report['latency']['elapsed_s']:.0f} s).",
+    ]
+    if report.get("json"):
+        lines.append(f"JSON: {report['json']}")
+    if report.get("plot"):
+        lines.append(f"plot: {report['plot']}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], deliveries_ns: list[int], path: Path) -> bool:
+    """Histograms of mouth-to-ear, access time and server delivery into ``path`` (PNG); False
+    when matplotlib is not installed."""
+    try:  # an optional extra: imported by name, so that type checkers need not have it
+        matplotlib: Any = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        plt: Any = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        return False
+    la = report["latency"]
+    panels = [
+        (
+            "mouth-to-ear (A's microphone → B's speaker)",
+            la["mouth_to_ear_ms"]["samples"],
+            la["targets"]["mouth_to_ear_p95_ms"],
+            95,
+        ),
+        (
+            "access time (press → talk permit)",
+            la["access_time_ms"]["samples"],
+            la["targets"]["access_time_p95_ms"],
+            95,
+        ),
+        (
+            f"server delivery, 1 talker → {report['server']['listeners']} listeners",
+            [ns / 1e6 for ns in deliveries_ns],
+            report["server"]["targets"]["p99_ms"],
+            99,
+        ),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 9), constrained_layout=True)
+    for ax, (title, values, target, tail) in zip(axes, panels, strict=True):
+        upper = 1.05 * max([target, *values])
+        ax.hist(values, bins=[upper * i / 80 for i in range(81)], color="tab:blue")
+        ordered = sorted(values)
+        for q, style in ((50, ":"), (tail, "-.")):
+            at = nearest_rank(ordered, q)
+            ax.axvline(at, color="black", linestyle=style, label=f"p{q} {at:.1f} ms")
+        ax.axvline(target, color="tab:red", linestyle="--", label=f"p{tail} target {target:g} ms")
+        ax.set_xlim(0, upper)
+        ax.set_title(f"{title} (n = {len(values)})")
+        ax.set_xlabel("ms")
+        ax.set_ylabel("count")
+        ax.legend()
+    fig.suptitle("pttd bench" + (" --quick" if report["quick"] else ""))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pttd bench`` itself (a named benchmark has its own)."""
+    parser.add_argument(
+        "--quick", action="store_true", help="the small version of every benchmark (< 1 min)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="FILE",
+        help="write the JSON report here (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="latency plot, when matplotlib is installed (default: the JSON file's name, .png)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="draw no plot")
+    parser.add_argument(
+        "--no-pin", dest="pin_cpus", action="store_false", help="pin no process to a CPU"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    start_logging(args.quiet)
+    deliveries: list[int] = []
+    report = asyncio.run(bench_all(args.quick, args.pin_cpus, deliveries))
+    out: Path = args.out if args.out is not None else DEFAULT_OUT
+    report["json"] = str(out)
+    report["plot"] = None
+    if not args.no_plot:
+        png = args.plot if args.plot is not None else out.with_suffix(".png")
+        if plot(report, deliveries, png):
+            report["plot"] = str(png)
+        else:
+            log.info("no plot: matplotlib is not installed (pip install 'pttd[plot]')")
+    text = json.dumps(report, indent=2)
+    out.write_text(text + "\n")
+    print(text if args.json else format_report(report))
+    return 0

@@ -1,0 +1,100 @@
+"""``pttd bench latency``: sane figures from the quick run (never checked against the targets),
+and the clipping measure on signals whose answers are known."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pttd.bench.latency import (
+    IMPULSE_AT_S,
+    RATE,
+    LatencySettings,
+    clipped_ms,
+    codec_reference,
+    format_report,
+    mic_signal,
+)
+from pttd.config import AudioConfig
+
+DISTRIBUTIONS = ("access_time_ms", "mouth_to_ear_ms", "late_entry_ms")
+
+Run = tuple[dict[str, Any], Path]  # the session's `pttd bench --quick` (conftest.py)
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_distributions_are_sane(quick_run: Run) -> None:
+    report = quick_run[0]["latency"]
+    settings = report["settings"]
+    counts = {
+        "access_time_ms": settings["presses"],
+        "mouth_to_ear_ms": settings["presses"],
+        "late_entry_ms": settings["late_entries"],
+    }
+    for key in DISTRIBUTIONS:
+        d = report[key]
+        assert _positive(d["p50"]) and _positive(d["p95"]), (key, d)
+        assert d["min"] <= d["p50"] <= d["p95"] <= d["max"], (key, d)
+        assert d["n"] == len(d["samples"]) == counts[key]
+    # The impulse cannot arrive before it has been captured, encoded and sent: at least a frame.
+    assert report["mouth_to_ear_ms"]["min"] >= settings["frame_ms"]
+
+
+def test_clipping_rss_and_loss(quick_run: Run) -> None:
+    report = quick_run[0]["latency"]
+    assert report["clipped_ms"] >= 0
+    assert len(report["clipped_ms_per_press"]) == report["settings"]["presses"]
+    assert report["lost"] == 0
+    assert _positive(report["device_rss_mb"])
+    assert report["device_peak_rss_mb"] >= report["device_rss_mb"]
+    assert report["rss_probe"]["packets_heard"] > 0  # the device process really transmitted
+
+
+def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
+    report = quick_run[0]["latency"]
+    assert report["targets"] == {
+        "access_time_p95_ms": 15,
+        "mouth_to_ear_p95_ms": 60,
+        "late_entry_p95_ms": 100,
+        "clipped_ms": 0,
+        "device_rss_mb": 40,
+    }
+    assert set(report["targets_met"]) == set(report["targets"])
+    text = format_report(report)
+    assert text.count("PASS") + text.count("FAIL") == 5
+
+
+def test_quick_defaults_are_smaller() -> None:
+    full = LatencySettings()
+    assert full.presses == 20 and full.late_entries == 20
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return codec_reference(mic_signal(1.0), AudioConfig(), IMPULSE_AT_S + 0.1)
+
+
+def test_nothing_is_clipped_from_the_codec_output_itself(reference: np.ndarray) -> None:
+    heard = np.concatenate([np.zeros(777, np.int16), reference, np.zeros(960, np.int16)])
+    assert clipped_ms(heard, reference) == 0
+
+
+def test_a_lost_first_frame_is_clipped(reference: np.ndarray) -> None:
+    heard = np.concatenate([np.zeros(777, np.int16), reference])
+    heard[777 : 777 + 960 + 400] = 0  # the first packet (and then some) never played
+    assert clipped_ms(heard, reference) >= 20
+
+
+def test_the_signal_is_marker_impulse_tone() -> None:
+    x = mic_signal(1.0)
+    assert x.shape == (RATE,)
+    assert x[:10].any() or x[10:50].any()  # the marker starts at the press
+    at = round(IMPULSE_AT_S * RATE)
+    assert x[at] > 0.8 * 32767 and np.abs(x[: at - 1]).max() < 0.2 * 32767
