@@ -143,7 +143,7 @@ async def pair(url: str, code: str, device_name: str, settings: LinkSettings) ->
         raise PairingFailed(reason, PAIRING_MESSAGES.get(reason, f"pairing refused: {reason}"))
     return Credential(
         server_url=url,
-        device_name=device_name,
+        device_name=answer.device_name or device_name,  # the server may have made it unique
         auth_token=answer.auth_token,
         rooms=answer.channels or (),
         paired_at=time.time(),
@@ -269,9 +269,9 @@ class ServerLink:
                 continue
             self._handler(LinkConnecting(self._now()))
             refused = False
+            connects = self.connects
             try:
                 refused = await self._session(credential)
-                backoff = self.settings.backoff_initial if self.connects else backoff
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
                 _, self.last_error = describe_failure(exc)
                 log.warning("link to %s: %s", credential.server_url, self.last_error)
@@ -296,6 +296,8 @@ class ServerLink:
                 await self._wake.wait()
                 backoff = self.settings.backoff_initial
                 continue
+            if self.connects > connects:  # this session got online: start the back-off afresh
+                backoff = self.settings.backoff_initial
             delay = random.uniform(0, backoff)  # full jitter
             backoff = min(backoff * 2, self.settings.backoff_max)
             self._wake.clear()
@@ -322,7 +324,8 @@ class ServerLink:
             if not answer.success:
                 self.last_error = f"logon refused: {answer.error}"
                 log.error("link: %s", self.last_error)
-                return answer.error == p.NOT_AUTHORIZED
+                # Refused for good only when the credential itself is: not when rate-limited.
+                return answer.error == p.NOT_AUTHORIZED and answer.reason != p.REASON_RATE_LIMITED
             if self._credential() != credential:
                 return False  # given up (unpaired) while logging on: this session is over
             self._ws = ws

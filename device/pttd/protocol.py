@@ -647,6 +647,7 @@ class Response:
     channels: tuple[str, ...] | None = None
     reason: str | None = None
     talker: str | None = None
+    device_name: str | None = None
 
     @property
     def success(self) -> bool:
@@ -664,6 +665,7 @@ class Response:
                 "channels": None if self.channels is None else list(self.channels),
                 "reason": self.reason,
                 "talker": self.talker,
+                "device_name": self.device_name,
             }
         )
 
@@ -684,6 +686,7 @@ class Response:
             channels=f.names("channels"),
             reason=f.opt_string("reason"),
             talker=f.opt_string("talker"),
+            device_name=f.opt_string("device_name"),
         )
 
 

@@ -132,12 +132,17 @@ class Store:
         self._write(CREDENTIAL_FILE, data)
         log.info("credential for %s saved", credential.device_name)
 
+    def _remove(self, name: str) -> None:
+        """Remove ``name`` and the temporary copies of it that crashes left behind mid-write: a
+        wipe must not leave a token in one."""
+        for path in [self.dir / name, *self.dir.glob(f".{name}.*.tmp")]:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot remove: {exc.strerror}") from exc
+
     def wipe_credential(self) -> None:
-        path = self.dir / CREDENTIAL_FILE
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot remove: {exc.strerror}") from exc
+        self._remove(CREDENTIAL_FILE)
         log.info("credential wiped")
 
     # -- settings -------------------------------------------------------------------------------
@@ -173,8 +178,4 @@ class Store:
     def wipe(self) -> None:
         """Factory reset: credential and settings."""
         self.wipe_credential()
-        path = self.dir / SETTINGS_FILE
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot remove: {exc.strerror}") from exc
+        self._remove(SETTINGS_FILE)

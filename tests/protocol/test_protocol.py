@@ -237,6 +237,7 @@ responses = st.builds(
     channels=_opt(st.lists(names, max_size=MAX_ROOMS, unique=True).map(tuple)),
     reason=_opt(names),
     talker=_opt(names),
+    device_name=_opt(names),
 )
 server_messages = st.one_of(
     on_channel_statuses, on_stream_starts, on_stream_stops, on_errors, on_text_messages, responses

@@ -298,7 +298,14 @@ class RoomServer:
             raise ProtocolError(p.INVALID_REQUEST, "already logged on", m.seq)
         loop = asyncio.get_running_loop()
         if self._auth_failures.blocked(session.address, loop.time()):
-            raise ProtocolError(p.NOT_AUTHORIZED, "too many failed attempts", m.seq)
+            log.warning("logon from %s refused: too many failed attempts", session.address)
+            if m.seq is not None:  # a reason, so a device does not take it for a revocation
+                session.send(
+                    p.Response(
+                        m.seq, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED
+                    ).to_json()
+                )
+            return
         principal = await asyncio.to_thread(self._authenticate, m)
         if principal is None:
             self._auth_failures.record(session.address, loop.time())
@@ -487,7 +494,10 @@ class RoomServer:
         if m.seq is not None:
             session.send(
                 p.Response(
-                    seq=m.seq, auth_token=pairing.auth_token, channels=pairing.rooms
+                    seq=m.seq,
+                    auth_token=pairing.auth_token,
+                    channels=pairing.rooms,
+                    device_name=pairing.device_name,
                 ).to_json()
             )
 
