@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pttd.audio.cli import add_parser as add_audio  # noqa: PLC0415
     from pttd.bench import add_parser as add_bench  # noqa: PLC0415
     from pttd.demo import add_parser as add_demo  # noqa: PLC0415
+    from pttd.doctor import add_parser as add_doctor  # noqa: PLC0415
     from pttd.run import add_parser as add_run  # noqa: PLC0415
     from pttd.server.admin import add_parser as add_server  # noqa: PLC0415
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server(sub)
     add_audio(sub)
     add_bench(sub)
+    add_doctor(sub)
     return parser
 
 

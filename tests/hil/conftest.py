@@ -1,0 +1,214 @@
+"""Hardware-in-loop fixtures: each test runs on the mock rig (always: CI keeps the suite alive)
+and on the real rig (only with PTTD_HIL=1 on a bench Pi whose pin factory loads; hw/hil.md).
+
+Around the device under test: a real room server on 127.0.0.1, the device paired with it through
+the real pairing flow, and a listener logged on to the same room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hil_rig import (
+    Rig,
+    RigBusy,
+    Terminal,
+    env_pins,
+    lock_path,
+    mock_rig,
+    real_factory,
+    rig_lock,
+)
+from websockets.asyncio.client import ClientConnection, connect
+
+from pttd import protocol as p
+from pttd.config import (
+    Config,
+    ConsoleConfig,
+    DeviceConfig,
+    LedsConfig,
+    PttConfig,
+    ServerConfig,
+    StateConfig,
+    load_config,
+)
+from pttd.daemon import Device
+from pttd.inputs import build_inputs
+from pttd.leds import build_leds
+from pttd.link import LinkSettings, pair
+from pttd.machine import Link
+from pttd.server.app import RoomServer, ServerSettings
+from pttd.server.registry import Registry
+from pttd.store import Store
+
+ROOM = "bench"
+TIMEOUT = 10.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.hil)
+
+
+@pytest.fixture(scope="session")
+def real_rig_lock() -> Iterator[None]:
+    """The real bench is held for the whole session: one run at a time."""
+    try:
+        with rig_lock(lock_path(), wait=float(os.environ.get("PTTD_HIL_LOCK_WAIT", "0"))):
+            yield
+    except RigBusy as exc:
+        pytest.fail(str(exc))
+
+
+def _real_rig(request: pytest.FixtureRequest) -> Rig:
+    if os.environ.get("PTTD_HIL") != "1":
+        pytest.skip("real rig: set PTTD_HIL=1 on a bench Pi wired as in hw/hil.md")
+    try:
+        factory = real_factory()
+    except Exception as exc:
+        pytest.skip(f"real rig: no real GPIO pin factory loads here ({exc})")
+    request.getfixturevalue("real_rig_lock")
+    audio_config = None
+    config_path = os.environ.get("PTTD_HIL_CONFIG", "")
+    if config_path:
+        audio_config = load_config(config_path)
+    console_port = os.environ.get("PTTD_HIL_CONSOLE_PORT", "")
+    if not console_port and audio_config is not None:
+        console_port = audio_config.console.port
+    return Rig(
+        "real",
+        factory,
+        env_pins(),
+        console_port=console_port,
+        terminal_port=os.environ.get("PTTD_HIL_TERMINAL_PORT", ""),
+        audio_config=audio_config,
+    )
+
+
+@pytest.fixture(params=["mock", "real"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    bench = mock_rig() if request.param == "mock" else _real_rig(request)
+    bench.connect()
+    try:
+        yield bench
+    finally:
+        bench.close()
+
+
+@pytest.fixture
+def console_cable(rig: Rig) -> Iterator[Terminal]:
+    """The console cable; ask for it before ``bench``, which configures the device's end.
+    Mock: a pty, whose far end the device opens by name as it would /dev/serial0. Real: the
+    USB-serial adapter (PTTD_HIL_TERMINAL_PORT) wired to the Pi's console UART or gadget port."""
+    if rig.kind == "mock":
+        master, slave = os.openpty()
+        rig.console_port = os.ttyname(slave)
+        terminal = Terminal(fd=master)
+        try:
+            yield terminal
+        finally:
+            terminal.close()
+            os.close(slave)
+        return
+    if not rig.console_port or not rig.terminal_port:
+        pytest.skip(
+            "real rig: set PTTD_HIL_CONSOLE_PORT (the device's end, e.g. /dev/serial0) and "
+            "PTTD_HIL_TERMINAL_PORT (the USB-serial adapter wired to it, e.g. /dev/ttyUSB0)"
+        )
+    import serial  # type: ignore[import-untyped]
+
+    terminal = Terminal(port=serial.Serial(rig.terminal_port, 115200, timeout=0.05))
+    try:
+        yield terminal
+    finally:
+        terminal.close()
+
+
+@dataclass
+class Bench:
+    """The room server, the device under test on the rig, and a listener in the room."""
+
+    rig: Rig
+    server: RoomServer
+    device: Device
+    listener: ClientConnection
+    task: asyncio.Task[None]
+
+    async def next_audio(self, timeout: float = TIMEOUT) -> p.AudioPacket:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.listener.recv()
+                if isinstance(frame, bytes):
+                    return p.parse_audio_packet(frame)
+
+    async def until(self, check: Any, timeout: float = TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            await self.device.until(check)
+
+
+def device_config(rig: Rig, state: Path, server_url: str) -> Config:
+    base = rig.audio_config or Config()
+    audio = base.audio if rig.kind == "real" else replace(base.audio, backend="sim")
+    return Config(
+        device=DeviceConfig(name="hil-device"),
+        server=ServerConfig(url=server_url),
+        state=StateConfig(dir=str(state)),
+        audio=audio,
+        ptt=(PttConfig(kind="gpio", pin=rig.pins["ptt"]),),
+        leds=LedsConfig(transmit=rig.pins["led"]),
+        console=ConsoleConfig(port=rig.console_port),
+    )
+
+
+@pytest.fixture
+async def bench(rig: Rig, tmp_path: Path) -> AsyncIterator[Bench]:
+    with Registry(tmp_path / "server.db") as registry:
+        registry.add_room(ROOM)
+        registry.add_user("listener", "listener-secret", [ROOM])
+        settings = ServerSettings(host="127.0.0.1", port=0, registry_poll=0.05)
+        async with RoomServer(registry, settings) as server:
+            code = await asyncio.to_thread(registry.create_pair_code, [ROOM])
+            credential = await pair(server.url, code.code, "hil-device", LinkSettings())
+            state = tmp_path / "state"
+            Store(state).save_credential(credential)
+            config = device_config(rig, state, server.url)
+            audio_in, audio_out = rig.make_audio(config)
+            leds = build_leds(config.leds, pin_factory=rig.factory)
+            device = Device(
+                config,
+                store=Store(state),
+                audio_in=audio_in,
+                audio_out=audio_out,
+                inputs=build_inputs(config.ptt, config.buttons, pin_factory=rig.factory),
+                leds=leds,
+            )
+            ready = asyncio.Event()
+            task = asyncio.create_task(device.run(ready.set))
+            # unbounded queue: a listener that reads only the first packet still closes at once
+            listener = await connect(server.url, compression=None, max_queue=None, close_timeout=1)
+            try:
+                await asyncio.wait_for(ready.wait(), TIMEOUT)
+                await listener.send(
+                    p.Logon(
+                        channels=(ROOM,), seq=1, username="listener", password="listener-secret"
+                    ).to_json()
+                )
+                answer = json.loads(await asyncio.wait_for(listener.recv(), TIMEOUT))
+                assert answer.get("success"), answer
+                b = Bench(rig, server, device, listener, task)
+                await b.until(lambda m: m.link is Link.ONLINE)
+                yield b
+            finally:
+                rig.release()
+                await listener.close()
+                device.stop()
+                await asyncio.wait_for(task, TIMEOUT)

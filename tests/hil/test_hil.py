@@ -1,0 +1,160 @@
+"""Hardware-in-loop: the device on the bench rig (hw/hil.md), or on its mock twin in CI.
+
+Each test is parametrised over the rig: ``[mock]`` always runs, ``[real]`` only with PTTD_HIL=1
+on a bench Pi. ``scripts/hil-run`` runs this suite on the Pi and writes a short report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOM, Bench
+from hil_rig import (
+    RigBusy,
+    Terminal,
+    dominant_frequency,
+    first_packet_bound,
+    mock_rig,
+    rig_lock,
+)
+
+from pttd.audio import Pcm
+from pttd.audio.sim import sine
+
+TONE_HZ = float(os.environ.get("PTTD_HIL_TONE_HZ", "1000"))
+
+
+async def eventually(check: object, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # type: ignore[operator]  # noqa: ASYNC110 (GPIO levels, other threads)
+            await asyncio.sleep(0.002)
+
+
+async def test_driving_the_ptt_pin_opens_capture_and_sends_the_first_packet(bench: Bench) -> None:
+    device = bench.device
+    assert not device.audio_in.is_open
+    t0 = time.monotonic()
+    bench.rig.press()
+    packet = await bench.next_audio(timeout=first_packet_bound() + 5)
+    elapsed = time.monotonic() - t0
+    print(f"[{bench.rig.kind}] PTT edge to first packet at the listener: {elapsed * 1000:.0f} ms")
+    assert device.audio_in.is_open and device.machine.capture_open
+    assert packet.payload  # an Opus packet
+    assert elapsed <= first_packet_bound(), f"first packet after {elapsed:.3f} s"
+    bench.rig.release()
+    await bench.until(lambda m: not m.capture_open)
+    await eventually(lambda: not device.audio_in.is_open)
+
+
+async def test_the_sensed_led_follows_the_microphone(bench: Bench) -> None:
+    device, rig = bench.device, bench.rig
+    assert not rig.led_lit()
+    for _ in range(3):
+        rig.press()
+        await bench.until(lambda m: m.capture_open)
+        await eventually(rig.led_lit, timeout=1.0)
+        # while talking, the LED and the microphone agree at every look
+        for _ in range(20):
+            assert rig.led_lit() == device.audio_in.is_open == device.machine.capture_open
+            await asyncio.sleep(0.01)
+        rig.release()
+        await bench.until(lambda m: not m.capture_open)
+        await eventually(lambda: not rig.led_lit(), timeout=1.0)
+        assert not device.audio_in.is_open
+        for _ in range(5):
+            assert not rig.led_lit()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_tone_played_by_the_device_comes_back_through_its_microphone(
+    bench: Bench,
+) -> None:
+    device = bench.device
+    rate = device.audio_in.sample_rate
+    captured: list[Pcm] = []
+    # The device plays through its own mixer and output; the rig's cable (or its mock twin)
+    # carries it to the device's own capture. Capture is opened here directly, not by PTT, so
+    # that the simplex mute does not silence the speaker.
+    device.mixer.play(sine(TONE_HZ, 1.5, sample_rate=device.audio_out.sample_rate, amplitude=0.5))
+    device.audio_in.open(lambda frame, t: captured.append(frame.copy()))
+    try:
+        await eventually(lambda: sum(len(f) for f in captured) >= rate, timeout=5.0)
+    finally:
+        device.audio_in.close()
+    recording = np.concatenate(captured)
+    # skip the first 200 ms: the cable's and the sound card's start-up
+    freq, snr = dominant_frequency(recording[rate // 5 :], rate)
+    print(f"[{bench.rig.kind}] tone {TONE_HZ:.0f} Hz came back at {freq:.1f} Hz, {snr:.0f} dB")
+    assert abs(freq - TONE_HZ) <= TONE_HZ * 0.02, f"{TONE_HZ:.0f} Hz came back at {freq:.1f} Hz"
+    assert snr >= 20, f"the {TONE_HZ:.0f} Hz tone is only {snr:.0f} dB over the noise"
+
+
+async def test_the_serial_console_answers_on_the_configured_port(
+    console_cable: Terminal, bench: Bench
+) -> None:
+    try:
+        from pttd.console.device_backend import build_console
+    except ImportError as exc:  # pragma: no cover - the console is part of the package
+        pytest.skip(f"no installer console in this build ({exc})")
+    # the daemon's own console (pttd run starts the same), on the port the config names
+    assert bench.device.config.console.port == bench.rig.console_port
+    console = build_console(bench.device, retry_s=0.1)
+    assert console is not None
+    await console.start()
+    try:
+        received = b""
+        async with asyncio.timeout(10):
+            while b"installer console" not in received:  # the greeting
+                console_cable.write(b"\r")
+                await asyncio.sleep(0.1)
+                received += console_cable.read()
+            console_cable.write(b"status --json\r")
+            status: list[str] = []
+            while not status:
+                await asyncio.sleep(0.05)
+                received += console_cable.read()
+                lines = [ln.strip() for ln in received.decode(errors="replace").splitlines()]
+                status = [ln for ln in lines if ln.startswith("{") and ln.endswith("}")]
+        answer = json.loads(status[-1])
+        assert answer["device"] == "hil-device"
+        assert answer["link"] == "online" and ROOM in answer["rooms"]
+    finally:
+        await console.close()
+
+
+# --- the rig itself --------------------------------------------------------------------------
+
+
+def test_the_lock_keeps_two_runs_apart(tmp_path: Path) -> None:
+    path = tmp_path / "hil.lock"
+    busy = rf"in use \({path}: pid {os.getpid()} since "
+    with rig_lock(path), pytest.raises(RigBusy, match=busy), rig_lock(path):
+        pass
+    with rig_lock(path):  # released
+        pass
+
+
+def test_the_mock_jumpers_connect_the_pins() -> None:
+    rig = mock_rig()
+    rig.connect()
+    try:
+        ptt = rig.factory.pin(rig.pins["ptt"])
+        assert ptt.state is True  # released: high
+        rig.press()
+        assert ptt.state is False
+        rig.release()
+        assert ptt.state is True
+        led = rig.factory.pin(rig.pins["led"])
+        led.function = "output"
+        led.state = True
+        assert rig.led_lit()
+        led.state = False
+        assert not rig.led_lit()
+    finally:
+        rig.close()
