@@ -69,3 +69,10 @@ def test_commented_defaults_are_the_real_defaults() -> None:
         line = match.group(0)
         uncommented = text.replace(line, match.group(1), 1)
         assert parse_config(uncommented) == base, line
+
+
+def test_readme_shows_the_complete_example_config() -> None:
+    """The README's configuration section carries the shipped example word for word."""
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "device/pttd/data/pttd.example.toml").read_text()
+    assert example in (root / "README.md").read_text()
