@@ -64,8 +64,10 @@ class LinkSettings:
     backoff_max: float = 4.0
     open_timeout: float = 5.0
     answer_timeout: float = 5.0
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
+    # A dead link must close the microphone within seconds, not minutes: a ping every 5 s, and
+    # 5 s for its answer (a few hundred bytes a minute).
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
 
 
 def tls_context(url: str, settings: LinkSettings) -> ssl.SSLContext | None:

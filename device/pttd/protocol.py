@@ -60,6 +60,7 @@ REASON_BUSY: Final = "busy"
 REASON_TIMEOUT: Final = "timeout"
 REASON_PREEMPTED: Final = "preempted"
 REASON_DISCONNECTED: Final = "disconnected"
+REASON_IDLE: Final = "idle"  # the talker's audio stopped coming
 REASON_INVALID_CODE: Final = "invalid code"
 REASON_EXPIRED_CODE: Final = "expired code"
 REASON_USED_CODE: Final = "used code"

@@ -15,6 +15,13 @@ from typing import Final
 
 MASK: Final = "[redacted]"
 
+# "key": "value" in JSON (a frame, a message) whose key names a secret: the whole quoted value,
+# spaces and escapes included ("correct horse battery staple", "7K3M 9QRT 2VWX").
+_JSON_SECRET: Final = re.compile(
+    r'(?i)(?P<key>"(?:auth_token|refresh_token|token|password|passwd|secret|code|pin)"\s*:\s*")'
+    r'(?P<value>(?:[^"\\]|\\.)*)'
+)
+
 _PATTERNS: Final = (
     # key=value or "key": "value" pairs whose key names a secret
     re.compile(
@@ -35,16 +42,35 @@ _PATTERNS: Final = (
 
 def redact(text: str) -> str:
     """``text`` with anything that looks like a secret replaced by ``[redacted]``."""
+    text = _JSON_SECRET.sub(lambda m: m.group("key") + MASK, text)
     text = _PATTERNS[0].sub(lambda m: m.group("key") + MASK, text)
     for pattern in _PATTERNS[1:]:
         text = pattern.sub(MASK, text)
     return text
 
 
+def _frame_summary(arg: object) -> object:
+    """A websockets frame as its kind and size only. websockets logs every frame at DEBUG with
+    (the ends of) its payload, and frames carry tokens, codes and passwords: a pattern cannot
+    be trusted with a payload cut anywhere, so none is logged."""
+    opcode = getattr(arg, "opcode", None)
+    data = getattr(arg, "data", None)
+    if (
+        opcode is not None
+        and isinstance(data, bytes | bytearray | memoryview)
+        and type(arg).__module__.startswith("websockets.")
+    ):
+        return f"{getattr(opcode, 'name', opcode)} [{len(data)} bytes]"
+    return arg
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's final message through :func:`redact`."""
+    """Rewrites each record's final message through :func:`redact`, websocket frames in its
+    arguments reduced to their kind and size."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_frame_summary(arg) for arg in record.args)
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:

@@ -489,8 +489,10 @@ async def test_a_rate_limited_logon_is_not_a_revocation(tmp_path: Path) -> None:
         for _ in range(2):  # someone at the same address fumbles pairing codes
             with pytest.raises(PairingFailed):
                 await pair(rig.url, "AAAA-BBBB-CCCC", "intruder", LinkSettings())
+        # The address is blocked for codes and passwords, not for a valid device credential:
+        # radios behind one NAT must not be locked out by someone guessing there.
         a = await rig.run_device(config, online=False)
-        await asyncio.sleep(1.0)  # several logons, each refused as rate-limited
-        assert a.machine.link is Link.CONNECTING  # still paired: it keeps trying
+        await a.until(lambda m: m.link in (Link.UNPAIRED, Link.ONLINE))
+        assert a.machine.link is Link.ONLINE
     finally:
         await rig.close()

@@ -11,11 +11,11 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
+from hil_bench import ROOM, TIMEOUT, Bench
 from hil_rig import (
     Rig,
     RigBusy,
@@ -26,7 +26,7 @@ from hil_rig import (
     real_factory,
     rig_lock,
 )
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from pttd import protocol as p
 from pttd.config import (
@@ -47,9 +47,6 @@ from pttd.machine import Link
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 from pttd.store import Store
-
-ROOM = "bench"
-TIMEOUT = 10.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -131,28 +128,6 @@ def console_cable(rig: Rig) -> Iterator[Terminal]:
         yield terminal
     finally:
         terminal.close()
-
-
-@dataclass
-class Bench:
-    """The room server, the device under test on the rig, and a listener in the room."""
-
-    rig: Rig
-    server: RoomServer
-    device: Device
-    listener: ClientConnection
-    task: asyncio.Task[None]
-
-    async def next_audio(self, timeout: float = TIMEOUT) -> p.AudioPacket:
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.listener.recv()
-                if isinstance(frame, bytes):
-                    return p.parse_audio_packet(frame)
-
-    async def until(self, check: Any, timeout: float = TIMEOUT) -> None:
-        async with asyncio.timeout(timeout):
-            await self.device.until(check)
 
 
 def device_config(rig: Rig, state: Path, server_url: str) -> Config:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOM, Bench
+from hil_bench import ROOM, Bench
 from hil_rig import (
     RigBusy,
     Terminal,

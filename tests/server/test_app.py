@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Client, Connect, pair_device
+from serverkit import Client, Connect, pair_device
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -462,3 +462,15 @@ async def test_dead_peer_is_dropped(server: RoomServer, logged_on: LoggedOn) -> 
     status = await a.next_of(p.OnChannelStatus, timeout=5)
     assert status.users_online == 1
     silent.transport.abort()
+
+
+@pytest.mark.parametrize("settings", [ServerSettings(stream_idle_timeout=0.3, registry_poll=0.05)])
+async def test_a_talker_whose_audio_stops_loses_the_floor(logged_on: LoggedOn) -> None:
+    a = await logged_on("alice")
+    b = await logged_on("bob")
+    sid = await talk(a, packets=2)
+    await hear(b, sid, packets=2)
+    for client in (a, b):  # no stop_stream, no more packets: the stream is ended as idle
+        stop = await client.next_of(p.OnStreamStop, timeout=3)
+        assert (stop.stream_id, stop.reason) == (sid, p.REASON_IDLE)
+    assert (await b.start()).success

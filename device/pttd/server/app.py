@@ -42,6 +42,7 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_talk_time: float = 60.0  # seconds a talker may hold the floor
+    stream_idle_timeout: float = 5.0  # a stream with no audio for this long is ended
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
     close_timeout: float = 5.0  # a peer that does not finish the closing handshake is cut
@@ -83,6 +84,7 @@ class FailureLog:
         self.limit = limit
         self.window = window
         self._failures: dict[str, deque[float]] = {}
+        self._swept = float("-inf")
 
     def blocked(self, address: str, now: float) -> bool:
         times = self._failures.get(address)
@@ -96,6 +98,13 @@ class FailureLog:
         return len(times) >= self.limit
 
     def record(self, address: str, now: float) -> None:
+        if now - self._swept >= self.window:
+            # Once a window, forget addresses gone quiet: one try from each of many addresses
+            # (an IPv6 prefix has plenty) must not grow this without end.
+            self._swept = now
+            cutoff = now - self.window
+            for quiet in [a for a, times in self._failures.items() if times[-1] <= cutoff]:
+                del self._failures[quiet]
         self._failures.setdefault(address, deque()).append(now)
 
 
@@ -104,6 +113,7 @@ class Session:
 
     __slots__ = (
         "address",
+        "closing",
         "ended_streams",
         "listen_only",
         "packet_limit",
@@ -125,6 +135,9 @@ class Session:
         # Streams of ours that ended under us (timeout, pre-emption): their last packets in flight
         # are dropped quietly instead of answered with errors.
         self.ended_streams: deque[int] = deque(maxlen=8)
+        # Being closed by the server (a flood, a revocation): the frames it still
+        # has in flight are dropped unread, not each answered, logged and closed again.
+        self.closing = False
 
     @property
     def name(self) -> str:
@@ -225,6 +238,8 @@ class RoomServer:
         deadline = loop.call_later(self.settings.logon_timeout, self._logon_deadline, session)
         try:
             async for frame in ws:
+                if session.closing:
+                    continue
                 if isinstance(frame, str):
                     await self._on_text(session, frame)
                 else:
@@ -262,6 +277,9 @@ class RoomServer:
             log.info("%s disconnected", session.name)
 
     def _kick(self, session: Session, error: str, why: str) -> None:
+        if session.closing:
+            return
+        session.closing = True
         session.send(p.OnError(error).to_json())
         self._spawn(session.ws.close(CLOSE_POLICY, why))
 
@@ -297,7 +315,16 @@ class RoomServer:
         if session.principal is not None:
             raise ProtocolError(p.INVALID_REQUEST, "already logged on", m.seq)
         loop = asyncio.get_running_loop()
-        if self._auth_failures.blocked(session.address, loop.time()):
+        # A blocked address gets no password checked. A token (256 random bits, nothing to
+        # guess) still logs on from it: someone guessing passwords from a site's shared address
+        # (a NAT, a carrier's CGNAT) must not lock the site's radios out.
+        blocked = self._auth_failures.blocked(session.address, loop.time())
+        principal = (
+            None
+            if blocked and m.password is not None
+            else await asyncio.to_thread(self._authenticate, m)
+        )
+        if principal is None and blocked:
             log.warning("logon from %s refused: too many failed attempts", session.address)
             if m.seq is not None:  # a reason, so a device does not take it for a revocation
                 session.send(
@@ -306,7 +333,6 @@ class RoomServer:
                     ).to_json()
                 )
             return
-        principal = await asyncio.to_thread(self._authenticate, m)
         if principal is None:
             self._auth_failures.record(session.address, loop.time())
             raise ProtocolError(p.NOT_AUTHORIZED, "bad credentials", m.seq)
@@ -519,7 +545,8 @@ class RoomServer:
     # ------------------------------------------------------------------ audio (the hot path)
 
     def _on_binary(self, session: Session, frame: bytes) -> None:
-        if not session.packet_limit.allow(asyncio.get_running_loop().time()):
+        now = asyncio.get_running_loop().time()
+        if not session.packet_limit.allow(now):
             log.warning("closing %s: audio packet flood", session.name)
             self._kick(session, p.FAILED_TO_SEND_DATA, "flood")
             return
@@ -537,6 +564,7 @@ class RoomServer:
             session.send(p.error_response(exc))
             return
         packet_id = stream.take_packet_id()
+        stream.last_packet = now
         broadcast(
             [s.ws for s in stream.recipients]
             if packet_id % 25
@@ -566,11 +594,24 @@ class RoomServer:
 
     # ------------------------------------------------------------------ admin changes
 
+    def _end_idle_streams(self, now: float) -> None:
+        """A talker whose packets stopped (a dead link the pings have not caught yet, a client
+        that forgot stop_stream) must not hold the floor until the talk time runs out."""
+        limit = self.settings.stream_idle_timeout
+        for stream in [s for s in self.streams.values() if now - s.last_packet > limit]:
+            log.warning(
+                "stream %d of %s: no audio for %.0f s", stream.stream_id, stream.talker_name, limit
+            )
+            self._end_stream(stream, p.REASON_IDLE)
+
     async def _watch_registry(self) -> None:
-        """Notice what admin commands (other processes) changed: revoked devices go at once."""
+        """Housekeeping: end idle streams, and notice what admin commands (other processes)
+        changed — revoked devices go at once."""
         version = await asyncio.to_thread(self.registry.data_version)
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.settings.registry_poll)
+            self._end_idle_streams(loop.time())
             now_version = await asyncio.to_thread(self.registry.data_version)
             if now_version == version:
                 continue

@@ -27,6 +27,7 @@ class Stream(Generic[M]):
     priority: Priority
     started_at: float
     next_packet_id: int = 0
+    last_packet: float = 0.0  # when the last packet (or the grant) came
     recipients: list[M] = field(default_factory=list)
 
     def take_packet_id(self) -> int:
@@ -99,6 +100,7 @@ class Room(Generic[M]):
             packet_duration=packet_duration,
             priority=priority,
             started_at=now,
+            last_packet=now,
         )
         self._refresh_recipients()
         return Granted(self.stream, preempted)

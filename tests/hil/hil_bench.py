@@ -1,0 +1,40 @@
+"""The hardware-in-loop bench around the device under test (imported by conftest and the tests:
+a module of its own, since `conftest` names clash across test folders)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from hil_rig import Rig
+from websockets.asyncio.client import ClientConnection
+
+from pttd import protocol as p
+from pttd.daemon import Device
+from pttd.server.app import RoomServer
+
+ROOM = "bench"
+TIMEOUT = 10.0
+
+
+@dataclass
+class Bench:
+    """The room server, the device under test on the rig, and a listener in the room."""
+
+    rig: Rig
+    server: RoomServer
+    device: Device
+    listener: ClientConnection
+    task: asyncio.Task[None]
+
+    async def next_audio(self, timeout: float = TIMEOUT) -> p.AudioPacket:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.listener.recv()
+                if isinstance(frame, bytes):
+                    return p.parse_audio_packet(frame)
+
+    async def until(self, check: Any, timeout: float = TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            await self.device.until(check)
