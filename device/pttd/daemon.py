@@ -243,8 +243,8 @@ class Device:
     def _on_frame(self, frame: Pcm, t: float) -> None:
         for tap in self.frame_taps:
             tap(frame)
-        if not self.machine.capture_open or self.machine.audio_test:
-            return
+        if not self.machine.wants_frames:
+            return  # not worth encoding: the machine would drop it
         try:
             payload = self.encoder.encode(frame)
         except CodecError as exc:

@@ -334,6 +334,12 @@ class DeviceMachine:
         return self.latched if self.settings.toggle else bool(self.held_buttons)
 
     @property
+    def wants_frames(self) -> bool:
+        """Captured frames may go somewhere (the floor asked for or granted): encode them.
+        False during the audio test and after capture closed (a frame still in flight)."""
+        return self.capture_open and not self.audio_test
+
+    @property
     def transmitting(self) -> bool:
         return self.talk is Talk.TRANSMITTING
 
@@ -450,7 +456,7 @@ class DeviceMachine:
         self.blocked = False
 
     def _on_frame(self, event: CapturedFrame, out: list[Action]) -> None:
-        if not self.capture_open or self.audio_test:
+        if not self.wants_frames:
             return  # late frame after close, or the audio test: never sent
         if self.talk is Talk.TRANSMITTING and self.stream_id is not None:
             out.append(SendAudio(self.stream_id, event.payload, event.t))
