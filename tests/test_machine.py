@@ -339,11 +339,14 @@ class Machine(RuleBasedStateMachine):
         assert self.request is not None
         self.next_stream += 1
         request = self.request - 1 if stale else self.request
+        if not stale:  # the held frames go out while the grant is handled: it is granted now
+            self.granted = self.next_stream
         actions = self.feed(StreamGranted(0.0, request, self.next_stream))
         if not stale and self.m.stream_id == self.next_stream:
-            self.granted = self.next_stream
             self.request = None
         else:
+            if self.granted == self.next_stream:
+                self.granted = None
             assert SendStopStream(self.next_stream, None) in actions or stale
 
     @precondition(lambda self: self.request is not None)

@@ -3,6 +3,9 @@
 An absent LED is a :class:`NullLed`, so callers never check whether an LED exists. The LEDs
 decide nothing: the device state machine says which is on, off or blinking. Calls are
 idempotent (``blink(0.5, 0.5)`` on an LED already blinking so does not restart its rhythm).
+
+gpiozero is imported by the first :class:`GpioLed`: a device with no LED pin configured never
+loads it (about 2.5 MB of the daemon's memory).
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-
-import gpiozero  # type: ignore[import-untyped]
 
 from pttd.config import LedsConfig
 from pttd.errors import LedError
@@ -72,6 +73,8 @@ class GpioLed:
         function: str = "",
         pin_factory: object | None = None,
     ) -> None:
+        import gpiozero  # type: ignore[import-untyped]  # noqa: PLC0415 (only with an LED pin)
+
         self.description = f"{function + ' ' if function else ''}LED on GPIO {pin}"
         self._mode: tuple[Mode, float, float] = ("off", 0.0, 0.0)
         try:

@@ -18,7 +18,6 @@ from pathlib import Path
 from pttd.audio import AudioInput, AudioOutput
 from pttd.audio.sim import ClockedSource, RecordingSink, read_wav, sine
 from pttd.config import Config, apply_overrides, load_config
-from pttd.console.device_backend import build_console
 from pttd.daemon import Device
 from pttd.errors import ConfigError
 from pttd.inputs import build_inputs
@@ -122,7 +121,11 @@ async def serve(config: Config) -> None:
     if device.config.log.level != config.log.level:  # set from the console: `config set`
         logging.getLogger().setLevel(device.config.log.level)
     feeder = asyncio.create_task(watchdog(interval)) if interval else None
-    console = build_console(device)  # the installer console, when console.port is set
+    console = None
+    if device.config.console.port:  # the installer console; its modules (and pyserial) only then
+        from pttd.console.device_backend import build_console  # noqa: PLC0415
+
+        console = build_console(device)
     try:
         if console is not None:
             await console.start()

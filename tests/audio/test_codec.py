@@ -325,3 +325,40 @@ def test_resampler_keeps_a_sine(src: int, dst: int) -> None:
 
 def test_resampler_of_an_empty_block() -> None:
     assert LinearResampler(48000, 44100).process(np.zeros(0, np.float32)).shape == (0,)
+
+
+# --------------------------------------------------------------------------- copy=False
+
+
+def test_decode_without_copy_is_a_view_the_next_call_reuses() -> None:
+    enc = Encoder()
+    packets = [enc.encode(f) for f in frames(speech_like(48000, 0.2), 960)]
+    owned, viewing = Decoder(48000), Decoder(48000)
+    first = viewing.decode(packets[0], copy=False)
+    assert np.array_equal(first, owned.decode(packets[0]))
+    kept = first.copy()
+    second = viewing.decode(packets[1], copy=False)
+    assert np.shares_memory(first, second)  # the decoder's own buffer, overwritten
+    assert np.array_equal(second, owned.decode(packets[1]))
+    assert not np.array_equal(first, kept)
+    # FEC recovery and concealment alike, and a copy is never shared.
+    assert np.array_equal(
+        viewing.decode_fec(packets[3], 960, copy=False), owned.decode_fec(packets[3], 960)
+    )
+    assert np.array_equal(viewing.conceal(480, copy=False), owned.conceal(480))
+    a, b = viewing.decode(packets[4]), viewing.decode(packets[5])
+    assert not np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize(("output_rate", "channels"), [(44100, 1), (48000, 2)])
+def test_decode_without_copy_when_converting_gives_new_arrays(
+    output_rate: int, channels: int
+) -> None:
+    enc = opuslib.Encoder(48000, channels, opuslib.APPLICATION_AUDIO)
+    mono = speech_like(48000, 0.06)
+    dec = Decoder(output_rate, channels=channels)
+    outs = [
+        dec.decode(enc.encode(np.repeat(f, channels).tobytes(), 960), copy=False)
+        for f in frames(mono, 960)
+    ]
+    assert not np.shares_memory(outs[0], outs[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -392,3 +393,78 @@ def test_stats_snapshot() -> None:
     assert s.depth == 2
     assert s.jitter == pytest.approx(0.03)
     assert s.target_depth == 3
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def sorted_window_jitter(transits: list[float], window: int) -> float:
+    """The estimate as first written: sort the last ``window`` transits at every arrival."""
+    last = sorted(transits[-window:])
+    if len(last) < 2:
+        return 0.0
+    return last[round(0.95 * (len(last) - 1))] - last[0]
+
+
+@pytest.mark.parametrize("window", [2, 7, 100])
+def test_jitter_estimate_is_that_of_sorting_the_window(window: int) -> None:
+    rng = random.Random(window)
+    jb = JitterBuffer(20, JitterConfig(jitter_window=window, max_depth_ms=10_000))
+    transits: list[float] = []
+    estimate = 0.0
+    for i in range(400):
+        pid = max(0, i + rng.choice([0, 0, 0, 1, -1, -3]))  # reordered, duplicated, late
+        now = 1.0 + i * FRAME + rng.choice([0.0, 0.0, 0.004, 0.02, rng.uniform(0, 0.09)])
+        counted = jb.stats().duplicates
+        jb.push(pid, pkt(pid), now)
+        if jb.stats().duplicates == counted:  # duplicates are not measured
+            transits.append(now - pid * FRAME)
+            if len(transits) >= 2:
+                estimate = sorted_window_jitter(transits, window)
+        assert jb.jitter == estimate  # exactly: the same values, the same order statistic
+        extra = math.ceil(estimate / FRAME - 1e-9)
+        assert jb.target_depth == min(jb.config.max_depth(20), max(1, 1 + extra))
+        if rng.random() < 0.9:
+            jb.pop(now)
+
+
+def test_pop_action_is_pop_without_the_playout_object() -> None:
+    arrivals = [(0.005 + i * FRAME + (0.05 if i % 7 == 3 else 0.0), i) for i in range(60)]
+    arrivals = [a for a in arrivals if a[1] not in (10, 20, 21)]  # FEC, then concealment
+    a, b = JitterBuffer(20, WIDE), JitterBuffer(20, WIDE)
+    events = sorted(arrivals)
+    k = 0
+    for step_ in range(90):
+        now = 0.01 + step_ * FRAME
+        while k < len(events) and events[k][0] <= now:
+            t, pid = events[k]
+            a.push(pid, pkt(pid), t)
+            b.push(pid, pkt(pid), t)
+            k += 1
+        if step_ == 70:
+            a.stop()
+            b.stop()
+        playout = a.pop(now)
+        assert b.pop_action(now) == (playout.action, playout.payload)
+    assert a.stats() == b.stats()
+    assert a.finished and b.finished
+
+
+def test_counts_are_the_stats_fields_in_order() -> None:
+    jb = JitterBuffer(20)
+    for i in (0, 1, 1, 3):
+        jb.push(i, pkt(i), i * FRAME + 0.001 * i)
+    pops(jb, 3, 0.1)
+    assert JitterStats(*jb.counts()) == jb.stats()
+
+
+def test_duplicates_are_told_from_late_packets_for_the_last_64_played() -> None:
+    jb = JitterBuffer(20)
+    for i in range(100):
+        jb.push(i, pkt(i), i * FRAME)
+        jb.pop(i * FRAME + 0.001)
+    assert not jb.push(99, pkt(99), 2.0)
+    assert not jb.push(36, pkt(36), 2.0)  # the 64th most recent: still remembered
+    assert not jb.push(35, pkt(35), 2.0)  # played before those: late
+    s = jb.stats()
+    assert (s.duplicates, s.late) == (2, 1)

@@ -17,6 +17,7 @@ from pttd.audio.mixer import (
     MIN_GAIN_DB,
     TONE_MIN_GAIN_DB,
     Mixer,
+    MixerStats,
     volume_to_db,
 )
 from pttd.audio.tones import ToneKind, tone
@@ -387,3 +388,106 @@ def test_pull_on_another_thread_while_the_loop_pushes() -> None:
     assert not errors
     assert blocks
     assert set(blocks) == {441}
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def exact(mix: npt.NDArray[np.float32], volume: int) -> Pcm:
+    """Bit for bit what the mixer computes: float32 sum, float32 gain, round, saturate."""
+    out: Pcm = np.clip(np.rint(mix * gain(volume)), -32768, 32767).astype(np.int16)
+    return out
+
+
+@pytest.mark.parametrize("volume", [1, 50, 80, 87, 88, 100])
+def test_one_stream_is_bit_exact_and_saturates_when_boosted(volume: int) -> None:
+    packets = encode(sine(300, 0.3, 30000))
+    mixer = Mixer(RATE, FRAME, jitter=DEEP, volume=volume, clock=Clock(0.001))
+    burst(mixer, 1, packets)
+    out = pull_all(mixer, len(packets) * FRAME)
+    assert np.array_equal(out, exact(reference(packets), volume))
+    if volume == 100:
+        assert out.max() == 32767
+        assert out.min() == -32768
+
+
+def test_two_streams_and_a_tone_are_bit_exact() -> None:
+    a, b = encode(sine(440, 0.3, 9000)), encode(sine(1000, 0.3, 9000))
+    beep = tone(ToneKind.ROGER, RATE)
+    mixer = Mixer(RATE, FRAME, jitter=DEEP, volume=95, clock=Clock(0.001))
+    burst(mixer, 1, a)
+    burst(mixer, 2, b)
+    mixer.play(beep)
+    out = pull_all(mixer, len(a) * FRAME)
+    mix = (reference(a) + reference(b)) * gain(95)
+    mix[: beep.shape[0]] += beep.astype(np.float32)  # the tone's gain is capped at 0 dB
+    assert np.array_equal(out, np.clip(np.rint(mix), -32768, 32767).astype(np.int16))
+
+
+@pytest.mark.parametrize("case", ["one stream", "muted", "tone", "two streams", "idle"])
+def test_pulled_blocks_are_the_callers_own(case: str) -> None:
+    """No block shares memory with the mixer's buffers or with another block."""
+    mixer = Mixer(RATE, FRAME, jitter=DEEP, clock=Clock(0.001))
+    if case != "idle":
+        burst(mixer, 1, encode(sine(440, 0.2, 8000)))
+    if case == "two streams":
+        burst(mixer, 2, encode(sine(660, 0.2, 8000)))
+    if case == "tone":
+        mixer.play(tone(ToneKind.BUSY, RATE))
+    mixer.set_muted(case == "muted")
+    blocks = [mixer.pull(FRAME) for _ in range(4)]
+    kept = [b.copy() for b in blocks]
+    for _ in range(4):
+        mixer.pull(FRAME)
+    for block, copy in zip(blocks, kept, strict=True):
+        assert np.array_equal(block, copy)
+    assert not any(np.shares_memory(x, y) for i, x in enumerate(blocks) for y in blocks[i + 1 :])
+
+
+def test_stats_are_those_of_the_last_pull_and_kept_until_the_next() -> None:
+    packets = encode(sine(440, 0.2, 8000))
+    mixer = Mixer(RATE, FRAME, jitter=DEEP, clock=Clock(0.001))
+    assert mixer.stats == MixerStats()
+    burst(mixer, 4, packets)
+    assert mixer.stats.received == 0  # nothing pulled yet: the packets wait in the inbox
+    mixer.pull(FRAME)
+    first = mixer.stats
+    assert first is mixer.stats  # no pull since: the same snapshot
+    assert (first.received, first.played, first.streams) == (len(packets), 1, 1)
+    assert first.per_stream[4].depth == len(packets) - 1
+    mixer.pull(FRAME)
+    assert mixer.stats.played == 2
+    assert first.played == 1  # a snapshot does not change
+
+
+def test_stats_read_on_another_thread_are_consistent_snapshots() -> None:
+    packets = encode(sine(440, 1.0, 8000))
+    mixer = Mixer(RATE, FRAME, jitter=DEEP, clock=Clock(0.001))
+    mixer.start_stream(1, HEADER, 0.0)
+    for i, p in enumerate(packets):
+        mixer.push_packet(1, i, p, 0.0)
+    mixer.stop_stream(1)
+    pulls = 0
+
+    def audio_thread() -> None:
+        nonlocal pulls
+        while pulls < 1000 and (mixer.stats.streams or not mixer.stats.played):
+            mixer.pull(441)
+            pulls += 1
+
+    worker = threading.Thread(target=audio_thread)
+    worker.start()
+    reads, played = 0, 0
+    try:
+        while worker.is_alive():
+            s = mixer.stats
+            reads += 1
+            assert s.streams == len(s.per_stream)
+            assert s.played + sum(j.depth for j in s.per_stream.values()) <= s.received
+            assert s.played >= played
+            played = s.played
+    finally:
+        worker.join(timeout=10)
+    assert reads
+    assert mixer.stats.played == len(packets)
+    assert mixer.stats.streams == 0

@@ -249,6 +249,11 @@ class Decoder:
     request by a sample as the resampler's phase moves.
 
     A malformed packet raises :class:`CodecError` and leaves the decoder usable.
+
+    Each call returns a new array by default. With ``copy=False`` it may return a view of the
+    decoder's own buffer instead (mono at the decode rate: libopus's output as it is), valid
+    until the next call on this decoder: for a caller that consumes the samples at once, like
+    the mixer, which then copies nothing between libopus and its gain stage.
     """
 
     def __init__(self, output_rate: int, channels: int = 1) -> None:
@@ -264,19 +269,23 @@ class Decoder:
         self._max = self.decode_rate * MAX_PACKET_MS // 1000
         self._pcm = np.zeros(self._max * channels, np.int16)
         self._pcm_ptr = self._pcm.ctypes.data_as(_Int16Ptr)
+        self._state = self._opus.decoder_state
+        self._libopus_decode = opuslib.api.decoder.libopus_decode
         self._resampler = (
             LinearResampler(self.decode_rate, output_rate)
             if self.decode_rate != output_rate
             else None
         )
+        self._direct = channels == 1 and self._resampler is None  # libopus's output as it is
+        self._view = self._pcm[:0]  # the last direct result's view of _pcm, kept for reuse
 
-    def decode(self, packet: bytes) -> Pcm:
+    def decode(self, packet: bytes, *, copy: bool = True) -> Pcm:
         """The audio of one packet."""
         if not packet:
             raise CodecError("empty Opus packet")
-        return self._run(packet, self._max, fec=False)
+        return self._run(packet, self._max, 0, copy)
 
-    def decode_fec(self, next_packet: bytes, samples: int) -> Pcm:
+    def decode_fec(self, next_packet: bytes, samples: int, *, copy: bool = True) -> Pcm:
         """``samples`` of the lost packet before ``next_packet``, from its in-band FEC data.
 
         Falls back to concealment when ``next_packet`` carries no FEC data. Decode
@@ -284,11 +293,11 @@ class Decoder:
         """
         if not next_packet:
             raise CodecError("empty Opus packet")
-        return self._run(next_packet, self._frames(samples), fec=True)
+        return self._run(next_packet, self._frames(samples), 1, copy)
 
-    def conceal(self, samples: int) -> Pcm:
+    def conceal(self, samples: int, *, copy: bool = True) -> Pcm:
         """``samples`` of packet-loss concealment, continuing what was decoded last."""
-        return self._run(None, self._frames(samples), fec=False)
+        return self._run(None, self._frames(samples), 0, copy)
 
     def _frames(self, samples: int) -> int:
         """Decode-rate samples for ``samples`` output samples, in whole 2.5 ms frames."""
@@ -299,26 +308,27 @@ class Decoder:
             raise CodecError(f"cannot conceal {samples} samples (over {MAX_PACKET_MS} ms)")
         return frames * quantum
 
-    def _run(self, packet: bytes | None, frame_size: int, *, fec: bool) -> Pcm:
-        got = int(
-            opuslib.api.decoder.libopus_decode(
-                self._opus.decoder_state,
-                packet,
-                len(packet) if packet is not None else 0,
-                self._pcm_ptr,
-                frame_size,
-                int(fec),
-            )
+    def _run(self, packet: bytes | None, frame_size: int, fec: int, copy: bool) -> Pcm:
+        got: int = self._libopus_decode(
+            self._state,
+            packet,
+            len(packet) if packet is not None else 0,
+            self._pcm_ptr,
+            frame_size,
+            fec,
         )
         if got < 0:
             raise CodecError(f"Opus packet not decoded: {_strerror(got)}")
+        if self._direct:
+            view = self._view
+            if view.shape[0] != got:
+                self._view = view = self._pcm[:got]
+            return view.copy() if copy else view
         pcm = self._pcm[: got * self.channels]
         if self.channels == 2:
             mono = pcm.reshape(-1, 2).astype(np.float32).mean(axis=1)
-        elif self._resampler is not None:
-            mono = pcm.astype(np.float32)
         else:
-            return pcm.copy()
+            mono = pcm.astype(np.float32)
         if self._resampler is not None:
             mono = self._resampler.process(mono)
         out: Pcm = np.clip(np.rint(mono), -32768, 32767).astype(np.int16)

@@ -14,7 +14,10 @@ How it decides (kept simple on purpose):
 * Jitter. Each arrival's relative transit time ``now - id × packet duration`` goes into a window of
   the last ``jitter_window`` arrivals; the jitter estimate is the window's 95th percentile minus its
   minimum: how much later than the earliest packets a packet can come. The target depth is one
-  frame plus enough frames to cover that, within ``[min_depth, max_depth]``.
+  frame plus enough frames to cover that, within ``[min_depth, max_depth]``. The window is also
+  kept sorted, updated per arrival (the oldest value taken out by bisection, the new one put in
+  by :func:`bisect.insort`): the estimate is exactly that of sorting the window at every arrival,
+  for O(log n) comparisons and a short memmove instead of a sort of ``jitter_window`` floats.
 * Start. Playout starts (and restarts after an underrun) once ``target_depth`` frames are spanned,
   or the oldest packet has waited ``target_depth`` packet durations, or the stream was stopped.
 * Loss. When the packet due is missing but later ones are buffered, it is lost: recover it from
@@ -38,14 +41,15 @@ shrink back.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, TypeAlias
 
 from pttd.errors import AudioConfigError
 
-__all__ = ["Action", "JitterBuffer", "JitterConfig", "JitterStats", "Playout"]
+__all__ = ["Action", "JitterBuffer", "JitterConfig", "JitterStats", "Playout", "StatsValues"]
 
 _U32: Final = 1 << 32
 _HALF: Final = 1 << 31
@@ -72,6 +76,8 @@ class Playout:
 
 
 SILENCE: Final = Playout(Action.SILENCE)
+_SILENCE: Final = (Action.SILENCE, b"")
+_CONCEAL: Final = (Action.CONCEAL, b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,10 @@ class JitterConfig:
         return max(self.min_depth, self.max_depth_ms // frame_ms)
 
 
+StatsValues: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, float]
+"""The fields of :class:`JitterStats`, in order (see :meth:`JitterBuffer.counts`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class JitterStats:
     """Counters of one jitter buffer (``jitter`` in seconds, depths in frames)."""
@@ -128,16 +138,23 @@ class JitterBuffer:
         self.frame_ms = frame_ms
         self._frame_s = frame_ms / 1000
         self._max_depth = self.config.max_depth(frame_ms)
+        self._window_size = self.config.jitter_window
+        self._high = round(JITTER_QUANTILE * (self._window_size - 1))  # the full window's p95
+        self._shrink_window = self.config.shrink_window
         self._packets: dict[int, tuple[bytes, float]] = {}  # unwrapped id → (payload, arrival)
         self._newest: int | None = None  # newest unwrapped id seen
         self._next: int | None = None  # unwrapped id of the next slot to play
+        self._last_slot: int | None = None  # unwrapped id of the slot the last pop was for
         self._playing = False
         self._stopped = False
         self._finished = False
         self._held = 0  # concealment frames played in a row while holding
-        self._recent: deque[int] = deque(maxlen=_RECENT_PLAYED)  # ids played lately
-        self._transits: deque[float] = deque(maxlen=self.config.jitter_window)
+        self._recent: deque[int] = deque()  # ids played lately, oldest first
+        self._recent_set: set[int] = set()  # the same ids, for O(1) membership
+        self._transits: deque[float] = deque()  # the jitter window, in arrival order
+        self._ordered: list[float] = []  # the same values, ascending
         self._jitter = 0.0
+        self._target = self._target_for(0.0)
         self._window_pops = 0
         self._window_min = math.inf
         self._received = self._played = self._late = self._duplicates = 0
@@ -175,23 +192,31 @@ class JitterBuffer:
     @property
     def target_depth(self) -> int:
         """Frames the buffer aims to hold: one plus enough to cover the jitter estimate."""
-        extra = math.ceil(self._jitter / self._frame_s - 1e-9)
+        return self._target
+
+    def _target_for(self, jitter: float) -> int:
+        extra = math.ceil(jitter / self._frame_s - 1e-9)
         return min(self._max_depth, max(self.config.min_depth, 1 + extra))
 
     def stats(self) -> JitterStats:
         """A snapshot of the counters."""
-        return JitterStats(
-            received=self._received,
-            played=self._played,
-            late=self._late,
-            duplicates=self._duplicates,
-            concealed=self._concealed,
-            recovered_fec=self._recovered,
-            underruns=self._underruns,
-            dropped=self._dropped,
-            depth=self.depth,
-            target_depth=self.target_depth,
-            jitter=self._jitter,
+        return JitterStats(*self.counts())
+
+    def counts(self) -> StatsValues:
+        """The values of :meth:`stats`, in :class:`JitterStats`' field order, as a plain tuple:
+        cheaper to take on every playout block (the mixer does) than the dataclass."""
+        return (
+            self._received,
+            self._played,
+            self._late,
+            self._duplicates,
+            self._concealed,
+            self._recovered,
+            self._underruns,
+            self._dropped,
+            self.depth,
+            self._target,
+            self._jitter,
         )
 
     # ------------------------------------------------------------------ input
@@ -204,18 +229,23 @@ class JitterBuffer:
         if self._finished:
             self._late += 1
             return False
-        ext = self._unwrap(packet_id)
-        if ext in self._packets or ext in self._recent:
+        newest = self._newest
+        # Unwrapped against the newest id seen: at most 2**31 behind or ahead of it.
+        ext = packet_id if newest is None else newest + (packet_id - newest + _HALF) % _U32 - _HALF
+        packets = self._packets
+        if ext in packets or ext in self._recent_set:
             self._duplicates += 1
             return False
         self._measure(ext, now)
         if self._next is not None and ext < self._next:
             self._late += 1
             return False
-        self._packets[ext] = (payload, now)
-        if self._newest is None or ext > self._newest:
-            self._newest = ext
-        self._limit_depth()
+        packets[ext] = (payload, now)
+        if newest is None or ext > newest:
+            self._newest = newest = ext
+        start = self._next if self._next is not None else min(packets)
+        if start < newest - self._max_depth + 1:
+            self._limit_depth(newest - self._max_depth + 1)
         return True
 
     def stop(self) -> None:
@@ -224,27 +254,29 @@ class JitterBuffer:
         if not self._packets:
             self._finish()
 
-    def _unwrap(self, packet_id: int) -> int:
-        if self._newest is None:
-            return packet_id
-        delta = (packet_id - self._newest + _HALF) % _U32 - _HALF
-        return self._newest + delta
-
     def _measure(self, ext: int, now: float) -> None:
-        self._transits.append(now - ext * self._frame_s)
-        if len(self._transits) < 2:
+        transit = now - ext * self._frame_s
+        window, ordered = self._transits, self._ordered
+        if len(window) >= self._window_size:
+            oldest = window.popleft()
+            i = bisect_left(ordered, oldest)
+            if i < len(ordered) and ordered[i] == oldest:
+                del ordered[i]
+            else:  # only a NaN can be missed: sort afresh, as the estimate always did
+                ordered[:] = sorted(window)
+        window.append(transit)
+        insort(ordered, transit)
+        count = len(ordered)
+        if count < 2:
             return
-        ordered = sorted(self._transits)
-        high = ordered[round(JITTER_QUANTILE * (len(ordered) - 1))]
-        self._jitter = high - ordered[0]
+        high = self._high if count == self._window_size else round(JITTER_QUANTILE * (count - 1))
+        jitter = ordered[high] - ordered[0]
+        if jitter != self._jitter:
+            self._jitter = jitter
+            self._target = self._target_for(jitter)
 
-    def _limit_depth(self) -> None:
-        """Drop what falls more than ``max_depth`` frames behind the newest packet."""
-        assert self._newest is not None
-        floor = self._newest - self._max_depth + 1
-        start = self._next if self._next is not None else min(self._packets)
-        if start >= floor:
-            return
+    def _limit_depth(self, floor: int) -> None:
+        """Drop what falls before ``floor``: more than ``max_depth`` frames behind the newest."""
         for ext in [e for e in self._packets if e < floor]:
             del self._packets[ext]
             self._dropped += 1
@@ -256,35 +288,59 @@ class JitterBuffer:
 
     def pop(self, now: float) -> Playout:
         """What to play for the next packet duration."""
+        action, payload = self.pop_action(now)
+        if action is Action.SILENCE:
+            return SILENCE
+        assert self._last_slot is not None
+        return Playout(action, payload, self._last_slot % _U32)
+
+    def pop_action(self, now: float) -> tuple[Action, bytes]:
+        """:meth:`pop`'s action and payload as a plain pair: for the mixer, which calls it for
+        every packet and needs no :class:`Playout` object."""
         if self._finished:
-            return SILENCE
+            return _SILENCE
         if not self._playing and not self._start(now):
-            return SILENCE
-        assert self._next is not None
-        self._adapt()
-        slot = self._next
+            return _SILENCE
+        assert self._next is not None and self._newest is not None
+        # Shrink (see _shrink): the depth's lowest over the window, taken before each pop.
+        depth = self._newest - self._next + 1 if self._packets else 0
+        if depth < self._window_min:
+            self._window_min = max(depth, 0)
+        self._window_pops += 1
+        if self._window_pops >= self._shrink_window:
+            self._shrink()
+        slot = self._last_slot = self._next
         entry = self._packets.pop(slot, None)
         if entry is not None:
-            self._recent.append(slot)
-            self._advance()
+            # Remember it as played (for duplicates), forgetting the oldest beyond
+            # _RECENT_PLAYED; then advance (as _advance, inline: this is every packet's way).
+            recent = self._recent
+            recent.append(slot)
+            self._recent_set.add(slot)
+            if len(recent) > _RECENT_PLAYED:
+                self._recent_set.discard(recent.popleft())
+            self._next = slot + 1
+            self._held = 0
+            if self._stopped and not self._packets:
+                self._finish()
             self._played += 1
-            return Playout(Action.PLAY, entry[0], slot % _U32)
+            return Action.PLAY, entry[0]
         if self._packets:  # later packets are here: this one is lost
             self._advance()
             following = self._packets.get(slot + 1)
             if following is not None:
                 self._recovered += 1
-                return Playout(Action.RECOVER_FEC, following[0], slot % _U32)
+                return Action.RECOVER_FEC, following[0]
             self._concealed += 1
-            return Playout(Action.CONCEAL, b"", slot % _U32)
+            return _CONCEAL
         if self._held >= self.config.max_conceal:
             self._playing = False
             self._held = 0
             self._underruns += 1
-            return SILENCE
+            return _SILENCE
         self._held += 1  # hold: the packet is probably late, not lost
         self._concealed += 1
-        return Playout(Action.CONCEAL, b"", slot % _U32)
+        return _CONCEAL
 
     def _start(self, now: float) -> bool:
         if not self._packets:
@@ -318,14 +374,10 @@ class JitterBuffer:
         self._playing = False
         self._held = 0
 
-    def _adapt(self) -> None:
-        """Skip one frame when the buffer stayed deeper than the target for a whole window."""
-        depth = self.depth
-        self._window_min = min(self._window_min, depth)
-        self._window_pops += 1
-        if self._window_pops < self.config.shrink_window:
-            return
-        if self._window_min > self.target_depth and not self._stopped:
+    def _shrink(self) -> None:
+        """At the end of a window of pops: skip one frame when the buffer stayed deeper than
+        the target all through it."""
+        if self._window_min > self._target and not self._stopped:
             assert self._next is not None
             if self._packets.pop(self._next, None) is not None:
                 self._dropped += 1

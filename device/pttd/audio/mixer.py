@@ -10,8 +10,20 @@ queued tone (tones play even while muted) and saturates to int16.
 Threads: calls from the asyncio thread only append to an inbox under a lock (no decoding, no
 waiting); ``pull`` swaps the inbox out under the same lock and does all the work on the audio
 thread, so the jitter buffers and decoders are touched by one thread only and the lock is never
-held for more than a few assignments. Counters are published as an immutable :class:`MixerStats`
-snapshot after every ``pull``.
+held for more than a few assignments. Counters are not published after each ``pull``:
+:attr:`Mixer.stats` builds the immutable :class:`MixerStats` snapshot from the streams' counters
+when it is read (rarely: the console, the demo, the benchmarks), under a second lock that ``pull``
+holds while it works, so the snapshot is always that of the state between two pulls. The audio
+thread pays one uncontended lock per pull for that, instead of building snapshot objects every
+pull (about a fifth of the mixer's own cost); it waits only if a snapshot is being built.
+
+Cost (the receive path runs for every packet): ``pull`` allocates only the block it returns. A
+block that is exactly one packet (the usual case: the output's period is the packet duration)
+goes from libopus's output buffer straight into the gain stage, a float32 scratch buffer, with no
+copy through the stream's sample FIFO. One stream with no tone and not muted (one talker: the
+usual case again) takes a short path: its block is gained in one pass (``0 + x`` is ``x``, so the
+result is bit for bit that of summing into zeros first) and saturated only when the gain is
+above 1, since below that it cannot leave the int16 range.
 
 Volume: 0 is silent; 1…100 map linearly in decibels from :data:`MIN_GAIN_DB` to
 :data:`MAX_GAIN_DB` (87 is about unity). Tones follow the volume but are held between
@@ -22,7 +34,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -32,7 +43,7 @@ import numpy as np
 
 from pttd.audio import Pcm
 from pttd.audio.codec import Decoder
-from pttd.audio.jitter import Action, JitterBuffer, JitterConfig, JitterStats
+from pttd.audio.jitter import Action, JitterBuffer, JitterConfig, JitterStats, StatsValues
 from pttd.errors import AudioConfigError, CodecError
 from pttd.protocol import MAX_U32, CodecHeader
 
@@ -84,45 +95,59 @@ class MixerStats:
 
 
 class _Fifo:
-    """A growable int16 sample queue (audio thread only)."""
+    """A growable int16 sample queue (audio thread only): samples ``start:end`` of a buffer.
+
+    ``start`` and ``end`` are for reading only (``end - start`` is ``len()`` without a call).
+    """
+
+    __slots__ = ("_buf", "end", "start")
 
     def __init__(self, capacity: int) -> None:
         self._buf = np.zeros(max(capacity, 1), np.int16)
-        self._start = 0
-        self._end = 0
+        self.start = 0
+        self.end = 0
 
     def __len__(self) -> int:
-        return self._end - self._start
+        return self.end - self.start
+
+    def _reserve(self, n: int) -> None:
+        """Room for ``n`` more samples after ``end``."""
+        if self.end + n > self._buf.shape[0]:
+            live = self.end - self.start
+            if live + n > self._buf.shape[0]:
+                bigger = np.zeros(max(2 * self._buf.shape[0], live + n), np.int16)
+                bigger[:live] = self._buf[self.start : self.end]
+                self._buf = bigger
+            else:
+                self._buf[:live] = self._buf[self.start : self.end]
+            self.start, self.end = 0, live
 
     def write(self, samples: Pcm) -> None:
         n = samples.shape[0]
-        if self._end + n > self._buf.shape[0]:
-            live = self._end - self._start
-            if live + n > self._buf.shape[0]:
-                bigger = np.zeros(max(2 * self._buf.shape[0], live + n), np.int16)
-                bigger[:live] = self._buf[self._start : self._end]
-                self._buf = bigger
-            else:
-                self._buf[:live] = self._buf[self._start : self._end]
-            self._start, self._end = 0, live
-        self._buf[self._end : self._end + n] = samples
-        self._end += n
+        self._reserve(n)
+        self._buf[self.end : self.end + n] = samples
+        self.end += n
 
     def write_zeros(self, n: int) -> None:
-        self.write(np.zeros(n, np.int16))
+        self._reserve(n)
+        self._buf[self.end : self.end + n] = 0
+        self.end += n
 
     def read(self, n: int) -> Pcm:
-        """Up to ``n`` samples (fewer when fewer are queued)."""
-        k = min(n, len(self))
-        out = self._buf[self._start : self._start + k].copy()
-        self._start += k
-        if self._start == self._end:
-            self._start = self._end = 0
+        """Up to ``n`` samples (fewer when fewer are queued): a view of the queue's buffer,
+        valid until the next write."""
+        k = min(n, self.end - self.start)
+        out = self._buf[self.start : self.start + k]
+        self.start += k
+        if self.start == self.end:
+            self.start = self.end = 0
         return out
 
 
 class _Stream:
     """One incoming stream's state (audio thread only)."""
+
+    __slots__ = ("decode_errors", "decoder", "fifo", "jitter", "last_arrival", "packet_samples")
 
     def __init__(self, jitter: JitterBuffer, decoder: Decoder, packet_samples: int) -> None:
         self.jitter = jitter
@@ -133,18 +158,15 @@ class _Stream:
         self.last_arrival: float | None = None
 
 
+# Commands from the asyncio thread. A packet, the frequent one, is a plain tuple
+# (stream_id, packet_id, payload, arrival time): cheaper to build than an object.
+_Packet: TypeAlias = tuple[int, int, bytes, float]
+
+
 @dataclass(frozen=True, slots=True)
 class _Start:
     stream_id: int
     stream: _Stream
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Packet:
-    stream_id: int
-    packet_id: int
-    payload: bytes
     now: float
 
 
@@ -158,7 +180,34 @@ class _Tone:
     samples: Pcm
 
 
-_Command: TypeAlias = _Start | _Packet | _Stop | _Tone
+_Command: TypeAlias = _Packet | _Start | _Stop | _Tone
+
+# The mixer's counters as a tuple, in MixerStats' order: received, played, late, duplicates,
+# concealed, recovered, underruns, dropped (the first eight of JitterStats, in its order too),
+# then decode_errors.
+_Totals: TypeAlias = tuple[int, int, int, int, int, int, int, int, int]
+_NO_TOTALS: Final[_Totals] = (0, 0, 0, 0, 0, 0, 0, 0, 0)
+_DROPPED: Final = 7
+_FLOOR: Final = np.float32(-32768.0)
+_CEILING: Final = np.float32(32767.0)
+
+
+def _add_totals(a: _Totals, b: _Totals) -> _Totals:
+    return (
+        a[0] + b[0],
+        a[1] + b[1],
+        a[2] + b[2],
+        a[3] + b[3],
+        a[4] + b[4],
+        a[5] + b[5],
+        a[6] + b[6],
+        a[7] + b[7],
+        a[8] + b[8],
+    )
+
+
+def _stream_totals(counts: StatsValues, decode_errors: int) -> _Totals:
+    return (*counts[:8], decode_errors)
 
 
 class Mixer:
@@ -195,14 +244,22 @@ class Mixer:
         self._inbox_packets = 0
         self._overflow = 0
         self._volume = 0
-        self._gain = 0.0
-        self._tone_gain = 0.0
+        self._gain = np.float32(0.0)
+        self._boost = False  # _gain > 1: a lone stream can then leave the int16 range
+        self._tone_gain = np.float32(0.0)
         self._muted = False
-        self._stats = MixerStats()
+        # Held by pull() while it works, and by the stats property while it reads the streams:
+        self._work = threading.Lock()
+        self._pulls = 0  # pulls done
+        self._overflow_seen = 0  # the inbox overflow as of the last pull
+        self._stats_cache = (0, MixerStats())  # (pulls, the snapshot after that many)
         # The audio thread's own:
         self._streams: dict[int, _Stream] = {}
         self._tones = _Fifo(frame_samples)
-        self._gone: Counter[str] = Counter()  # totals of the streams already dropped
+        self._gone: _Totals = _NO_TOTALS  # totals of the streams already dropped
+        self._mix = np.zeros(frame_samples, np.float32)  # scratch: the sum, gained, rounded
+        self._tone_mix = np.zeros(frame_samples, np.float32)  # scratch: the tone, gained
+        self._zeros = np.zeros(frame_samples, np.int16)  # silence (never written to)
         self.set_volume(volume)
 
     # ------------------------------------------------------------------ asyncio thread
@@ -227,7 +284,7 @@ class Mixer:
                 self._overflow += 1
                 return
             self._inbox_packets += 1
-            self._inbox.append(_Packet(stream_id, packet_id, payload, now))
+            self._inbox.append((stream_id, packet_id, payload, now))
 
     def stop_stream(self, stream_id: int) -> None:
         """A stream ended (``on_stream_stop``): what is buffered plays out, then it is dropped."""
@@ -255,10 +312,12 @@ class Mixer:
         v = max(0, min(100, int(volume)))
         db = volume_to_db(v)
         tone_db = min(0.0, max(TONE_MIN_GAIN_DB, db))
+        gain = np.float32(_db_to_linear(db))
+        tone_gain = np.float32(_db_to_linear(tone_db))
         with self._lock:
             self._volume = v
-            self._gain = _db_to_linear(db)
-            self._tone_gain = _db_to_linear(tone_db)
+            self._gain, self._boost = gain, float(gain) > 1.0
+            self._tone_gain = tone_gain
 
     @property
     def volume(self) -> int:
@@ -266,47 +325,141 @@ class Mixer:
 
     @property
     def stats(self) -> MixerStats:
-        """The counters as of the last :meth:`pull`."""
-        with self._lock:
-            return self._stats
+        """The counters as of the last :meth:`pull`.
+
+        Built here, on the reader's thread, from the streams' counters, and kept until the next
+        pull. It waits for a pull under way to finish (and a pull waits for it): tens of
+        microseconds, and only when read.
+        """
+        with self._work:
+            pulls, stats = self._stats_cache
+            if pulls != self._pulls:
+                stats = self._snapshot()
+                self._stats_cache = (self._pulls, stats)
+            return stats
+
+    def _snapshot(self) -> MixerStats:
+        """The counters now (with ``_work`` held)."""
+        totals = self._gone
+        per: dict[int, JitterStats] = {}
+        for stream_id, stream in self._streams.items():
+            counts = stream.jitter.counts()
+            per[stream_id] = JitterStats(*counts)
+            totals = _add_totals(totals, _stream_totals(counts, stream.decode_errors))
+        return MixerStats(
+            streams=len(per),
+            received=totals[0],
+            played=totals[1],
+            late=totals[2],
+            duplicates=totals[3],
+            concealed=totals[4],
+            recovered=totals[5],
+            underruns=totals[6],
+            dropped=totals[_DROPPED] + self._overflow_seen,
+            decode_errors=totals[8],
+            per_stream=MappingProxyType(per),
+        )
 
     # ------------------------------------------------------------------ audio thread
 
     def pull(self, n: int) -> Pcm:
-        """Exactly ``n`` samples of output (silence when idle); never blocks on the asyncio side."""
+        """Exactly ``n`` samples of output (silence when idle). It never waits for the asyncio
+        side's calls, only for a :attr:`stats` snapshot being built, if one is."""
+        with self._work:
+            self._pulls += 1
+            return self._pull(n)
+
+    def _pull(self, n: int) -> Pcm:
         now = self._clock()
         with self._lock:
             inbox, self._inbox = self._inbox, []
             self._inbox_packets = 0
-            overflow = self._overflow
-            gain, tone_gain, muted = self._gain, self._tone_gain, self._muted
+            self._overflow_seen = self._overflow
+            gain, boost, tone_gain, muted = self._gain, self._boost, self._tone_gain, self._muted
+        streams = self._streams
         for command in inbox:
+            if isinstance(command, tuple):  # a packet: the usual command, handled here
+                stream_id, packet_id, payload, arrival = command
+                stream = streams.get(stream_id)
+                if stream is not None:
+                    stream.jitter.push(packet_id, payload, arrival)
+                    stream.last_arrival = arrival
+                    continue
             self._apply(command)
-        mix = np.zeros(n, np.float32)
-        for stream_id, stream in list(self._streams.items()):
-            block = self._fill(stream, n, now)
-            if not muted:
-                mix += block
-            if stream.jitter.finished and len(stream.fifo) == 0:
+        mix = self._mix
+        if mix.shape[0] != n:
+            if mix.shape[0] < n:
+                self._mix = mix = np.zeros(n, np.float32)
+            mix = mix[:n]
+        tones = self._tones
+        if len(streams) == 1 and not muted and tones.end == tones.start:
+            # The usual case, one talker: its block is gained straight into the scratch buffer
+            # (no zeroing, no sum: 0 + x is x), rounded, and saturated only if it can overflow.
+            ((stream_id, stream),) = streams.items()
+            np.multiply(self._fill(stream, n, now), gain, out=mix)
+            if stream.jitter.finished and stream.fifo.end == stream.fifo.start:
                 self._retire(stream_id)
-        mix *= np.float32(gain)
-        if len(self._tones):
-            tone = self._tones.read(n)
-            mix[: tone.shape[0]] += tone.astype(np.float32) * np.float32(tone_gain)
-        out: Pcm = np.clip(np.rint(mix), -32768, 32767).astype(np.int16)
-        stats = self._snapshot(overflow)
-        with self._lock:
-            self._stats = stats
+            np.rint(mix, out=mix)
+            if boost:
+                np.maximum(mix, _FLOOR, out=mix)
+                np.minimum(mix, _CEILING, out=mix)
+            one: Pcm = mix.astype(np.int16)
+            return one
+        # Sum the streams' blocks, then the gain: a lone block is gained straight into the
+        # scratch buffer, as above.
+        lone: Pcm | None = None
+        blocks = 0
+        finished: list[int] = []
+        for stream_id, stream in streams.items():
+            block = self._fill(stream, n, now)  # valid until this stream's next fill
+            if not muted:
+                if blocks == 0:
+                    lone = block
+                elif blocks == 1:
+                    assert lone is not None
+                    np.add(lone, block, out=mix, dtype=np.float32)
+                else:
+                    np.add(mix, block, out=mix)
+                blocks += 1
+            if stream.jitter.finished and stream.fifo.end == stream.fifo.start:
+                finished.append(stream_id)
+        for stream_id in finished:
+            self._retire(stream_id)
+        # One contribution at a gain <= 1 (a lone stream at up to unity volume, or a tone alone:
+        # tones are never boosted) cannot leave the int16 range: no saturation needed.
+        saturate = blocks > 1 or (blocks == 1 and boost)
+        if blocks == 1:
+            assert lone is not None
+            np.multiply(lone, gain, out=mix)
+        elif blocks:
+            np.multiply(mix, gain, out=mix)
+        if tones.end != tones.start:
+            tone = tones.read(n)
+            k = tone.shape[0]
+            if self._tone_mix.shape[0] < k:
+                self._tone_mix = np.zeros(k, np.float32)
+            gained = self._tone_mix[:k]
+            np.multiply(tone, tone_gain, out=gained)
+            if not blocks:
+                mix[k:] = 0
+                mix[:k] = gained
+            else:
+                mix[:k] += gained
+                saturate = True
+        elif not blocks:
+            return np.zeros(n, np.int16)
+        np.rint(mix, out=mix)
+        if saturate:
+            np.maximum(mix, _FLOOR, out=mix)
+            np.minimum(mix, _CEILING, out=mix)
+        out: Pcm = mix.astype(np.int16)
         return out
 
     def _apply(self, command: _Command) -> None:
-        if isinstance(command, _Packet):
-            stream = self._streams.get(command.stream_id)
-            if stream is None:
-                self._gone["dropped"] += 1
-                return
-            stream.jitter.push(command.packet_id, command.payload, command.now)
-            stream.last_arrival = command.now
+        """A command other than a packet for a live stream (pull handles those)."""
+        if isinstance(command, tuple):  # for no live stream: dropped
+            gone = self._gone
+            self._gone = (*gone[:_DROPPED], gone[_DROPPED] + 1, gone[8])
         elif isinstance(command, _Start):
             if command.stream_id in self._streams:
                 self._retire(command.stream_id)
@@ -319,75 +472,72 @@ class Mixer:
         else:
             self._tones.write(command.samples)
 
+    def _silence(self, n: int) -> Pcm:
+        if self._zeros.shape[0] < n:
+            self._zeros = np.zeros(n, np.int16)
+        return self._zeros[:n]
+
     def _fill(self, stream: _Stream, n: int, now: float) -> Pcm:
-        """The stream's next ``n`` samples, popping and decoding whole packets as needed."""
+        """The stream's next ``n`` samples, popping and decoding whole packets as needed.
+
+        The block may be a view of the decoder's or the FIFO's buffer, or of shared silence:
+        read it before the stream's next fill, never write to it.
+        """
         if (
             stream.last_arrival is not None
             and now - stream.last_arrival > self.idle_timeout
             and not stream.jitter.finished
         ):
             stream.jitter.stop()
-        while len(stream.fifo) < n:
-            playout = stream.jitter.pop(now)
-            if playout.action is Action.SILENCE:
-                stream.fifo.write_zeros(n - len(stream.fifo))
+        fifo = stream.fifo
+        queued = fifo.end - fifo.start
+        while queued < n:
+            action, payload = stream.jitter.pop_action(now)
+            if action is Action.SILENCE:
+                if not queued:
+                    return self._silence(n)
+                fifo.write_zeros(n - queued)
                 break
-            pcm = self._decode(stream, playout.action, playout.payload)
-            if pcm.shape[0] == 0:
-                pcm = np.zeros(stream.packet_samples, np.int16)
-            stream.fifo.write(pcm)
-        return stream.fifo.read(n)
+            if action is Action.PLAY:  # the usual action: decoded here, one call fewer
+                try:
+                    pcm = stream.decoder.decode(payload, copy=False)
+                except CodecError:
+                    pcm = self._decode(stream, Action.CONCEAL, b"", failed=True)
+            else:
+                pcm = self._decode(stream, action, payload)
+            got = pcm.shape[0]
+            if got == n and not queued:
+                return pcm  # one packet per block: straight from the decoder's buffer
+            if not got:
+                got = stream.packet_samples
+                pcm = np.zeros(got, np.int16)
+            fifo.write(pcm)
+            queued += got
+        return fifo.read(n)
 
     @staticmethod
-    def _decode(stream: _Stream, action: Action, payload: bytes) -> Pcm:
+    def _decode(stream: _Stream, action: Action, payload: bytes, *, failed: bool = False) -> Pcm:
+        """The packet's samples, as a view of the decoder's buffer where it can (see _fill).
+
+        ``failed``: decoding the packet already failed; count it and conceal instead.
+        """
         decoder = stream.decoder
+        if not failed:
+            try:
+                if action is Action.PLAY:
+                    return decoder.decode(payload, copy=False)
+                if action is Action.RECOVER_FEC:
+                    return decoder.decode_fec(payload, stream.packet_samples, copy=False)
+                return decoder.conceal(stream.packet_samples, copy=False)
+            except CodecError:
+                pass
+        stream.decode_errors += 1
         try:
-            if action is Action.PLAY:
-                return decoder.decode(payload)
-            if action is Action.RECOVER_FEC:
-                return decoder.decode_fec(payload, stream.packet_samples)
-            return decoder.conceal(stream.packet_samples)
-        except CodecError:
-            stream.decode_errors += 1
-        try:
-            return decoder.conceal(stream.packet_samples)
+            return decoder.conceal(stream.packet_samples, copy=False)
         except CodecError:
             return np.zeros(stream.packet_samples, np.int16)
 
     def _retire(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id)
-        self._gone.update(_counters(stream.jitter.stats(), stream.decode_errors))
-
-    def _snapshot(self, overflow: int) -> MixerStats:
-        per: dict[int, JitterStats] = {}
-        total = Counter(self._gone)
-        for stream_id, stream in self._streams.items():
-            per[stream_id] = stats = stream.jitter.stats()
-            total.update(_counters(stats, stream.decode_errors))
-        return MixerStats(
-            streams=len(per),
-            received=total["received"],
-            played=total["played"],
-            late=total["late"],
-            duplicates=total["duplicates"],
-            concealed=total["concealed"],
-            recovered=total["recovered"],
-            underruns=total["underruns"],
-            dropped=total["dropped"] + overflow,
-            decode_errors=total["decode_errors"],
-            per_stream=MappingProxyType(per),
-        )
-
-
-def _counters(s: JitterStats, decode_errors: int) -> dict[str, int]:
-    return {
-        "received": s.received,
-        "played": s.played,
-        "late": s.late,
-        "duplicates": s.duplicates,
-        "concealed": s.concealed,
-        "recovered": s.recovered_fec,
-        "underruns": s.underruns,
-        "dropped": s.dropped,
-        "decode_errors": decode_errors,
-    }
+        counts = _stream_totals(stream.jitter.counts(), stream.decode_errors)
+        self._gone = _add_totals(self._gone, counts)

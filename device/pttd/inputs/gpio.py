@@ -3,6 +3,9 @@
 gpiozero calls ``when_pressed``/``when_released`` on its pin factory's thread (lgpio, RPi.GPIO…)
 or, with ``MockFactory``, synchronously inside ``drive_low()``/``drive_high()`` on the caller's
 thread; :class:`~pttd.inputs.EdgeSink` takes either to the loop.
+
+gpiozero is imported when the first pin is claimed: :func:`gpio_specs` (which the daemon always
+calls) does not need it, and a device with no GPIO button never loads it.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import gpiozero  # type: ignore[import-untyped]
 
 from pttd.errors import InputError
 from pttd.inputs import Button, EdgeHandler, EdgeSink
@@ -95,6 +96,8 @@ class GpioButtons:
         return [spec for spec, _ in self._devices]
 
     def _claim(self, spec: GpioButtonSpec, pin_factory: object | None) -> Any:
+        import gpiozero  # type: ignore[import-untyped]  # noqa: PLC0415 (only with GPIO pins)
+
         try:
             return gpiozero.Button(
                 spec.pin,
