@@ -69,7 +69,8 @@ def build_audio(config: Config) -> tuple[AudioInput, AudioOutput]:
         source = ClockedSource(
             signal_, sample_rate=a.sample_rate, frame_samples=frame, at_end="loop"
         )
-        sink = RecordingSink(sample_rate=a.sample_rate, frame_samples=frame, keep_seconds=5.0)
+        # A daemon keeps nothing it "played": no audio is ever stored, not even in memory.
+        sink = RecordingSink(sample_rate=a.sample_rate, frame_samples=frame, keep_seconds=0.0)
         return source, sink
     from pttd.audio.capture import SoundDeviceInput  # noqa: PLC0415 - needs PortAudio
     from pttd.audio.playback import SoundDeviceOutput  # noqa: PLC0415
