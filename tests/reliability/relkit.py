@@ -1,5 +1,6 @@
-"""Shared helpers for the reliability suite: a Channel-API test client, simulated devices with
-short timeouts that can be pointed at a proxy, and a privacy watch on the device state machine.
+"""Helpers for the reliability suite: simulated devices with short timeouts that can be pointed
+at a proxy, and a privacy watch on the device state machine. The Channel-API client, ``CODEC``,
+``TIMEOUT`` and ``eventually`` are shared: see ``tests/support/channel_client.py``.
 
 Imported by path (pytest puts this directory on ``sys.path``); the name is unique in the tree.
 """
@@ -8,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from channel_client import TIMEOUT, Client, eventually
 
 from pttd import protocol as p
 from pttd.audio import Pcm
@@ -30,9 +29,6 @@ from pttd.server.app import ServerSettings
 from pttd.server.registry import Registry
 from pttd.store import Credential, Store
 
-T = TypeVar("T")
-TIMEOUT = 10.0  # generous: the suite must pass on a loaded 2-core CI machine
-CODEC = p.CodecHeader(48000, 1, 20)
 ROOM = "alpha"
 PASSWORDS = {
     "alice": "alice-long-password-1",
@@ -64,16 +60,6 @@ def fast_server_settings(**changes: Any) -> ServerSettings:
     return replace(base, **changes)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
-    """Poll ``check`` on the loop until it holds; fail after ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():  # noqa: ASYNC110 - state changes on other tasks and threads
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what or check}") from None
-
-
 def secret_fragments(secret: str, width: int = 10) -> set[str]:
     """Every ``width``-character window of ``secret`` (a leak of part of a secret is a leak)."""
     if len(secret) <= width:
@@ -88,104 +74,6 @@ def code_spellings(code: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------- protocol client
-
-
-class Client:
-    """A Channel-API client: requests wait for their answer, everything else queues."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
-        self.answers: dict[int, asyncio.Future[p.Response]] = {}
-        self.seq = itertools.count(1)
-        self.closed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def connect(cls, url: str, **kwargs: Any) -> Client:
-        ws = await connect(url, compression=None, open_timeout=TIMEOUT, **kwargs)
-        return cls(ws)
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                if isinstance(frame, bytes):
-                    self.events.put_nowait(p.parse_audio_packet(frame))
-                    continue
-                message = p.parse_server_message(frame)
-                if isinstance(message, p.Response) and message.seq in self.answers:
-                    future = self.answers.pop(message.seq)
-                    if not future.done():
-                        future.set_result(message)
-                else:
-                    self.events.put_nowait(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed.set()
-
-    async def request(self, make: Callable[[int], Any], timeout: float = TIMEOUT) -> p.Response:
-        seq = next(self.seq)
-        future: asyncio.Future[p.Response] = asyncio.get_running_loop().create_future()
-        self.answers[seq] = future
-        await self.ws.send(make(seq).to_json())
-        return await asyncio.wait_for(future, timeout)
-
-    async def logon(self, rooms: tuple[str, ...] = (ROOM,), **creds: Any) -> p.Response:
-        return await self.request(lambda seq: p.Logon(channels=rooms, seq=seq, **creds))
-
-    async def start(self, room: str | None = None, priority: p.Priority = "normal") -> p.Response:
-        return await self.request(
-            lambda seq: p.StartStream(CODEC, 20, seq=seq, channel=room, priority=priority)
-        )
-
-    async def stop(self, stream_id: int) -> p.Response:
-        return await self.request(lambda seq: p.StopStream(stream_id, seq=seq))
-
-    async def send_audio(self, stream_id: int, payload: bytes) -> None:
-        await self.ws.send(p.AudioPacket(stream_id, 0, payload).encode())
-
-    async def next(self, timeout: float = TIMEOUT) -> Any:
-        return await asyncio.wait_for(self.events.get(), timeout)
-
-    async def next_of(
-        self, kind: type[T], timeout: float = TIMEOUT, where: Callable[[T], bool] | None = None
-    ) -> T:
-        """The next event of ``kind`` (and matching ``where``), skipping others in between."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            event = await self.next(max(0.0, deadline - loop.time()))
-            if isinstance(event, kind) and (where is None or where(event)):
-                return event
-
-    async def quiet(self, kind: type[Any], wait: float = 0.3) -> list[Any]:
-        """Events of ``kind`` that arrive within ``wait`` seconds (expected: none)."""
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (left := deadline - loop.time()) > 0:
-            try:
-                event = await self.next(left)
-            except TimeoutError:
-                break
-            if isinstance(event, kind):
-                got.append(event)
-        return got
-
-    def drain(self) -> list[Any]:
-        """Everything queued so far, removed."""
-        got = []
-        while not self.events.empty():
-            got.append(self.events.get_nowait())
-        return got
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), TIMEOUT)
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
 
 
 async def user_client(

@@ -24,15 +24,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from channel_client import eventually
 from faultproxy import FaultProxy
-from relkit import (
-    SAMPLE_RATE,
-    Radio,
-    eventually,
-    pair_over_wire,
-    radios_stopped,
-    start_radio,
-)
+from relkit import SAMPLE_RATE, Radio, pair_over_wire, radios_stopped, start_radio
 
 from pttd.audio import Pcm
 from pttd.config import AudioConfig

@@ -16,13 +16,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from channel_client import Client, eventually
 from faultproxy import FaultProxy
 from relkit import (
     FAST_LINK,
     PASSWORDS,
-    Client,
     Radio,
-    eventually,
     fast_server_settings,
     hear_stream,
     pair_over_wire,

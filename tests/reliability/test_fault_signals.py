@@ -23,17 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from channel_client import TIMEOUT, Client, eventually
 from faultproxy import FaultProxy
-from relkit import (
-    PASSWORDS,
-    ROOM,
-    TIMEOUT,
-    Client,
-    eventually,
-    pair_over_wire,
-    secret_fragments,
-    user_client,
-)
+from relkit import PASSWORDS, ROOM, pair_over_wire, secret_fragments, user_client
 
 from pttd import protocol as p
 from pttd.server.app import RoomServer

@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from relkit import PASSWORDS, eventually, hear_stream, pair_over_wire, start_radio, user_client
+from channel_client import eventually
+from relkit import PASSWORDS, hear_stream, pair_over_wire, start_radio, user_client
 
 from pttd.errors import StoreError
 from pttd.server.app import RoomServer

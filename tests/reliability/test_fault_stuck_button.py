@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from channel_client import Client, eventually
 from relkit import (
     PASSWORDS,
-    Client,
     Radio,
-    eventually,
     fast_server_settings,
     hear_stream,
     pair_over_wire,

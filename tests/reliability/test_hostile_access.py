@@ -26,13 +26,12 @@ from pathlib import Path
 
 import pytest
 import trustme
+from channel_client import Client, eventually
 from faultproxy import FaultProxy
 from relkit import (
     FAST_LINK,
     PASSWORDS,
-    Client,
     code_spellings,
-    eventually,
     fast_server_settings,
     hear_stream,
     pair_over_wire,

@@ -28,9 +28,10 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from channel_client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from relkit import PASSWORDS, Client, fast_server_settings, user_client
+from relkit import PASSWORDS, fast_server_settings, user_client
 from websockets.exceptions import ConnectionClosed
 
 from pttd import protocol as p

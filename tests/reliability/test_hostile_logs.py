@@ -25,12 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channel_client import Client, eventually
 from relkit import (
     FAST_LINK,
     PASSWORDS,
-    Client,
     code_spellings,
-    eventually,
     hear_stream,
     radios_stopped,
     secret_fragments,

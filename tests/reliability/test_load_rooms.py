@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from relkit import CODEC, proc_cpu_seconds, proc_rss_bytes
+from channel_client import CODEC
+from relkit import proc_cpu_seconds, proc_rss_bytes
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverkit import Client, Connect
+from channel_client import Client, Connect
 from websockets.asyncio.client import connect
 
 from pttd import protocol as p
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+
+CLIENT_TIMEOUT = 5.0  # how long a server-test client waits for an answer or an event
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ async def connect_client(server: RoomServer) -> AsyncIterator[Connect]:
 
     async def make(**kwargs: Any) -> Client:
         ws = await connect(server.url, compression=None, **kwargs)
-        client = Client(ws)
+        client = Client(ws, timeout=CLIENT_TIMEOUT)
         clients.append(client)
         return client
 

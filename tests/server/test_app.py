@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from serverkit import Client, Connect, pair_device
+from channel_client import Client, Connect, pair_device
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
