@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import pytest
 from device_harness import ROOM, TIMEOUT, Rig, eventually
+from pttd_process import start_pttd_run
 
 from pttd import protocol as p
 from pttd.store import Store
@@ -72,19 +73,7 @@ async def pttd_run(
     config: Path, log: Path, env: dict[str, str]
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """``pttd run --config`` in a child process (stderr to ``log``); killed if still running."""
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pttd.cli",
-            "run",
-            "--config",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-        )
+    proc = await start_pttd_run(config, log, env)
     try:
         yield proc
     except BaseException:

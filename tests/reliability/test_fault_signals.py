@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 from channel_client import TIMEOUT, Client, eventually
 from faultproxy import FaultProxy
+from pttd_process import start_pttd_run
 from relkit import PASSWORDS, ROOM, pair_over_wire, secret_fragments, user_client
 
 from pttd import protocol as p
@@ -103,19 +103,7 @@ async def test_pttd_run_killed_while_transmitting(
     listener = await user_client(server.url, "alice", PASSWORDS["alice"])
     log = tmp_path / "pttd.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pttd.cli",
-            "run",
-            "--config",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-        )
+    proc = await start_pttd_run(config, log, env)
     try:
         await listener.next_of(
             p.OnChannelStatus,
