@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     try:
         code: int = args.func(args)
-    except PttdError as exc:
+    except (PttdError, OSError) as exc:
+        # Our own errors say what is wrong in one line; an OSError reaching here (a file or
+        # folder the command was pointed at) does too, with the path in it.
         print(f"pttd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

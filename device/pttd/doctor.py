@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pttd import cliargs
 from pttd.boards import (
     CONSOLE_DEFAULTS,
     UART_DEVICES,
@@ -734,7 +735,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     doctor.add_argument(
         "--user", default=SERVICE_USER, help=f"the service's user (default: {SERVICE_USER})"
     )
-    doctor.add_argument("--timeout", type=float, default=5.0, help="server check, seconds")
+    doctor.add_argument(
+        "--timeout", type=cliargs.positive_float, default=5.0, help="server check, seconds"
+    )
     doctor.set_defaults(func=cmd_doctor)
 
 

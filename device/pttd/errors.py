@@ -60,6 +60,11 @@ class PairingError(RegistryError, PermissionError):
         self.detail = detail
 
 
+class ServerStartError(PttdError, OSError):
+    """The room server cannot start: the address is in use or cannot be resolved, the TLS
+    certificate or key cannot be used. The message names the address or the files."""
+
+
 class AudioError(PttdError):
     """Base for the device's audio path: devices, streams, codec."""
 

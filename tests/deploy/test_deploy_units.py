@@ -221,6 +221,8 @@ def test_the_room_server_runs_without_writable_executable_memory(tmp_path: Path)
     """What pttd-server.service's MemoryDenyWriteExecute=yes relies on: the whole `pttd server`
     command starts, serves a logon (scrypt, SQLite, TLS-free websockets) and stops."""
     pttd = Path(sys.executable).with_name("pttd")
+    db = tmp_path / "server.db"
+    subprocess.run([pttd, "server", "room", "add", "a", "--db", db], check=True, timeout=60)
     client = textwrap.dedent(
         """
         import asyncio, json, subprocess, sys
@@ -249,7 +251,7 @@ def test_the_room_server_runs_without_writable_executable_memory(tmp_path: Path)
         "--port",
         "0",
         "--db",
-        str(tmp_path / "server.db"),
+        str(db),
     ]
     result = subprocess.run(
         [sys.executable, "-c", client, *server],

@@ -77,9 +77,9 @@ def code_spellings(code: str) -> set[str]:
 
 
 async def user_client(
-    url: str, user: str, password: str, rooms: tuple[str, ...] = (ROOM,)
+    url: str, user: str, password: str, rooms: tuple[str, ...] = (ROOM,), **connect: Any
 ) -> Client:
-    client = await Client.connect(url)
+    client = await Client.connect(url, **connect)
     answer = await client.logon(rooms, username=user, password=password)
     assert answer.success, answer
     return client

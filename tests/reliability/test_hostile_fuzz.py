@@ -40,6 +40,8 @@ from pttd.server.registry import Registry
 
 T = TypeVar("T")
 EXAMPLE_TIMEOUT = 30.0
+PACKET_INTERVAL = 0.02  # the honest talker sends as a device does: one 20 ms packet at a time
+NO_PINGS: dict[str, Any] = {"ping_interval": None}  # see Live._setup
 
 COMMANDS = [
     "logon",
@@ -189,6 +191,7 @@ class Live:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="live-server")
         self.packet_no = 0
+        self.next_packet_due = 0.0
         self.bursts = 0
         self.reconnects = 0
         self.own_stream = 0
@@ -210,10 +213,16 @@ class Live:
             self.loop.close()
 
     async def _setup(self) -> None:
-        # No keepalive pings during the run: websockets draws their payloads from `random`,
-        # which hypothesis rightly flags when it happens while it generates an example.
+        # No keepalive pings during the run, from the server or the clients: websockets draws
+        # their payloads from `random`, which hypothesis rightly flags when it happens while it
+        # generates an example. The talk in alpha lasts the whole run: no talk-time limit, and no
+        # idle limit either (hypothesis may take seconds between examples while it shrinks).
         s = fast_server_settings(
-            auth_failures=10**9, max_talk_time=3600.0, ping_interval=60.0, ping_timeout=60.0
+            auth_failures=10**9,
+            max_talk_time=3600.0,
+            stream_idle_timeout=3600.0,
+            ping_interval=3600.0,
+            ping_timeout=3600.0,
         )
         self.server = RoomServer(self.registry, s)
         await self.server.start()
@@ -221,17 +230,17 @@ class Live:
         code = await asyncio.to_thread(self.registry.create_pair_code, ["alpha"])
         pairing = await asyncio.to_thread(self.registry.redeem_pair_code, code.code, "probe")
         self.probe_token = pairing.auth_token
-        self.talker = await user_client(self.url, "alice", PASSWORDS["alice"])
-        self.listener = await user_client(self.url, "bob", PASSWORDS["bob"])
+        self.talker = await user_client(self.url, "alice", PASSWORDS["alice"], **NO_PINGS)
+        self.listener = await user_client(self.url, "bob", PASSWORDS["bob"], **NO_PINGS)
         answer = await self.talker.start("alpha")
         assert answer.stream_id is not None
         self.stream_id = answer.stream_id
         await self.listener.next_of(p.OnStreamStart)
-        self.user = await Client.connect(self.url)
+        self.user = await Client.connect(self.url, **NO_PINGS)
         answer = await self.user.logon(("beta",), username="mallory", password=PASSWORDS["mallory"])
         assert answer.success and answer.refresh_token
         self.refresh = answer.refresh_token
-        self.anonymous = await Client.connect(self.url)
+        self.anonymous = await Client.connect(self.url, **NO_PINGS)
 
     async def _teardown(self) -> None:
         for client in (self.talker, self.listener, self.user, self.anonymous):
@@ -255,14 +264,14 @@ class Live:
         if self.user.closed.is_set():
             await self.user.close()
             self.reconnects += 1
-            self.user = await Client.connect(self.url)
+            self.user = await Client.connect(self.url, **NO_PINGS)
             answer = await self.user.logon(("beta",), refresh_token=self.refresh)
             assert answer.success, answer
             self.refresh = answer.refresh_token or self.refresh
         if self.anonymous.closed.is_set():
             await self.anonymous.close()
             self.reconnects += 1
-            self.anonymous = await Client.connect(self.url)
+            self.anonymous = await Client.connect(self.url, **NO_PINGS)
 
     def _resolve(self, frame: str | tuple[Any, ...]) -> str | bytes:
         if isinstance(frame, str):
@@ -277,6 +286,12 @@ class Live:
         return head + bytes(payload)
 
     async def _talk(self, expected: list[int]) -> None:
+        """One packet of the honest talk, paced as a real talker's: never faster than one per
+        20 ms, so the server's flood limit (meant for the fuzzers) never hits the talker."""
+        loop = asyncio.get_running_loop()
+        due = max(self.next_packet_due, loop.time())
+        await asyncio.sleep(due - loop.time())
+        self.next_packet_due = due + PACKET_INTERVAL
         self.packet_no += 1
         expected.append(self.packet_no)
         await self.talker.send_audio(self.stream_id, TALK.pack(self.packet_no) + bytes(40))
@@ -307,7 +322,7 @@ class Live:
         self._read_answers()
 
         # The server still answers a logon.
-        probe = await Client.connect(self.url)
+        probe = await Client.connect(self.url, **NO_PINGS)
         answer = await probe.logon(("alpha",), auth_token=self.probe_token)
         assert answer.success, answer
         await probe.close()

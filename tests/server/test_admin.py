@@ -96,14 +96,80 @@ def test_bad_arguments_are_named(db: Path, tmp_path: Path) -> None:
     assert bad.returncode == 1 and str(broken) in bad.stderr and "Traceback" not in bad.stderr
 
 
+URL = "ws://127.0.0.1:8080"
+
+
+def test_only_the_first_room_add_creates_a_registry(tmp_path: Path) -> None:
+    """A mistyped --db is refused, saying how to create a registry; nothing is created."""
+    typo = tmp_path / "typo.db"
+    for argv in (
+        ("room", "list"),
+        ("room", "remove", "ops"),
+        ("device", "list"),
+        ("device", "revoke", "radio-a"),
+        ("pair-code", "--room", "ops", "--url", URL),
+        ("run", "--port", "0"),
+    ):
+        done = pttd("server", *argv, "--db", str(typo), check=False)
+        assert done.returncode == 1, argv
+        assert done.stderr == (
+            f"pttd: no registry at {typo}: check --db (or $PTTD_DB), or create one with "
+            f"'pttd server room add NAME --db {typo}'\n"
+        ), argv
+    refused = pttd("server", "user", "add", "ann", "--room", "ops", "--db", str(typo), check=False)
+    assert refused.returncode == 1 and "no registry" in refused.stderr
+    assert not typo.exists()
+    created = pttd("server", "room", "add", "ops", "--db", str(typo))
+    assert created.stderr == f"created a new registry at {typo}\n"
+    assert created.stdout == "room ops added\n"
+    assert pttd("server", "room", "list", "--db", str(typo)).stdout == "ops\n"
+
+
+def test_pair_code_needs_the_servers_address(db: Path) -> None:
+    """Without --url the link would name no server: refused, saying what to give."""
+    env = {k: v for k, v in os.environ.items() if k != "PTTD_SERVER_URL"}
+    done = subprocess.run(
+        [*PTTD, "server", "pair-code", "--room", "ops", "--json", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "--url" in done.stderr and "PTTD_SERVER_URL" in done.stderr
+    bad = pttd("server", "pair-code", "--room", "ops", "--url", "radio.example", check=False)
+    assert bad.returncode == 2 and "is not a server address" in bad.stderr
+    with_env = subprocess.run(
+        [*PTTD, "server", "pair-code", "--room", "ops", "--json", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**env, "PTTD_SERVER_URL": "wss://radio.example"},
+    )
+    assert "server=wss%3A%2F%2Fradio.example" in json.loads(with_env.stdout)["link"]
+
+
 def test_pair_code_json_and_qr(db: Path) -> None:
     out = json.loads(
         pttd(
-            "server", "pair-code", "--room", "ops", "--json", "--ttl", "60", "--db", str(db)
+            "server",
+            "pair-code",
+            "--room",
+            "ops",
+            "--json",
+            "--ttl",
+            "60",
+            "--url",
+            URL,
+            "--db",
+            str(db),
         ).stdout
     )
-    assert set(out) >= {"code", "rooms", "expires_at"}
+    assert set(out) >= {"code", "rooms", "expires_at", "link"}
     assert out["rooms"] == ["ops"]
+    assert out["link"].startswith("pttd://pair?server=ws%3A%2F%2F127.0.0.1%3A8080&code=")
     human = pttd(
         "server", "pair-code", "--room", "ops", "--url", "wss://radio.example:443", "--db", str(db)
     ).stdout
@@ -128,7 +194,7 @@ def test_password_from_stdin_logs_on_and_server_prints_ready_line(
 
 def test_pair_then_revoke_while_server_runs(db: Path, server: RunningServer) -> None:
     code = json.loads(
-        pttd("server", "pair-code", "--room", "ops", "--json", "--db", str(db)).stdout
+        pttd("server", "pair-code", "--room", "ops", "--json", "--url", URL, "--db", str(db)).stdout
     )
 
     async def scenario() -> tuple[p.Response, int | None]:

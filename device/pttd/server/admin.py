@@ -19,12 +19,14 @@ import urllib.parse
 from pathlib import Path
 from typing import TextIO
 
+from pttd import cliargs
 from pttd.errors import PttdError
 from pttd.redact import setup_logging
 from pttd.server.app import MAX_PACKET_RATE, ServerSettings, run_server
 from pttd.server.registry import Registry
 
 DEFAULT_DB = os.environ.get("PTTD_DB", "pttd-server.db")
+HELP = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,26 +34,44 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ssub = server.add_subparsers(dest="server_command", required=True, metavar="COMMAND")
 
     def db_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", default=DEFAULT_DB, type=Path, help="registry file (SQLite)")
+        p.add_argument(
+            "--db",
+            default=DEFAULT_DB,
+            type=Path,
+            help="registry file (SQLite; default from $PTTD_DB when set)",
+        )
 
-    run = ssub.add_parser("run", help="serve rooms until stopped")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080, help="0: the OS picks")
-    run.add_argument("--tls-cert", type=Path)
-    run.add_argument("--tls-key", type=Path)
-    run.add_argument("--max-talk-time", type=float, default=60.0, metavar="SECONDS")
+    run = ssub.add_parser("run", help="serve rooms until stopped", formatter_class=HELP)
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+    run.add_argument("--port", type=cliargs.port, default=8080, help="TCP port (0: the OS picks)")
+    run.add_argument(
+        "--tls-cert",
+        type=cliargs.readable_file,
+        metavar="PEM",
+        help="certificate chain for wss:// (with --tls-key)",
+    )
+    run.add_argument("--tls-key", type=cliargs.readable_file, metavar="PEM", help="its private key")
+    run.add_argument(
+        "--max-talk-time",
+        type=cliargs.positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long one talker may hold the floor",
+    )
     run.add_argument(
         "--max-packet-rate",
-        type=float,
+        type=cliargs.non_negative_float,
         default=MAX_PACKET_RATE,
         metavar="PER_S",
         help="audio packets per second one client may send before it is cut off (0: no limit)",
     )
-    run.add_argument("--log-level", default="INFO")
+    cliargs.add_log_level(run, "INFO")
     db_arg(run)
     run.set_defaults(func=cmd_run)
 
-    room = ssub.add_parser("room", help="add, list or remove rooms")
+    room = ssub.add_parser(
+        "room", help="add, list or remove rooms (the first 'room add' creates the registry)"
+    )
     room.add_argument("action", choices=("add", "list", "remove"))
     room.add_argument("name", nargs="?")
     db_arg(room)
@@ -64,31 +84,70 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     db_arg(user)
     user.set_defaults(func=cmd_user)
 
-    code = ssub.add_parser("pair-code", help="make a one-time pairing code for a device")
+    code = ssub.add_parser(
+        "pair-code", help="make a one-time pairing code for a device", formatter_class=HELP
+    )
     code.add_argument("--room", action="append", required=True, help="repeat for more rooms")
-    code.add_argument("--ttl", type=float, default=600.0, metavar="SECONDS")
+    code.add_argument(
+        "--ttl",
+        type=cliargs.positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long the code stays valid",
+    )
     code.add_argument(
         "--url",
+        type=server_url,
         default=os.environ.get("PTTD_SERVER_URL"),
-        help="the server's address as devices reach it, put in the pairing link "
-        "(default: $PTTD_SERVER_URL)",
+        help="the server's address as devices reach it (ws://HOST:PORT or wss://HOST:PORT), "
+        "put in the pairing link; default from $PTTD_SERVER_URL when set",
     )
-    code.add_argument("--json", action="store_true")
+    code.add_argument("--json", action="store_true", help="print one JSON object")
     db_arg(code)
     code.set_defaults(func=cmd_pair_code)
 
     device = ssub.add_parser("device", help="list or revoke paired devices")
     device.add_argument("action", choices=("list", "revoke"))
     device.add_argument("name", nargs="?")
-    device.add_argument("--json", action="store_true")
+    device.add_argument("--json", action="store_true", help="print JSON (list)")
     db_arg(device)
     device.set_defaults(func=cmd_device)
 
 
+def server_url(value: str) -> str:
+    """A room server's address as devices reach it: ``ws://`` or ``wss://`` with a host."""
+    parts = urllib.parse.urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a server address (ws://HOST:PORT or wss://HOST:PORT)"
+        )
+    return value
+
+
+def open_registry(path: Path, *, create: bool = False) -> Registry:
+    """The one way the commands open the registry. Only ``room add`` (the first step of setting
+    up a server) may create it: everywhere else a missing file is a typo, not a new server."""
+    if not create and not path.exists():
+        raise PttdError(
+            f"no registry at {path}: check --db (or $PTTD_DB), or create one with "
+            f"'pttd server room add NAME --db {path}'"
+        )
+    existed = path.exists()
+    registry = Registry(path)
+    if not existed:
+        print(f"created a new registry at {path}", file=sys.stderr)
+    return registry
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level.upper())
     if (args.tls_cert is None) != (args.tls_key is None):
         raise PttdError("--tls-cert and --tls-key go together")
+    open_registry(args.db).close()  # refuse a mistyped --db before anything starts
+    setup_logging(args.log_level)
     settings = ServerSettings(
         host=args.host,
         port=args.port,
@@ -107,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         assert task is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        with Registry(args.db) as registry:
+        with open_registry(args.db) as registry:
             await run_server(registry, settings, ready)
 
     with contextlib.suppress(asyncio.CancelledError):
@@ -116,13 +175,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_room(args: argparse.Namespace) -> int:
-    with Registry(args.db) as reg:
+    if args.action != "list" and not args.name:
+        raise PttdError(f"room {args.action} needs a NAME")
+    with open_registry(args.db, create=args.action == "add") as reg:
         if args.action == "list":
             for name in reg.list_rooms():
                 print(name)
             return 0
-        if not args.name:
-            raise PttdError(f"room {args.action} needs a NAME")
         if args.action == "add":
             reg.add_room(args.name)
             print(f"room {args.name} added")
@@ -145,23 +204,25 @@ def read_password(stdin: TextIO) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    password = read_password(sys.stdin)
-    with Registry(args.db) as reg:
+    with open_registry(args.db) as reg:
+        password = read_password(sys.stdin)
         reg.add_user(args.name, password, args.room)
     print(f"user {args.name} added to {', '.join(args.room)}")
     return 0
 
 
-def pairing_link(code: str, server_url: str | None) -> str:
+def pairing_link(code: str, server: str) -> str:
     """The ``pttd://pair?…`` link a device console accepts (the QR code holds it)."""
-    query = {"code": code}
-    if server_url:
-        query = {"server": server_url, "code": code}
-    return "pttd://pair?" + urllib.parse.urlencode(query)
+    return "pttd://pair?" + urllib.parse.urlencode({"server": server, "code": code})
 
 
 def cmd_pair_code(args: argparse.Namespace) -> int:
-    with Registry(args.db) as reg:
+    if not args.url:
+        raise PttdError(
+            "pair-code needs the server's address as devices reach it: --url wss://HOST:PORT "
+            "(or set $PTTD_SERVER_URL); the pairing link carries it"
+        )
+    with open_registry(args.db) as reg:
         pc = reg.create_pair_code(args.room, ttl=args.ttl)
     link = pairing_link(pc.code, args.url)
     if args.json:
@@ -173,11 +234,6 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
     print(f"rooms:        {', '.join(pc.rooms)}")
     print(f"expires:      {expires} (single use)")
     print(f"link:         {link}")
-    if not args.url:
-        print(
-            "(no --url or $PTTD_SERVER_URL: the link carries no server; pair with "
-            "'pair SERVER_URL CODE' on the device console)"
-        )
     import segno  # noqa: PLC0415 - only this command needs it
 
     segno.make(link, error="m").terminal(out=sys.stdout, compact=True)
@@ -185,10 +241,10 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    with Registry(args.db) as reg:
+    if args.action == "revoke" and not args.name:
+        raise PttdError("device revoke needs a NAME")
+    with open_registry(args.db) as reg:
         if args.action == "revoke":
-            if not args.name:
-                raise PttdError("device revoke needs a NAME")
             reg.revoke_device(args.name)
             print(f"device {args.name} revoked")
             return 0

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
@@ -23,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pttd import protocol as p
-from pttd.errors import InvalidName, PairingError, ProtocolError
+from pttd.errors import InvalidName, PairingError, ProtocolError, ServerStartError
 from pttd.server.registry import Principal, Registry
 from pttd.server.rooms import Granted, Room, Stream
 
@@ -53,6 +55,25 @@ class ServerSettings:
     auth_failures: int = 5  # failed logons or pairings per address …
     auth_window: float = 60.0  # … within this many seconds, before further tries are refused
     registry_poll: float = 0.5  # seconds between looks for admin changes (revocations)
+
+
+def server_tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
+    """The TLS context for ``wss://``; :class:`ServerStartError` naming the files when the
+    certificate or key cannot be read or do not belong together."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        tls.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        why = f" ({exc.reason.lower().replace('_', ' ')})" if exc.reason else ""
+        raise ServerStartError(
+            f"cannot use certificate {cert} with key {key}: they are not a PEM certificate "
+            f"chain and its private key{why}"
+        ) from exc
+    except OSError as exc:
+        raise ServerStartError(
+            f"cannot read certificate {cert} or key {key}: {exc.strerror or exc}"
+        ) from exc
+    return tls
 
 
 class RateLimiter:
@@ -177,23 +198,28 @@ class RoomServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Listen. :class:`ServerStartError` (one line, naming the cause) when the certificate
+        cannot be loaded or the address cannot be listened on."""
         s = self.settings
-        tls: ssl.SSLContext | None = None
-        if s.tls_cert is not None:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(s.tls_cert, s.tls_key)
-        self._server = await serve(
-            self._serve_connection,
-            s.host,
-            s.port,
-            ssl=tls,
-            max_size=p.MAX_FRAME,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
-            close_timeout=s.close_timeout,
-            compression=None,
-            server_header=None,
-        )
+        tls = None if s.tls_cert is None else server_tls_context(s.tls_cert, s.tls_key)
+        try:
+            self._server = await serve(
+                self._serve_connection,
+                s.host,
+                s.port,
+                ssl=tls,
+                max_size=p.MAX_FRAME,
+                ping_interval=s.ping_interval,
+                ping_timeout=s.ping_timeout,
+                close_timeout=s.close_timeout,
+                compression=None,
+                server_header=None,
+            )
+        except socket.gaierror as exc:
+            raise ServerStartError(f"cannot listen on {s.host!r}: {exc.strerror}") from exc
+        except OSError as exc:
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ServerStartError(f"cannot listen on {s.host}:{s.port}: {why}") from exc
         self._watcher = asyncio.create_task(self._watch_registry())
         log.info("listening on %s", self.url)
 
