@@ -114,7 +114,7 @@ async def test_pair_with_a_link_and_the_configured_server(tmp_path: Path) -> Non
         url = rig.bench.server.url
         device.config = replace(device.config, server=replace(device.config.server, url=url))
         code = await rig.code()
-        reply = await rig.terminal.command(f"pair {pairing_link(code, None)}")
+        reply = await rig.terminal.command(f"pair pttd://pair?code={code}")
         assert "online in room ops" in reply
         await rig.terminal.command("unpair")
         reply = await rig.terminal.command(f"pair {await rig.code()}")

@@ -124,14 +124,14 @@ async def test_device_notices_first_and_its_new_logon_frees_the_floor(
     rig.proxy.stall()
     await rig.talker.wait_offline()  # the device's own pings went unanswered
     await rig.talker.wait_mic_closed(timeout=0.5)
-    assert stream_id in rig.server.streams  # the server has not noticed anything yet
+    assert stream_id in rig.server.core.streams  # the server has not noticed anything yet
     refused = await rig.listener.start()
     assert (refused.reason, refused.talker) == (p.REASON_BUSY, "radio-far")
     rig.proxy.let_new_through()  # the old connection stays wedged
     await rig.talker.wait_reconnected(connects)
     stop = await rig.listener.next_of(p.OnStreamStop, where=lambda s: s.stream_id == stream_id)
     assert stop.reason == p.REASON_DISCONNECTED
-    assert stream_id not in rig.server.streams
+    assert stream_id not in rig.server.core.streams
     rig.talker.sim.button.release()
     await talk_fully_heard(rig)
 
@@ -190,6 +190,6 @@ async def test_slow_drip_link(rig: Rig) -> None:
     connects = rig.talker.connects
     rig.proxy.drop()  # a fresh connection, not the one with a backlog
     await rig.talker.wait_reconnected(connects)
-    await eventually(lambda: not rig.server.streams, what="no floor held")
+    await eventually(lambda: not rig.server.core.streams, what="no floor held")
     rig.listener.drain()
     await talk_fully_heard(rig)

@@ -41,8 +41,8 @@ async def start_server_on(registry: Registry, settings: ServerSettings) -> RoomS
 
 async def stop_server(server: RoomServer, *, crash: bool) -> None:
     if crash:  # no close frames, no stream stops: the peers see the TCP connection die
-        for session in list(server.sessions):
-            transport = session.ws.transport
+        for ws in list(server.core.sessions):
+            transport = ws.transport
             if transport is not None:
                 transport.abort()
     await asyncio.wait_for(server.close(), TIMEOUT)
@@ -62,7 +62,7 @@ async def talk_is_heard(talker: Radio, listeners: list[Radio], server: RoomServe
     )
     talker.sim.button.release()
     await talker.wait_mic_closed()
-    await eventually(lambda: not server.streams, what="floor released")
+    await eventually(lambda: not server.core.streams, what="floor released")
     await eventually(
         lambda: all(not r.machine.incoming for r in listeners), what="listeners saw the stop"
     )
@@ -123,7 +123,7 @@ async def test_server_restarted_20_times(tmp_path: Path, registry: Registry) -> 
                     await asyncio.sleep(0.1)
                     assert not talker.sim.mic.is_open and talker.machine.talk is Talk.IDLE
                     talker.sim.button.release()
-                assert not server.streams
+                assert not server.core.streams
                 for radio in radios:
                     assert radio.machine.talk is Talk.IDLE, radio.name
                     assert not radio.machine.incoming, f"{radio.name}: stuck receiving"

@@ -140,7 +140,7 @@ async def test_pttd_run_killed_while_transmitting(
             if isinstance(event, p.OnChannelStatus) and event.users_online == 1:
                 break
         assert not await listener.quiet(p.AudioPacket, 0.3)
-        assert not server.streams
+        assert not server.core.streams
         answer = await listener.start()  # the floor is free
         assert answer.success and answer.stream_id is not None
         assert (await listener.stop(answer.stream_id)).success

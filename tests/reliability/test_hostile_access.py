@@ -71,7 +71,7 @@ async def test_pairing_brute_force_over_many_connections_is_rate_limited(
     good = registry.create_pair_code(["alpha"]).code
     assert (await try_code(server.url, good)).reason == p.REASON_RATE_LIMITED
     assert registry.redeem_pair_code(good, "legit").device_name == "legit"  # not spent
-    assert len(server._auth_failures._failures) == 1  # one address, one entry: bounded
+    assert len(server.core.auth_failures) == 1  # one address, one entry: bounded
 
 
 @pytest.mark.parametrize("settings", [fast_server_settings(auth_window=0.5)])
@@ -94,10 +94,10 @@ async def test_failures_from_many_addresses_are_forgotten(
     for batch in range(0, 200, 20):
         answers += await asyncio.gather(*(from_address(n) for n in range(batch, batch + 20)))
     assert {a.reason for a in answers} == {p.REASON_INVALID_CODE}  # per address: none blocked
-    remembered = len(server._auth_failures._failures)
+    remembered = len(server.core.auth_failures)
     await asyncio.sleep(settings.auth_window * 2)
     await from_address(1000)  # one more failure, a window later
-    assert len(server._auth_failures._failures) < 20, f"{remembered} remembered before"
+    assert len(server.core.auth_failures) < 20, f"{remembered} remembered before"
 
 
 async def test_password_guessing_from_a_shared_address_does_not_lock_devices_out(
@@ -355,7 +355,7 @@ async def test_a_listener_that_stops_reading_is_dropped_not_waited_for(
     heard: list[int] = []
 
     def hung_is_gone() -> bool:
-        return not any(s.name == "hung" for s in server.sessions)
+        return not any(s.name == "hung" for s in server.core.sessions.values())
 
     sent = 0
     async with asyncio.timeout(60):  # 50 packets of 8 KiB at a time until the server lets go
@@ -367,7 +367,7 @@ async def test_a_listener_that_stops_reading_is_dropped_not_waited_for(
                 packet = await bob.next_of(p.AudioPacket)
                 heard.append(marker.unpack_from(packet.payload)[0])
     assert heard == list(range(sent))  # bob lost nothing
-    assert server.rooms["alpha"].users_online == 2
+    assert server.core.directory.room("alpha").users_online == 2
     hung.ws.transport.resume_reading()  # it finds its connection gone
     await asyncio.wait_for(hung.closed.wait(), 10)
     await alice.send_audio(answer.stream_id, marker.pack(sent) + payload)

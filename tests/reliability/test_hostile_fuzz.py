@@ -335,14 +335,14 @@ class Live:
         server = self.server
         live = {self.talker.ws, self.listener.ws, self.user.ws, self.anonymous.ws}
         async with asyncio.timeout(10):
-            while len(server.sessions) != len(live):  # noqa: ASYNC110 - server-side cleanup
+            while len(server.core.sessions) != len(live):  # noqa: ASYNC110 - server-side cleanup
                 await asyncio.sleep(0.02)
-        alpha = server.rooms["alpha"]
+        alpha = server.core.directory.room("alpha")
         assert {s.name for s in alpha.members} == {"alice", "bob"}
-        assert set(server.streams) <= {self.stream_id, self.own_stream}
+        assert set(server.core.streams) <= {self.stream_id, self.own_stream}
         assert alpha.stream is not None and alpha.stream.stream_id == self.stream_id
-        assert len(server._auth_failures._failures) <= 1  # one address: 127.0.0.1
-        beta = server.rooms.get("beta")
+        assert len(server.core.auth_failures) <= 1  # one address: 127.0.0.1
+        beta = server.core.directory.get("beta")
         assert beta is None or {s.name for s in beta.members} <= {"mallory"}
 
 

@@ -285,7 +285,8 @@ async def device_rss(bench: Bench, b: SimDevice) -> dict[str, Any]:
 
         def online() -> bool:
             return any(
-                s.principal is not None and s.principal.name == name for s in bench.server.sessions
+                s.principal is not None and s.principal.name == name
+                for s in bench.server.core.sessions.values()
             )
 
         if not await poll(lambda: online() or proc.returncode is not None, PROCESS_START_TIMEOUT):

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final
 
 from pttd.errors import (
     AlreadyExists,
@@ -50,6 +50,7 @@ from pttd.protocol import (
     REASON_INVALID_CODE,
     REASON_USED_CODE,
 )
+from pttd.server.session import Pairing, Principal
 
 logger = logging.getLogger(__name__)
 
@@ -131,15 +132,6 @@ CREATE TABLE pair_code_rooms (
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a logon or a credential belongs to, and the rooms they may join."""
-
-    kind: Literal["user", "device"]
-    name: str
-    rooms: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
 class PairCode:
     """A new pairing code. ``code`` is the clear code, returned only here, at creation."""
 
@@ -160,21 +152,6 @@ class DeviceInfo:
     paired_at: float
     revoked: bool
     last_seen: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Pairing:
-    """The result of redeeming a pairing code; ``auth_token`` is handed to the device once."""
-
-    device_name: str
-    auth_token: str
-    rooms: tuple[str, ...]
-
-    def __repr__(self) -> str:  # keep the token out of logs and tracebacks
-        return (
-            f"Pairing(device_name={self.device_name!r}, auth_token='<redacted>', "
-            f"rooms={self.rooms!r})"
-        )
 
 
 # --- names and secrets ------------------------------------------------------------------------

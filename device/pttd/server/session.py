@@ -1,0 +1,760 @@
+"""The room server's connection rules, sans-I/O: what each connection may do, and when.
+
+:class:`ServerCore` takes what happens (a connection opened or closed, a text or binary frame, an
+answer from the registry, time passing, devices revoked by an admin) with the time passed in, and
+returns what to do as :data:`Action` values, in order: send a frame to some connections, close one,
+or ask the registry something (its answer comes back through the matching ``*_done`` method).
+The asyncio server (:mod:`pttd.server.app`) only moves frames, runs one timer
+(:attr:`ServerCore.next_deadline`) and calls the registry. Nothing here reads a clock, sleeps,
+touches a socket or starts a thread.
+
+The rules, each in one place:
+
+* logon first: before a logon (or a pairing) a connection may do nothing else; a connection that
+  has not logged on within ``logon_timeout`` is closed;
+* throttling: control messages and audio packets per connection (token buckets), failed logons
+  and pairings per address (:class:`FailureLog`; a blocked address still logs on with a device
+  token, which nobody can guess, but gets no password checked);
+* rooms: a principal joins only rooms it was given; a device that logs on again replaces its
+  older connection; a member that joins mid-talk hears the talk (late entry); a listen-only
+  connection neither talks nor writes;
+* audio: relayed only under the sender's own stream, renumbered; packets of a stream the server
+  just ended (still in flight) are dropped quietly; a talk ends at ``max_talk_time`` and after
+  ``stream_idle_timeout`` without audio;
+* revocation: a revoked device's connections are closed at once, and it sends nothing after.
+
+Who is in which room and who holds each floor is asked of a :class:`RoomDirectory`:
+:class:`LocalRooms` keeps them in this process (floor rules: :mod:`pttd.server.rooms`); an
+implementation shared by several server instances plugs in beside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
+
+from pttd import protocol as p
+from pttd.errors import ProtocolError
+from pttd.server.rooms import Granted, Room, Stream
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=Hashable)  # the I/O layer's handle for a connection (a websocket)
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # policy violation: floods, revoked credentials, logon timeout
+MAX_PACKET_RATE = 250.0  # audio packets/s one client may send: 5x real time at 20 ms (0: no limit)
+BACKLOG_CHECK_EVERY = 25  # packets of a stream between looks at the listeners' backlogs
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a logon or a credential belongs to, and the rooms they may join."""
+
+    kind: Literal["user", "device"]
+    name: str
+    rooms: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Pairing:
+    """The result of redeeming a pairing code; ``auth_token`` is handed to the device once."""
+
+    device_name: str
+    auth_token: str
+    rooms: tuple[str, ...]
+
+    def __repr__(self) -> str:  # keep the token out of logs and tracebacks
+        return (
+            f"Pairing(device_name={self.device_name!r}, auth_token='<redacted>', "
+            f"rooms={self.rooms!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """The connection rules' numbers (``pttd server run`` sets some of them)."""
+
+    max_talk_time: float = 60.0  # seconds a talker may hold the floor
+    stream_idle_timeout: float = 5.0  # a stream with no audio for this long is ended
+    logon_timeout: float = 30.0  # a connection must log on (or pair) within this
+    max_text_rate: float = 20.0  # control messages per second per client (burst: 2 s worth)
+    max_packet_rate: float = MAX_PACKET_RATE
+    auth_failures: int = 5  # failed logons or pairings per address …
+    auth_window: float = 60.0  # … within this many seconds, before further tries are refused
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+class RateLimiter:
+    """A token bucket: ``rate`` per second, bursts of ``burst``; rate 0 means unlimited."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def allow(self, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class FailureLog:
+    """Failed logons/pairings per client address within a sliding window."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+        self._swept = float("-inf")
+
+    def __len__(self) -> int:
+        """Addresses with failures on record."""
+        return len(self._failures)
+
+    def blocked(self, address: str, now: float) -> bool:
+        times = self._failures.get(address)
+        if not times:
+            return False
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return False
+        return len(times) >= self.limit
+
+    def record(self, address: str, now: float) -> None:
+        if now - self._swept >= self.window:
+            # Once a window, forget addresses gone quiet: one try from each of many addresses
+            # (an IPv6 prefix has plenty) must not grow this without end.
+            self._swept = now
+            cutoff = now - self.window
+            for quiet in [a for a, times in self._failures.items() if times[-1] <= cutoff]:
+                del self._failures[quiet]
+        self._failures.setdefault(address, deque()).append(now)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class Session(Generic[C]):
+    """One connection, logged on or not."""
+
+    __slots__ = (
+        "address",
+        "closing",
+        "conn",
+        "ended_streams",
+        "listen_only",
+        "logon_deadline",
+        "packet_limit",
+        "principal",
+        "rooms",
+        "text_limit",
+    )
+
+    def __init__(self, conn: C, address: str, settings: CoreSettings, now: float) -> None:
+        self.conn = conn
+        self.address = address
+        self.principal: Principal | None = None
+        self.rooms: dict[str, Room[Session[C]]] = {}
+        self.listen_only = False
+        self.logon_deadline: float | None = now + settings.logon_timeout
+        self.text_limit = RateLimiter(settings.max_text_rate, settings.max_text_rate * 2, now)
+        self.packet_limit = RateLimiter(settings.max_packet_rate, settings.max_packet_rate, now)
+        # Streams of ours that ended under us (timeout, pre-emption): their last packets in flight
+        # are dropped quietly instead of answered with errors.
+        self.ended_streams: deque[int] = deque(maxlen=8)
+        # Being closed by the server (a flood, a revocation): the frames it still has in flight
+        # are dropped unread, not each answered, logged and closed again.
+        self.closing = False
+
+    @property
+    def name(self) -> str:
+        return self.principal.name if self.principal else f"<{self.address}>"
+
+    def __repr__(self) -> str:
+        return f"Session({self.name})"
+
+
+class RoomDirectory(Protocol[C]):
+    """Who is in which room and who holds each floor: "the rest of the world" for one server.
+
+    :class:`LocalRooms` is the in-process one. One shared by several server instances would
+    implement the same calls and tell each instance about members and talks it does not hold.
+    """
+
+    def room(self, name: str) -> Room[Session[C]]:
+        """The room called ``name``, made when first joined."""
+
+    def get(self, name: str) -> Room[Session[C]] | None: ...
+
+    def rooms(self) -> Iterable[Room[Session[C]]]: ...
+
+    def next_stream_id(self) -> int: ...
+
+    def next_message_id(self) -> int: ...
+
+
+class LocalRooms(Generic[C]):
+    """The rooms of this process."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, Room[Session[C]]] = {}
+        self._stream_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+
+    def room(self, name: str) -> Room[Session[C]]:
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = Room(name)
+        return room
+
+    def get(self, name: str) -> Room[Session[C]] | None:
+        return self._rooms.get(name)
+
+    def rooms(self) -> Iterable[Room[Session[C]]]:
+        return self._rooms.values()
+
+    def next_stream_id(self) -> int:
+        return next(self._stream_ids)
+
+    def next_message_id(self) -> int:
+        return next(self._message_ids)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Generic[C]):
+    """Queue ``data`` (a text frame, or bytes: an audio frame) to each of ``to``, without waiting.
+
+    ``check_backlog``: also look at each receiver's send backlog and drop those too far behind
+    (set every :data:`BACKLOG_CHECK_EVERY` packets of a stream)."""
+
+    to: tuple[C, ...]
+    data: str | bytes
+    check_backlog: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Generic[C]):
+    """Close ``conn`` with a websocket close ``code`` and ``reason``."""
+
+    conn: C
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckLogon(Generic[C]):
+    """Ask the registry whose credentials ``logon`` carries (``password_allowed``: False from a
+    blocked address); answer with :meth:`ServerCore.logon_checked`."""
+
+    conn: C
+    logon: p.Logon
+    password_allowed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRefreshToken(Generic[C]):
+    """Ask the registry for a refresh token for ``principal``; answer with
+    :meth:`ServerCore.refresh_issued`."""
+
+    conn: C
+    logon: p.Logon
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemCode(Generic[C]):
+    """Ask the registry to redeem a pairing code; answer with :meth:`ServerCore.pair_done`."""
+
+    conn: C
+    pair: p.Pair
+
+
+@dataclass(frozen=True, slots=True)
+class UnpairDevice(Generic[C]):
+    """Ask the registry to forget a device; answer with :meth:`ServerCore.unpair_done`."""
+
+    conn: C
+    unpair: p.Unpair
+    device: str
+
+
+Action: TypeAlias = (
+    Send[C] | Close[C] | CheckLogon[C] | IssueRefreshToken[C] | RedeemCode[C] | UnpairDevice[C]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PairRefused:
+    """A pairing the registry refused: ``reason`` is the protocol's (``invalid code`` …), or
+    None for a device name that cannot be used (``detail`` says why)."""
+
+    reason: str | None
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------- the core
+
+
+@dataclass(eq=False)
+class ServerCore(Generic[C]):
+    """Every connection's rules; see the module's docstring."""
+
+    settings: CoreSettings = field(default_factory=CoreSettings)
+    directory: RoomDirectory[C] = field(default_factory=LocalRooms)
+    sessions: dict[C, Session[C]] = field(default_factory=dict)
+    streams: dict[int, Stream[Session[C]]] = field(default_factory=dict)
+    packets_relayed: int = 0
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.auth_failures = FailureLog(s.auth_failures, s.auth_window)
+
+    # ------------------------------------------------------------------ connections
+
+    def connected(self, conn: C, address: str, now: float) -> None:
+        self.sessions[conn] = Session(conn, address, self.settings, now)
+
+    def disconnected(self, conn: C) -> list[Action[C]]:
+        """The connection is gone (closed by either side, or dropped as too slow)."""
+        session = self.sessions.pop(conn, None)
+        out: list[Action[C]] = []
+        if session is not None:
+            self._leave_rooms(session, out)
+            if session.principal is not None:
+                log.info("%s disconnected", session.name)
+        return out
+
+    def _leave_rooms(self, session: Session[C], out: list[Action[C]]) -> None:
+        for room in session.rooms.values():
+            ended = room.leave(session)
+            if ended is not None:
+                self._end_stream(ended, p.REASON_DISCONNECTED, out, notify_talker=False)
+            self._announce_status(room, out)
+        session.rooms.clear()
+
+    def _kick(self, session: Session[C], error: str, why: str, out: list[Action[C]]) -> None:
+        """Tell a client what it did wrong and close it; frames it still sends are ignored."""
+        if session.closing:
+            return
+        session.closing = True
+        out.append(Send((session.conn,), p.OnError(error).to_json()))
+        out.append(Close(session.conn, CLOSE_POLICY, why))
+
+    def _send(
+        self, session: Session[C], message: p.Response | p.OnError, out: list[Action[C]]
+    ) -> None:
+        out.append(Send((session.conn,), message.to_json()))
+
+    # ------------------------------------------------------------------ text frames
+
+    def text(self, conn: C, frame: str, now: float) -> list[Action[C]]:
+        out: list[Action[C]] = []
+        session = self.sessions.get(conn)
+        if session is None or session.closing:
+            return out
+        if not session.text_limit.allow(now):
+            log.warning("closing %s: control message flood", session.name)
+            self._kick(session, p.INVALID_REQUEST, "flood", out)
+            return out
+        try:
+            message = p.parse_client_message(frame)
+            if session.principal is None and not isinstance(message, p.Logon | p.Pair):
+                raise ProtocolError(p.NOT_LOGGED_IN, message.COMMAND, message.seq)
+            if isinstance(message, p.Logon):
+                self._on_logon(session, message, now, out)
+            elif isinstance(message, p.StartStream):
+                self._on_start_stream(session, message, now, out)
+            elif isinstance(message, p.StopStream):
+                self._on_stop_stream(session, message, out)
+            elif isinstance(message, p.SendTextMessage):
+                self._on_send_text_message(session, message, out)
+            elif isinstance(message, p.Pair):
+                self._on_pair(session, message, now, out)
+            else:
+                self._on_unpair(session, message, out)
+        except ProtocolError as exc:
+            log.info("refused from %s: %s", session.name, exc)
+            out.append(Send((conn,), p.error_response(exc)))
+        return out
+
+    # logon ---------------------------------------------------------------
+
+    def _on_logon(self, session: Session[C], m: p.Logon, now: float, out: list[Action[C]]) -> None:
+        if session.principal is not None:
+            raise ProtocolError(p.INVALID_REQUEST, "already logged on", m.seq)
+        # A blocked address gets no password checked. A token (256 random bits, nothing to
+        # guess) still logs on from it: someone guessing passwords from a site's shared address
+        # (a NAT, a carrier's CGNAT) must not lock the site's radios out.
+        blocked = self.auth_failures.blocked(session.address, now)
+        out.append(CheckLogon(session.conn, m, password_allowed=not blocked))
+
+    def logon_checked(
+        self, conn: C, m: p.Logon, principal: Principal | None, now: float
+    ) -> list[Action[C]]:
+        """The registry's answer to :class:`CheckLogon`: whose credentials they were, if any."""
+        out: list[Action[C]] = []
+        session = self.sessions.get(conn)
+        if session is None or session.closing or session.principal is not None:
+            return out  # the client left meanwhile, or a second logon raced this one
+        try:
+            if principal is None and self.auth_failures.blocked(session.address, now):
+                log.warning("logon from %s refused: too many failed attempts", session.address)
+                if m.seq is not None:  # a reason, so a device does not take it for a revocation
+                    self._send(
+                        session,
+                        p.Response(m.seq, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED),
+                        out,
+                    )
+                return out
+            if principal is None:
+                self.auth_failures.record(session.address, now)
+                raise ProtocolError(p.NOT_AUTHORIZED, "bad credentials", m.seq)
+            not_allowed = [r for r in m.channels if r not in principal.rooms]
+            if not_allowed:
+                raise ProtocolError(p.NOT_AUTHORIZED, f"rooms {not_allowed}", m.seq)
+        except ProtocolError as exc:
+            log.info("refused from %s: %s", session.name, exc)
+            out.append(Send((conn,), p.error_response(exc)))
+            return out
+        out.append(IssueRefreshToken(conn, m, principal))
+        return out
+
+    def refresh_issued(
+        self, conn: C, m: p.Logon, principal: Principal, refresh_token: str
+    ) -> list[Action[C]]:
+        """The registry's answer to :class:`IssueRefreshToken`: the logon completes."""
+        out: list[Action[C]] = []
+        session = self.sessions.get(conn)
+        if session is None or session.closing or session.principal is not None:
+            return out
+        if principal.kind == "device":
+            # A device that reconnects replaces its old, possibly half-dead, connection.
+            for other in [s for s in self.sessions.values() if s.principal == principal]:
+                log.info("%s logged on again; closing its older connection", principal.name)
+                out += self.disconnected(other.conn)
+                out.append(Close(other.conn, CLOSE_NORMAL, "replaced by a new logon"))
+        session.principal = principal
+        session.listen_only = m.listen_only
+        session.logon_deadline = None
+        log.info(
+            "%s %s logged on from %s to %s%s",
+            principal.kind,
+            principal.name,
+            session.address,
+            ", ".join(m.channels),
+            " (listen only)" if m.listen_only else "",
+        )
+        if m.seq is not None:
+            self._send(session, p.Response(seq=m.seq, refresh_token=refresh_token), out)
+        for name in m.channels:
+            room = self.directory.room(name)
+            room.join(session)
+            session.rooms[name] = room
+            self._announce_status(room, out)
+            if room.stream is not None:  # late entry: hear the talk already going on
+                out.append(Send((session.conn,), self._stream_start(room.stream).to_json()))
+        return out
+
+    def _announce_status(self, room: Room[Session[C]], out: list[Action[C]]) -> None:
+        status = p.OnChannelStatus(room.name, "online", room.users_online).to_json()
+        out.append(Send(tuple(s.conn for s in room.members), status))
+
+    # floor ---------------------------------------------------------------
+
+    @staticmethod
+    def _stream_start(stream: Stream[Session[C]]) -> p.OnStreamStart:
+        return p.OnStreamStart(
+            stream_id=stream.stream_id,
+            channel=stream.room.name,
+            from_=stream.talker_name,
+            codec_header=stream.codec_header,
+            packet_duration=stream.packet_duration,
+            priority=stream.priority,
+        )
+
+    @staticmethod
+    def _room_for(session: Session[C], channel: str | None, seq: int | None) -> Room[Session[C]]:
+        if channel is None:
+            if len(session.rooms) != 1:
+                raise ProtocolError(p.NOT_ENOUGH_PARAMS, "channel", seq)
+            return next(iter(session.rooms.values()))
+        room = session.rooms.get(channel)
+        if room is None:
+            raise ProtocolError(p.NOT_AUTHORIZED, f"not in room {channel!r}", seq)
+        return room
+
+    def _on_start_stream(
+        self, session: Session[C], m: p.StartStream, now: float, out: list[Action[C]]
+    ) -> None:
+        if session.listen_only:
+            raise ProtocolError(p.LISTEN_ONLY_CONNECTION, "start_stream", m.seq)
+        room = self._room_for(session, m.channel, m.seq)
+        outcome = room.request_floor(
+            session,
+            session.name,
+            self.directory.next_stream_id(),
+            m.codec_header,
+            m.packet_duration,
+            m.priority,
+            now,
+        )
+        if not isinstance(outcome, Granted):
+            log.info("floor of %s refused to %s: %s", room.name, session.name, outcome.reason)
+            if m.seq is not None:
+                self._send(
+                    session,
+                    p.Response(
+                        seq=m.seq,
+                        error=p.FAILED_TO_START_STREAM,
+                        reason=outcome.reason,
+                        talker=outcome.talker,
+                    ),
+                    out,
+                )
+            return
+        if outcome.preempted is not None:
+            self._end_stream(outcome.preempted, p.REASON_PREEMPTED, out)
+        stream = outcome.stream
+        self.streams[stream.stream_id] = stream
+        log.info("%s has the floor of %s (stream %d)", session.name, room.name, stream.stream_id)
+        if m.seq is not None:
+            self._send(session, p.Response(seq=m.seq, stream_id=stream.stream_id), out)
+        out.append(
+            Send(tuple(s.conn for s in stream.recipients), self._stream_start(stream).to_json())
+        )
+
+    def _end_stream(
+        self,
+        stream: Stream[Session[C]],
+        reason: str | None,
+        out: list[Action[C]],
+        *,
+        notify_talker: bool = True,
+    ) -> None:
+        """End a stream for everyone. Without a reason it is the talker's own stop."""
+        stream.room.release_floor(stream)
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        stop = p.OnStreamStop(stream.stream_id, stream.room.name, reason).to_json()
+        to = [s.conn for s in stream.room.members if s is not stream.talker]
+        if reason is not None and notify_talker:
+            to.append(stream.talker.conn)
+            stream.talker.ended_streams.append(stream.stream_id)
+        out.append(Send(tuple(to), stop))
+        log.info(
+            "stream %d of %s in %s ended (%s) after %d packets",
+            stream.stream_id,
+            stream.talker_name,
+            stream.room.name,
+            reason or "stopped",
+            stream.next_packet_id,
+        )
+
+    def _on_stop_stream(self, session: Session[C], m: p.StopStream, out: list[Action[C]]) -> None:
+        stream = self.streams.get(m.stream_id)
+        if stream is not None and stream.talker is session:
+            self._end_stream(stream, None, out)
+        elif m.stream_id not in session.ended_streams:  # else: the server ended it already
+            raise ProtocolError(p.FAILED_TO_STOP_STREAM, f"stream {m.stream_id}", m.seq)
+        if m.seq is not None:
+            self._send(session, p.Response(seq=m.seq), out)
+
+    # text, pairing -------------------------------------------------------
+
+    def _on_send_text_message(
+        self, session: Session[C], m: p.SendTextMessage, out: list[Action[C]]
+    ) -> None:
+        if session.listen_only:
+            raise ProtocolError(p.LISTEN_ONLY_CONNECTION, "send_text_message", m.seq)
+        room = self._room_for(session, m.channel, m.seq)
+        event = p.OnTextMessage(room.name, session.name, m.text, self.directory.next_message_id())
+        to = tuple(
+            s.conn
+            for s in room.members
+            if s is not session and (m.for_ is None or (s.principal and s.principal.name == m.for_))
+        )
+        out.append(Send(to, event.to_json()))
+        if m.seq is not None:
+            self._send(session, p.Response(seq=m.seq), out)
+
+    def _on_pair(self, session: Session[C], m: p.Pair, now: float, out: list[Action[C]]) -> None:
+        if self.auth_failures.blocked(session.address, now):
+            log.warning("pairing from %s refused: too many failed attempts", session.address)
+            self._answer_pair_error(session, m, p.REASON_RATE_LIMITED, out)
+            return
+        out.append(RedeemCode(session.conn, m))
+
+    def pair_done(
+        self, conn: C, m: p.Pair, result: Pairing | PairRefused, now: float
+    ) -> list[Action[C]]:
+        """The registry's answer to :class:`RedeemCode`."""
+        out: list[Action[C]] = []
+        session = self.sessions.get(conn)
+        if session is None or session.closing:
+            return out
+        if isinstance(result, PairRefused):
+            if result.reason is None:  # a device name that cannot be used
+                exc = ProtocolError(p.INVALID_REQUEST, result.detail, m.seq)
+                log.info("refused from %s: %s", session.name, exc)
+                out.append(Send((conn,), p.error_response(exc)))
+                return out
+            self.auth_failures.record(session.address, now)
+            log.info("pairing from %s refused: %s", session.address, result.reason)
+            self._answer_pair_error(session, m, result.reason, out)
+            return out
+        log.info("device %s paired from %s", result.device_name, session.address)
+        if m.seq is not None:
+            self._send(
+                session,
+                p.Response(
+                    seq=m.seq,
+                    auth_token=result.auth_token,
+                    channels=result.rooms,
+                    device_name=result.device_name,
+                ),
+                out,
+            )
+        return out
+
+    def _answer_pair_error(
+        self, session: Session[C], m: p.Pair, reason: str, out: list[Action[C]]
+    ) -> None:
+        if m.seq is not None:
+            self._send(session, p.Response(seq=m.seq, error=p.NOT_AUTHORIZED, reason=reason), out)
+
+    def _on_unpair(self, session: Session[C], m: p.Unpair, out: list[Action[C]]) -> None:
+        principal = session.principal
+        if principal is None or principal.kind != "device":
+            raise ProtocolError(p.INVALID_REQUEST, "only a paired device can unpair", m.seq)
+        out.append(UnpairDevice(session.conn, m, principal.name))
+
+    def unpair_done(self, conn: C, m: p.Unpair) -> list[Action[C]]:
+        """The registry forgot the device: it is answered, leaves its rooms and is closed."""
+        out: list[Action[C]] = []
+        session = self.sessions.get(conn)
+        if session is None:
+            return out
+        log.info("device %s unpaired itself", session.name)
+        if m.seq is not None:
+            self._send(session, p.Response(seq=m.seq), out)
+        out += self.disconnected(conn)
+        out.append(Close(conn, CLOSE_NORMAL, "unpaired"))
+        return out
+
+    # ------------------------------------------------------------------ audio (the hot path)
+
+    def binary(self, conn: C, frame: bytes, now: float) -> list[Action[C]]:
+        session = self.sessions.get(conn)
+        if session is None or session.closing:
+            return []
+        out: list[Action[C]] = []
+        if not session.packet_limit.allow(now):
+            log.warning("closing %s: audio packet flood", session.name)
+            self._kick(session, p.FAILED_TO_SEND_DATA, "flood", out)
+            return out
+        try:
+            if session.principal is None:
+                raise ProtocolError(p.NOT_LOGGED_IN, "audio before logon")
+            stream_id = p.audio_stream_id(frame)
+            stream = self.streams.get(stream_id)
+            if stream is None or stream.talker is not session:
+                if stream_id in session.ended_streams:
+                    return out  # in flight when the server ended it
+                raise ProtocolError(p.INVALID_AUDIO_PACKET, f"stream {stream_id} is not yours")
+        except ProtocolError as exc:
+            log.info("refused packet from %s: %s", session.name, exc)
+            out.append(Send((conn,), p.error_response(exc)))
+            return out
+        packet_id = stream.take_packet_id()
+        stream.last_packet = now
+        self.packets_relayed += 1
+        out.append(
+            Send(
+                tuple(s.conn for s in stream.recipients),
+                p.renumber_audio_packet(frame, packet_id),
+                check_backlog=packet_id % BACKLOG_CHECK_EVERY == 0,
+            )
+        )
+        return out
+
+    # ------------------------------------------------------------------ time and admin changes
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: nothing is waiting)."""
+        s = self.settings
+        times = [t for t in (x.logon_deadline for x in self.sessions.values()) if t is not None]
+        for stream in self.streams.values():
+            times.append(stream.started_at + s.max_talk_time)
+            times.append(stream.last_packet + s.stream_idle_timeout)
+        return min(times, default=None)
+
+    def tick(self, now: float) -> list[Action[C]]:
+        """Whatever is due: connections that did not log on in time are closed; a talk ends at
+        the maximum talk time, or when its audio stopped coming (a dead link the pings have not
+        caught yet, a client that forgot stop_stream)."""
+        out: list[Action[C]] = []
+        s = self.settings
+        for session in list(self.sessions.values()):
+            deadline = session.logon_deadline
+            if deadline is not None and now >= deadline and not session.closing:
+                session.logon_deadline = None
+                log.info("closing %s: no logon within %.0f s", session.name, s.logon_timeout)
+                session.closing = True
+                out.append(Close(session.conn, CLOSE_POLICY, "logon timeout"))
+        for stream in list(self.streams.values()):
+            if now >= stream.started_at + s.max_talk_time:
+                self._end_stream(stream, p.REASON_TIMEOUT, out)
+            elif now >= stream.last_packet + s.stream_idle_timeout:
+                log.warning(
+                    "stream %d of %s: no audio for %.0f s",
+                    stream.stream_id,
+                    stream.talker_name,
+                    s.stream_idle_timeout,
+                )
+                self._end_stream(stream, p.REASON_IDLE, out)
+        return out
+
+    def revoked(self, devices: Iterable[str]) -> list[Action[C]]:
+        """Devices an admin revoked: their connections are told and closed, and from now on
+        nothing they send is relayed or answered."""
+        names = set(devices)
+        out: list[Action[C]] = []
+        for session in list(self.sessions.values()):
+            principal = session.principal
+            if principal and principal.kind == "device" and principal.name in names:
+                log.warning("device %s revoked: disconnecting it", principal.name)
+                out += self.disconnected(session.conn)
+                self._kick(session, p.NOT_AUTHORIZED, "revoked", out)
+        return out
+
+    def shutdown(self) -> list[Action[C]]:
+        """The server stops: every talk ends (the connections are then closed by the caller)."""
+        out: list[Action[C]] = []
+        for stream in list(self.streams.values()):
+            self._end_stream(stream, None, out)
+        return out
+
+    def members(self, room: str) -> Iterator[Session[C]]:
+        found = self.directory.get(room)
+        return iter(found.members) if found is not None else iter(())
