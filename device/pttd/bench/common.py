@@ -13,10 +13,10 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pttd
+from pttd.cliargs import output_file
 from pttd.redact import setup_logging
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,12 @@ def machine(load_before: float | None) -> dict[str, Any]:
 def add_output_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here")
+    parser.add_argument(
+        "--out",
+        type=output_file,
+        metavar="FILE",
+        help="also write the JSON here (its folder must exist: checked before the run)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 

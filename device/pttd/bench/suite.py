@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from pttd.bench import audio, latency, server
 from pttd.bench.common import mark, nearest_rank, start_logging
+from pttd.cliargs import output_file
 
 log = logging.getLogger(__name__)
 
@@ -300,14 +301,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.add_argument(
         "--out",
-        type=Path,
-        default=DEFAULT_OUT,
+        type=output_file,
+        default=str(DEFAULT_OUT),  # a string, so that argparse checks it too, before the run
         metavar="FILE",
         help="write the JSON report here (default: %(default)s)",
     )
     parser.add_argument(
         "--plot",
-        type=Path,
+        type=output_file,
         metavar="PNG",
         help="latency plot, when matplotlib is installed (default: the JSON file's name, .png)",
     )
