@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from pttd import cli
+from pttd.bench import BENCHMARKS
+from pttd.bench.common import TARGETS_MISSED, exit_status, finish, missed
+from pttd.bench.suite import targets_met
+
 BAD_ARGUMENTS = [
     # (arguments after `pttd bench`, the option the error must name)
     (["--quick", "--out", "{missing}/x.json"], "--out"),
@@ -45,3 +50,54 @@ def test_a_bad_value_is_one_usage_error(argv: list[str], option: str, tmp_path: 
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert not missing.exists() and list(tmp_path.iterdir()) == []  # nothing written
+
+
+# --------------------------------------------------------------------------- exit status
+
+
+def test_exit_status_says_whether_every_target_was_met() -> None:
+    assert TARGETS_MISSED not in (0, 1, 2)  # success, could not run, usage error
+    assert exit_status({"p99_ms": True, "ratio": True}, report_only=False) == 0
+    assert exit_status({"p99_ms": True, "ratio": False}, report_only=False) == TARGETS_MISSED
+    assert exit_status({"p99_ms": False, "ratio": False}, report_only=True) == 0
+    assert exit_status({}, report_only=False) == 0
+
+
+def test_a_figure_not_measured_is_not_a_missed_target() -> None:
+    assert missed({"clipped_ms": True, "device_own_rss_mb": None}) == []
+    assert exit_status({"clipped_ms": True, "device_own_rss_mb": None}, report_only=False) == 0
+    assert missed({"a": False, "b": None, "c": False}) == ["a", "c"]
+
+
+def test_a_missed_target_is_told_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert finish("pttd bench x", {"a": True, "b": False}, report_only=False) == TARGETS_MISSED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 of 2 targets missed (b)" in err and "--report-only" in err
+    assert finish("pttd bench x", {"a": True, "b": False}, report_only=True) == 0
+    assert finish("pttd bench x", {"a": True}, report_only=False) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_the_suite_takes_its_targets_from_the_summary() -> None:
+    report = {
+        "summary": [
+            {"benchmark": "server", "figure": "delivery p99", "met": True},
+            {"benchmark": "latency", "figure": "device RSS", "met": False},
+            {"benchmark": "latency", "figure": "clipped", "met": None},
+        ]
+    }
+    met = targets_met(report)
+    assert met == {
+        "server: delivery p99": True,
+        "latency: device RSS": False,
+        "latency: clipped": None,
+    }
+    assert exit_status(met, report_only=False) == TARGETS_MISSED
+
+
+@pytest.mark.parametrize("benchmark", [None, *BENCHMARKS])
+def test_every_benchmark_takes_report_only(benchmark: str | None) -> None:
+    argv = ["bench", *([benchmark] if benchmark else []), "--quick"]
+    parser = cli.build_parser("bench")
+    assert parser.parse_args(argv).report_only is False
+    assert parser.parse_args([*argv, "--report-only"]).report_only is True

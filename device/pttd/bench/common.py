@@ -11,15 +11,20 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 import pttd
 from pttd.cliargs import output_file
 from pttd.redact import setup_logging
 
 log = logging.getLogger(__name__)
+
+TARGETS_MISSED: Final = 3
+"""Exit status of a run that completed but missed a target (unless ``--report-only``). The others:
+0 every target met, 1 the benchmark could not run to the end, 2 a usage error."""
 
 
 def nearest_rank(ordered: Sequence[float], q: float) -> float:
@@ -47,8 +52,32 @@ def median(values: Sequence[float], digits: int) -> float:
     return round(statistics.median(values), digits)
 
 
-def mark(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+def mark(ok: bool | None) -> str:
+    """PASS, FAIL, or n/a for a figure that was not measured (``None``)."""
+    return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+
+def missed(targets_met: Mapping[str, bool | None]) -> list[str]:
+    """The targets a report missed; one whose figure was not measured (``None``) is not missed."""
+    return [name for name, met in targets_met.items() if met is False]
+
+
+def exit_status(targets_met: Mapping[str, bool | None], report_only: bool) -> int:
+    """0 when no target was missed (or ``--report-only``), else :data:`TARGETS_MISSED`."""
+    return TARGETS_MISSED if missed(targets_met) and not report_only else 0
+
+
+def finish(command: str, targets_met: Mapping[str, bool | None], report_only: bool) -> int:
+    """The exit status of a completed run; when it is not 0, one line on stderr says why."""
+    status = exit_status(targets_met, report_only)
+    if status:
+        names = missed(targets_met)
+        print(
+            f"{command}: {len(names)} of {len(targets_met)} targets missed ({', '.join(names)}); "
+            f"exit status {status} (--report-only: 0)",
+            file=sys.stderr,
+        )
+    return status
 
 
 def load_average() -> float | None:
@@ -81,6 +110,16 @@ def add_output_arguments(parser: argparse.ArgumentParser, quick_help: str) -> No
         help="also write the JSON here (its folder must exist: checked before the run)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_report_only(parser)
+
+
+def add_report_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"exit 0 after a completed run even if a target was missed (default: exit status "
+        f"{TARGETS_MISSED})",
+    )
 
 
 def start_logging(quiet: bool) -> None:

@@ -59,6 +59,7 @@ from pttd.bench.common import (
     add_output_arguments,
     distribution,
     emit,
+    finish,
     load_average,
     machine,
     mark,
@@ -407,7 +408,7 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
             "mouth_to_ear_p95_ms": mouth_to_ear["p95"] <= TARGET_MOUTH_TO_EAR_P95_MS,
             "late_entry_p95_ms": late_entry["p95"] <= TARGET_LATE_ENTRY_P95_MS,
             "clipped_ms": clipped <= TARGET_CLIPPED_MS,
-            "device_rss_mb": rss_mb is not None and rss_mb <= TARGET_RSS_MB,
+            "device_rss_mb": None if rss_mb is None else rss_mb <= TARGET_RSS_MB,
         },
         "settings": {
             **asdict(settings),
@@ -495,4 +496,4 @@ def run(args: argparse.Namespace) -> int:
     start_logging(args.quiet)
     report = asyncio.run(bench(settings_from(args)))
     emit(report, args, format_report)
-    return 0
+    return finish("pttd bench latency", report["targets_met"], args.report_only)

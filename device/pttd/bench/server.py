@@ -53,7 +53,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 import pttd
 from pttd import protocol as p
 from pttd.bench import baseline
-from pttd.bench.common import add_output_arguments, emit, load_average, mark, start_logging
+from pttd.bench.common import add_output_arguments, emit, finish, load_average, mark, start_logging
 from pttd.cliargs import positive_int
 from pttd.errors import PttdError
 from pttd.server.registry import Registry
@@ -904,4 +904,4 @@ def run(args: argparse.Namespace) -> int:
     )
     report = asyncio.run(bench(settings))
     emit(report, args, format_report)
-    return 0
+    return finish("pttd bench server", report["targets_met"], args.report_only)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pttd.bench import audio, latency, server
-from pttd.bench.common import mark, nearest_rank, start_logging
+from pttd.bench.common import add_report_only, finish, mark, nearest_rank, start_logging
 from pttd.cliargs import output_file
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Row:
     value: float | None
     unit: str
     target: str
-    met: bool
+    met: bool | None  # None: not measured
     detail: str = ""
 
 
@@ -210,7 +210,8 @@ async def bench_all(
         }
         for r in summary
     ]
-    report["all_targets_met"] = all(r.met for r in summary)
+    report["all_targets_met"] = all(r.met is True for r in summary)
+    report["targets_missed"] = [f"{r.benchmark}: {r.figure}" for r in summary if r.met is False]
     report["elapsed_s"] = round(time.perf_counter() - began, 1)
     return report
 
@@ -229,7 +230,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{r['benchmark']:<10}{r['figure']:<32}{value + unit:>10}  {r['target']:<12}"
             f"{mark(r['met']):<6}{r['detail']}"
         )
-    met = sum(r["met"] for r in report["summary"])
+    met = sum(r["met"] is True for r in report["summary"])
     lines += [
         "",
         f"{met} of {len(report['summary'])} targets met; took {report['elapsed_s']:.0f} s "
@@ -317,6 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-pin", dest="pin_cpus", action="store_false", help="pin no process to a CPU"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_report_only(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -335,4 +337,9 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     out.write_text(text + "\n")
     print(text if args.json else format_report(report))
-    return 0
+    return finish("pttd bench", targets_met(report), args.report_only)
+
+
+def targets_met(report: dict[str, Any]) -> dict[str, bool | None]:
+    """Each summary row's figure (``benchmark: figure``) and whether it met its target."""
+    return {f"{r['benchmark']}: {r['figure']}": r["met"] for r in report["summary"]}
