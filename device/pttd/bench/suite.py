@@ -148,12 +148,14 @@ def rows(report: dict[str, Any]) -> list[Row]:
         ),
         Row(
             "latency",
-            "device process RSS",
-            la["device_rss_mb"],
+            "pttd RSS above imports",
+            la["device_own_rss_mb"],
             "MB",
-            f"<= {lt['device_rss_mb']:g} MB",
-            lm["device_rss_mb"],
-            f"peak {la['device_peak_rss_mb']} MB" if la["device_peak_rss_mb"] else "",
+            f"<= {lt['device_own_rss_mb']:g} MB",
+            lm["device_own_rss_mb"],
+            f"device {la['device_rss_mb']} MB - import floor {la['import_floor_rss_mb']} MB"
+            if la["device_rss_mb"] is not None
+            else "not measured",
         ),
     ]
     return out
