@@ -11,7 +11,7 @@ import pytest
 
 from pttd import cli
 from pttd.bench import BENCHMARKS
-from pttd.bench.common import TARGETS_MISSED, exit_status, finish, missed
+from pttd.bench.common import TARGETS_MISSED, exit_status, finish, missed, plain
 from pttd.bench.suite import targets_met
 
 BAD_ARGUMENTS = [
@@ -50,6 +50,21 @@ def test_a_bad_value_is_one_usage_error(argv: list[str], option: str, tmp_path: 
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert not missing.exists() and list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("value", ["70000", "http"])
+def test_the_baseline_server_refuses_a_bad_port(value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pttd.bench.baseline", "--port", value],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "argument --port:" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # --------------------------------------------------------------------------- exit status
@@ -101,3 +116,38 @@ def test_every_benchmark_takes_report_only(benchmark: str | None) -> None:
     parser = cli.build_parser("bench")
     assert parser.parse_args(argv).report_only is False
     assert parser.parse_args([*argv, "--report-only"]).report_only is True
+
+
+# --------------------------------------------------------------------------- help
+
+
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("benchmark", [None, *BENCHMARKS])
+def test_help_is_plain_text_with_the_exit_status(
+    benchmark: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = help_text(["bench", *([benchmark] if benchmark else [])], capsys)
+    assert "``" not in text and ":data:" not in text and ":mod:" not in text
+    assert "--report-only" in text and "exit status:" in text
+    assert f"  {TARGETS_MISSED}  the run completed but missed a target" in text
+
+
+def test_bench_usage_shows_the_benchmark_as_optional(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["bench"], capsys)
+    usage = text.split("\n\n")[0]
+    assert usage.startswith("usage: pttd bench [-h]") and "--report-only" in usage
+    assert usage.rstrip().endswith("[BENCHMARK [options]]")
+    assert "BENCHMARK ..." not in usage
+    assert "pip install -e '.[plot]'" in text and "pttd[plot]" not in text
+
+
+def test_plain_takes_out_restructuredtext_markup() -> None:
+    doc = "Runs ``pttd bench``; see :data:`BENCHMARKS` and :class:`~pttd.x.Y`.\n"
+    assert plain(doc) == "Runs pttd bench; see BENCHMARKS and pttd.x.Y."
+    assert plain(None) == ""

@@ -11,6 +11,8 @@ import argparse
 import importlib
 from typing import Final
 
+from pttd.bench.common import EXIT_STATUS_HELP, plain
+
 # name -> (module under pttd.bench, one-line help). Order is the run-all's order.
 BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     "server": (
@@ -23,7 +25,7 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
     ),
     "latency": (
         "latency",
-        "access time, mouth-to-ear, late entry, clipping, device RSS, on loopback",
+        "access time, mouth-to-ear, late entry, clipping, pttd's RSS above its imports",
     ),
 }
 
@@ -37,18 +39,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench = sub.add_parser(
         "bench",
         help="benchmarks: print figures, optionally as JSON; with none named, run them all",
-        description=suite.__doc__,
+        description=plain(suite.__doc__),
+        epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     suite.add_arguments(bench)
     bench.set_defaults(func=suite.run)
-    bsub = bench.add_subparsers(dest="bench_command", required=False, metavar="BENCHMARK")
+    # The benchmark is optional (none: run them all), which argparse's usage would not show.
+    usage = bench.format_usage().removeprefix("usage: ").rstrip().replace("%", "%%")
+    indent = " " * len(f"usage: {bench.prog} ")
+    bench.usage = f"{usage}\n{indent}[BENCHMARK [options]]"
+    bsub = bench.add_subparsers(
+        dest="bench_command",
+        required=False,
+        metavar="BENCHMARK",
+        title="benchmarks",
+        description="name one to run only it, with its own options (pttd bench BENCHMARK --help)",
+    )
     for name, (module_name, help_text) in BENCHMARKS.items():
         module = importlib.import_module(f"{__name__}.{module_name}")
         parser = bsub.add_parser(
             name,
             help=help_text,
-            description=module.__doc__,
+            description=plain(module.__doc__),
+            epilog=EXIT_STATUS_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(parser)

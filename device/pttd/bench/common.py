@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -25,6 +26,18 @@ log = logging.getLogger(__name__)
 TARGETS_MISSED: Final = 3
 """Exit status of a run that completed but missed a target (unless ``--report-only``). The others:
 0 every target met, 1 the benchmark could not run to the end, 2 a usage error."""
+
+EXIT_STATUS_HELP: Final = f"""exit status:
+  0  every target met
+  {TARGETS_MISSED}  the run completed but missed a target (0 with --report-only)
+  1  a benchmark could not run to the end
+  2  a bad command line"""
+
+
+def plain(docstring: str | None) -> str:
+    """A module docstring as ``--help`` text: reST markup (````x````, ``:role:`x```) taken out."""
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", docstring or "")
+    return text.replace("``", "").strip()
 
 
 def nearest_rank(ordered: Sequence[float], q: float) -> float:

@@ -3,7 +3,7 @@
 Runs ``server``, ``audio`` and ``latency`` in turn (``--quick``: the small version of each, under a
 minute in all), then prints one table with each figure beside its target and PASS or FAIL, and
 writes every report, the targets beside the figures, to one JSON file (``bench-report.json``
-unless ``--out``). When matplotlib is installed (``pip install 'pttd[plot]'``) it also draws the
+unless ``--out``). When matplotlib is installed (``pip install -e '.[plot]'``) it also draws the
 latency distributions (mouth-to-ear, access time, server delivery) into a PNG beside the JSON.
 """
 
@@ -26,6 +26,7 @@ from pttd.cliargs import output_file
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT: Final = Path("bench-report.json")
+PLOT_EXTRA: Final = "pip install -e '.[plot]'"  # as the README says
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot",
         type=output_file,
         metavar="PNG",
-        help="latency plot, when matplotlib is installed (default: the JSON file's name, .png)",
+        help=f"latency plot, when matplotlib is installed ({PLOT_EXTRA}; default: the JSON "
+        "file's name, .png)",
     )
     parser.add_argument("--no-plot", action="store_true", help="draw no plot")
     parser.add_argument(
@@ -335,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
         if plot(report, deliveries, png):
             report["plot"] = str(png)
         else:
-            log.info("no plot: matplotlib is not installed (pip install 'pttd[plot]')")
+            log.info("no plot: matplotlib is not installed (%s)", PLOT_EXTRA)
     text = json.dumps(report, indent=2)
     out.write_text(text + "\n")
     print(text if args.json else format_report(report))
