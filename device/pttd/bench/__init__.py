@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from pttd.bench.common import EXIT_STATUS_HELP, plain
 
@@ -28,6 +29,40 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
         "access time, mouth-to-ear, late entry, clipping, pttd's RSS above its imports",
     ),
 }
+
+
+if TYPE_CHECKING:  # generic for type checkers only
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubParsers = argparse._SubParsersAction
+
+
+class BenchmarkName(_SubParsers):
+    """The benchmark's name. Refuses ``pttd bench``'s own options before it: the benchmark's
+    defaults would replace them without a word (``pttd bench --quick server`` ran the full
+    server benchmark)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        name = values[0] if isinstance(values, Sequence) and values else values
+        given = [
+            action.option_strings[-1]
+            for action in parser._actions
+            if action.option_strings
+            and action.default is not argparse.SUPPRESS
+            and getattr(namespace, action.dest, action.default) != action.default
+        ]
+        if given:
+            parser.error(
+                f"{', '.join(given)} before {name!r}: a benchmark ignores the options before its "
+                f"name; put them after it (see pttd bench {name} --help)"
+            )
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +86,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.usage = f"{usage}\n{indent}[BENCHMARK [options]]"
     bsub = bench.add_subparsers(
         dest="bench_command",
+        action=BenchmarkName,
         required=False,
         metavar="BENCHMARK",
         title="benchmarks",
