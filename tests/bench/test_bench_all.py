@@ -30,6 +30,8 @@ def test_summary_rows_put_figures_beside_targets(quick_run: Run) -> None:
         assert row["target"] and isinstance(row["met"], bool), row
         assert row["value"] is not None and row["value"] >= 0, row
     assert quick_run[0]["all_targets_met"] == all(row["met"] for row in summary)
+    missed = [f"{row['benchmark']}: {row['figure']}" for row in summary if row["met"] is False]
+    assert quick_run[0]["targets_missed"] == missed  # values: speed, not checked
 
 
 def test_out_file_holds_the_same_json(quick_run: Run) -> None:

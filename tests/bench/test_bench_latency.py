@@ -3,7 +3,10 @@ and the clipping measure on signals whose answers are known."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ from pttd.bench.latency import (
     clipped_ms,
     codec_reference,
     format_report,
+    import_floor,
+    imported_modules,
+    is_pttd,
     mic_signal,
 )
 from pttd.config import AudioConfig
@@ -52,9 +58,15 @@ def test_clipping_rss_and_loss(quick_run: Run) -> None:
     assert report["clipped_ms"] >= 0
     assert len(report["clipped_ms_per_press"]) == report["settings"]["presses"]
     assert report["lost"] == 0
-    assert _positive(report["device_rss_mb"])
+    assert _positive(report["device_rss_mb"]) and _positive(report["import_floor_rss_mb"])
     assert report["device_peak_rss_mb"] >= report["device_rss_mb"]
-    assert report["rss_probe"]["packets_heard"] > 0  # the device process really transmitted
+    probe = report["rss_probe"]
+    assert probe["packets_heard"] > 0  # the device process really transmitted
+    # pttd's own share is the device's RSS less the floor's (each rounded to 0.1 MB first).
+    own = report["device_rss_mb"] - report["import_floor_rss_mb"]
+    assert report["device_own_rss_mb"] == probe["own_rss_mb"] == pytest.approx(own, abs=0.11)
+    assert probe["modules_imported"] > 0 and probe["pttd_modules"] > 0
+    assert not any(is_pttd(m) for m in probe["floor_import_failures"])
 
 
 def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
@@ -64,11 +76,41 @@ def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
         "mouth_to_ear_p95_ms": 60,
         "late_entry_p95_ms": 100,
         "clipped_ms": 0,
-        "device_rss_mb": 40,
+        "device_own_rss_mb": 4,
     }
     assert set(report["targets_met"]) == set(report["targets"])
     text = format_report(report)
     assert text.count("PASS") + text.count("FAIL") == 5
+    assert "import floor" in text and "pttd's own" in text
+
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import time:       120 |        120 |   _io
+import time:       300 |        900 | numpy
+import time:        80 |         80 |     pttd.errors
+import time:        40 |        120 |   pttd
+import time:        20 |         20 | sitecustomize
+WARNING pttd.daemon: not an import line
+"""
+
+
+def test_the_device_processs_imports_are_read_from_importtime() -> None:
+    names = imported_modules(IMPORTTIME)
+    assert names == ["_io", "numpy", "pttd.errors", "pttd", "sitecustomize"]
+    assert [n for n in names if not is_pttd(n)] == ["_io", "numpy", "sitecustomize"]
+    assert not is_pttd("pttdx") and is_pttd("pttd.bench.latency")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_the_import_floor_is_a_bare_interpreter() -> None:
+    rss_kb, peak_kb, failed = asyncio.run(
+        import_floor(["json", "no_such_module_for_pttd"], dict(os.environ))
+    )
+    assert 0 < rss_kb <= peak_kb
+    assert failed == ["no_such_module_for_pttd"]
+    with pytest.raises(ValueError, match="pttd"):
+        asyncio.run(import_floor(["json", "pttd.daemon"], dict(os.environ)))
 
 
 def test_quick_defaults_are_smaller() -> None:

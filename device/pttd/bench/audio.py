@@ -74,6 +74,7 @@ from pttd.audio.sim import ClockedSource, RecordingSink, silence
 from pttd.bench.common import (
     add_output_arguments,
     emit,
+    finish,
     load_average,
     machine,
     mark,
@@ -789,4 +790,4 @@ def run(args: argparse.Namespace) -> int:
     start_logging(args.quiet)
     report = asyncio.run(bench(settings_from(args)))
     emit(report, args, format_report)
-    return 0
+    return finish("pttd bench audio", report["targets_met"], args.report_only)

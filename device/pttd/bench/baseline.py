@@ -23,6 +23,7 @@ from typing import Final
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
+from pttd.cliargs import port
 from pttd.protocol import MAX_FRAME
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="A bare websockets broadcast server (the baseline of pttd bench server).",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: the OS picks")
+    parser.add_argument("--port", type=port, default=0, help="0: the OS picks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

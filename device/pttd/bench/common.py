@@ -10,16 +10,34 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 import pttd
+from pttd.cliargs import output_file
 from pttd.redact import setup_logging
 
 log = logging.getLogger(__name__)
+
+TARGETS_MISSED: Final = 3
+"""Exit status of a run that completed but missed a target (unless ``--report-only``). The others:
+0 every target met, 1 the benchmark could not run to the end, 2 a usage error."""
+
+EXIT_STATUS_HELP: Final = f"""exit status:
+  0  every target met
+  {TARGETS_MISSED}  the run completed but missed a target (0 with --report-only)
+  1  a benchmark could not run to the end
+  2  a bad command line"""
+
+
+def plain(docstring: str | None) -> str:
+    """A module docstring as ``--help`` text: reST markup (````x````, ``:role:`x```) taken out."""
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", docstring or "")
+    return text.replace("``", "").strip()
 
 
 def nearest_rank(ordered: Sequence[float], q: float) -> float:
@@ -47,8 +65,32 @@ def median(values: Sequence[float], digits: int) -> float:
     return round(statistics.median(values), digits)
 
 
-def mark(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+def mark(ok: bool | None) -> str:
+    """PASS, FAIL, or n/a for a figure that was not measured (``None``)."""
+    return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+
+def missed(targets_met: Mapping[str, bool | None]) -> list[str]:
+    """The targets a report missed; one whose figure was not measured (``None``) is not missed."""
+    return [name for name, met in targets_met.items() if met is False]
+
+
+def exit_status(targets_met: Mapping[str, bool | None], report_only: bool) -> int:
+    """0 when no target was missed (or ``--report-only``), else :data:`TARGETS_MISSED`."""
+    return TARGETS_MISSED if missed(targets_met) and not report_only else 0
+
+
+def finish(command: str, targets_met: Mapping[str, bool | None], report_only: bool) -> int:
+    """The exit status of a completed run; when it is not 0, one line on stderr says why."""
+    status = exit_status(targets_met, report_only)
+    if status:
+        names = missed(targets_met)
+        print(
+            f"{command}: {len(names)} of {len(targets_met)} targets missed ({', '.join(names)}); "
+            f"exit status {status} (--report-only: 0)",
+            file=sys.stderr,
+        )
+    return status
 
 
 def load_average() -> float | None:
@@ -74,8 +116,23 @@ def machine(load_before: float | None) -> dict[str, Any]:
 def add_output_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here")
+    parser.add_argument(
+        "--out",
+        type=output_file,
+        metavar="FILE",
+        help="also write the JSON here (its folder must exist: checked before the run)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_report_only(parser)
+
+
+def add_report_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"exit 0 after a completed run even if a target was missed (default: exit status "
+        f"{TARGETS_MISSED})",
+    )
 
 
 def start_logging(quiet: bool) -> None:

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
-import json
 import logging
 import os
 import platform
@@ -54,8 +53,9 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 import pttd
 from pttd import protocol as p
 from pttd.bench import baseline
+from pttd.bench.common import add_output_arguments, emit, finish, load_average, mark, start_logging
+from pttd.cliargs import positive_int
 from pttd.errors import PttdError
-from pttd.redact import setup_logging
 from pttd.server.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -695,14 +695,6 @@ async def _close_all(connections: list[ClientConnection]) -> None:
 # --------------------------------------------------------------------------- the whole run
 
 
-def _load_average() -> float | None:
-    """The 1-minute load average: other work on the machine makes the figures noisy."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 def _median(values: Sequence[float | None], digits: int) -> float | None:
     known = [v for v in values if v is not None]
     return round(statistics.median(known), digits) if known else None
@@ -736,7 +728,7 @@ async def bench(settings: BenchSettings, deliveries_ns: list[int] | None = None)
     """Run every round; return the report (see the module docstring). ``deliveries_ns``, if
     given, gets every delivery latency of pttd's latency phases (ns), for a plot."""
     began = time.perf_counter()
-    load_before = _load_average()
+    load_before = load_average()
     results: dict[str, list[RoundResult]] = {"baseline": [], "pttd": []}
     rounds: list[dict[str, Any]] = []
     plan = CpuPlan.choose(settings.pin_cpus)
@@ -789,7 +781,7 @@ async def bench(settings: BenchSettings, deliveries_ns: list[int] | None = None)
             "statistic": "median of rounds",
             "cpu_pinning": plan.describe() if plan is not None else None,
             "load_average_before": load_before,
-            "load_average_after": _load_average(),
+            "load_average_after": load_average(),
             "python": platform.python_version(),
             "websockets": importlib.metadata.version("websockets"),
             "pttd": pttd.__version__,
@@ -836,9 +828,6 @@ def format_report(report: dict[str, Any]) -> str:
     met = report["targets_met"]
     targets = report["targets"]
 
-    def mark(ok: bool) -> str:
-        return "PASS" if ok else "FAIL"
-
     lines += [
         "",
         f"pttd/baseline deliveries/s  {report['ratio_packets_per_s']:>6.2f}"
@@ -854,47 +843,41 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--listeners", type=_positive, default=LISTENERS, metavar="N", help="default: %(default)s"
+        "--listeners",
+        type=positive_int,
+        default=LISTENERS,
+        metavar="N",
+        help="default: %(default)s",
     )
     parser.add_argument(
         "--packets",
-        type=_positive,
+        type=positive_int,
         metavar="K",
         help=f"throughput packets per round (default {THROUGHPUT_PACKETS[0]}, "
         f"quick {THROUGHPUT_PACKETS[1]})",
     )
     parser.add_argument(
         "--latency-packets",
-        type=_positive,
+        type=positive_int,
         metavar="P",
         help=f"paced latency packets per round (default {LATENCY_PACKETS[0]}, "
         f"quick {LATENCY_PACKETS[1]})",
     )
     parser.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive_int,
         metavar="R",
         help=f"alternate rounds per server (default {ROUNDS[0]}, quick {ROUNDS[1]})",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer packets, one round")
+    add_output_arguments(parser, "fewer packets, one round")
     parser.add_argument(
         "--no-pin",
         dest="pin_cpus",
         action="store_false",
         help="let the OS place the server and the clients (default: separate CPUs)",
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 def settings_from(args: argparse.Namespace) -> BenchSettings:
@@ -910,8 +893,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(logging.WARNING)
-    logging.getLogger(__package__).setLevel(logging.WARNING if args.quiet else logging.INFO)
+    start_logging(args.quiet)
     settings = settings_from(args)
     log.info(
         "%d listeners, %d latency + %d throughput packets, %d round(s) per server",
@@ -921,8 +903,5 @@ def run(args: argparse.Namespace) -> int:
         settings.rounds,
     )
     report = asyncio.run(bench(settings))
-    text = json.dumps(report, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text if args.json else format_report(report))
-    return 0
+    emit(report, args, format_report)
+    return finish("pttd bench server", report["targets_met"], args.report_only)

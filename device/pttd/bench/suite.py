@@ -3,7 +3,7 @@
 Runs ``server``, ``audio`` and ``latency`` in turn (``--quick``: the small version of each, under a
 minute in all), then prints one table with each figure beside its target and PASS or FAIL, and
 writes every report, the targets beside the figures, to one JSON file (``bench-report.json``
-unless ``--out``). When matplotlib is installed (``pip install 'pttd[plot]'``) it also draws the
+unless ``--out``). When matplotlib is installed (``pip install -e '.[plot]'``) it also draws the
 latency distributions (mouth-to-ear, access time, server delivery) into a PNG beside the JSON.
 """
 
@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from pttd.bench import audio, latency, server
-from pttd.bench.common import mark, nearest_rank, start_logging
+from pttd.bench.common import add_report_only, finish, mark, nearest_rank, start_logging
+from pttd.cliargs import output_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT: Final = Path("bench-report.json")
+PLOT_EXTRA: Final = "pip install -e '.[plot]'"  # as the README says
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ class Row:
     value: float | None
     unit: str
     target: str
-    met: bool
+    met: bool | None  # None: not measured
     detail: str = ""
 
 
@@ -147,12 +149,14 @@ def rows(report: dict[str, Any]) -> list[Row]:
         ),
         Row(
             "latency",
-            "device process RSS",
-            la["device_rss_mb"],
+            "pttd RSS above imports",
+            la["device_own_rss_mb"],
             "MB",
-            f"<= {lt['device_rss_mb']:g} MB",
-            lm["device_rss_mb"],
-            f"peak {la['device_peak_rss_mb']} MB" if la["device_peak_rss_mb"] else "",
+            f"<= {lt['device_own_rss_mb']:g} MB",
+            lm["device_own_rss_mb"],
+            f"device {la['device_rss_mb']} MB - import floor {la['import_floor_rss_mb']} MB"
+            if la["device_rss_mb"] is not None
+            else "not measured",
         ),
     ]
     return out
@@ -209,7 +213,8 @@ async def bench_all(
         }
         for r in summary
     ]
-    report["all_targets_met"] = all(r.met for r in summary)
+    report["all_targets_met"] = all(r.met is True for r in summary)
+    report["targets_missed"] = [f"{r.benchmark}: {r.figure}" for r in summary if r.met is False]
     report["elapsed_s"] = round(time.perf_counter() - began, 1)
     return report
 
@@ -228,7 +233,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{r['benchmark']:<10}{r['figure']:<32}{value + unit:>10}  {r['target']:<12}"
             f"{mark(r['met']):<6}{r['detail']}"
         )
-    met = sum(r["met"] for r in report["summary"])
+    met = sum(r["met"] is True for r in report["summary"])
     lines += [
         "",
         f"{met} of {len(report['summary'])} targets met; took {report['elapsed_s']:.0f} s "
@@ -300,22 +305,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.add_argument(
         "--out",
-        type=Path,
-        default=DEFAULT_OUT,
+        type=output_file,
+        default=str(DEFAULT_OUT),  # a string, so that argparse checks it too, before the run
         metavar="FILE",
         help="write the JSON report here (default: %(default)s)",
     )
     parser.add_argument(
         "--plot",
-        type=Path,
+        type=output_file,
         metavar="PNG",
-        help="latency plot, when matplotlib is installed (default: the JSON file's name, .png)",
+        help=f"latency plot, when matplotlib is installed ({PLOT_EXTRA}; default: the JSON "
+        "file's name, .png)",
     )
     parser.add_argument("--no-plot", action="store_true", help="draw no plot")
     parser.add_argument(
         "--no-pin", dest="pin_cpus", action="store_false", help="pin no process to a CPU"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_report_only(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -330,8 +337,13 @@ def run(args: argparse.Namespace) -> int:
         if plot(report, deliveries, png):
             report["plot"] = str(png)
         else:
-            log.info("no plot: matplotlib is not installed (pip install 'pttd[plot]')")
+            log.info("no plot: matplotlib is not installed (%s)", PLOT_EXTRA)
     text = json.dumps(report, indent=2)
     out.write_text(text + "\n")
     print(text if args.json else format_report(report))
-    return 0
+    return finish("pttd bench", targets_met(report), args.report_only)
+
+
+def targets_met(report: dict[str, Any]) -> dict[str, bool | None]:
+    """Each summary row's figure (``benchmark: figure``) and whether it met its target."""
+    return {f"{r['benchmark']}: {r['figure']}": r["met"] for r in report["summary"]}
