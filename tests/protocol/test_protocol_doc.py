@@ -23,7 +23,7 @@ import pytest
 from pttd import protocol as p
 from pttd.console.interpreter import parse_pairing_link
 from pttd.link import LinkSettings
-from pttd.server import app, registry
+from pttd.server import app, registry, session
 from pttd.server.admin import pairing_link
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
@@ -325,16 +325,16 @@ def test_pairing_code_alphabet_matches_the_code() -> None:
 
 
 def test_every_close_the_server_makes_is_in_the_close_table() -> None:
-    source = inspect.getsource(app)
-    closes = re.findall(r'\.close\((\w+), "([^"]+)"\)', source)
-    kicks = re.findall(r'_kick\(\w+, p\.\w+, "([^"]+)"\)', source)
+    source = inspect.getsource(session)  # the connection rules decide every close
+    closes = re.findall(r'Close\([\w.]+, (\w+), "([^"]+)"\)', source)
+    kicks = re.findall(r'_kick\(\w+, p\.\w+, "([^"]+)", out\)', source)
     assert closes and kicks
     rows = {(cells[0], cells[1]) for cells in table_rows(section("Server behaviour"))}
     for code, reason in closes:
-        number = app.CLOSE_POLICY if code == "CLOSE_POLICY" else int(code)
+        number = getattr(session, code)
         assert (str(number), f"`{reason}`") in rows, (number, reason)
     for reason in kicks:
-        assert (str(app.CLOSE_POLICY), f"`{reason}`") in rows, reason
+        assert (str(session.CLOSE_POLICY), f"`{reason}`") in rows, reason
     for websockets_code in ("1001", "1009"):
         assert websockets_code in {first for first, _ in rows}
 
