@@ -284,6 +284,17 @@ def test_toggle_mode_reports_presses_not_releases() -> None:
     assert reports(m.handle(PttPressed(2.0))) == ["talk in ops ended: PTT pressed again"]
 
 
+@pytest.mark.parametrize("event", [CredentialRefused(2.0), Unpaired(2.0)])
+def test_losing_the_credential_forgets_the_rooms_and_the_selected_room(event: Any) -> None:
+    m = online()
+    m.handle(ChangeRoom(1.0, name="yard"))
+    m.handle(IncomingStart(1.5, 3, "ops", "bob"))
+    actions = m.handle(event)
+    assert RoomSelected(None) in actions  # the daemon forgets the saved one too
+    assert m.rooms == () and m.room is None and not m.incoming
+    assert of(m.handle(event), RoomSelected) == []  # once
+
+
 # ---------------------------------------------------------------------------- stateful property
 
 

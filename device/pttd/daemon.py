@@ -128,7 +128,8 @@ class Device:
             ),
             paired=self._credential is not None,
         )
-        self.machine.room = saved.room
+        if self._credential is not None:  # a room saved while paired means nothing unpaired
+            self.machine.room = saved.room
         self.link = ServerLink(
             lambda: self._credential,
             self._on_link_event,

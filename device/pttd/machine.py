@@ -276,7 +276,9 @@ class MutePlayback:
 
 @dataclass(frozen=True, slots=True)
 class RoomSelected:
-    room: str  # for the daemon to persist
+    """For the daemon to persist; None: no room selected any more (unpaired, revoked)."""
+
+    room: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,8 +423,7 @@ class DeviceMachine:
                 self._on_link_down(event, out)
             case CredentialRefused():
                 self._end_talk(out, block=True, stop=False, why="cut: credential refused")
-                self.paired = False
-                self.link = Link.UNPAIRED
+                self._forget_pairing(out)
                 self.last_error = "credential refused"
                 out.append(StopLink())
             case Paired():
@@ -432,10 +433,7 @@ class DeviceMachine:
             case Unpaired():
                 self._end_talk(out, block=True, why="ended: unpaired")
                 self._set_audio_test(False, out)
-                self.paired = False
-                self.link = Link.UNPAIRED
-                self.rooms = ()
-                self._clear_incoming()
+                self._forget_pairing(out)
                 self.last_error = ""
             case ChangeRoom():
                 self._on_change_room(event, out)
@@ -582,6 +580,16 @@ class DeviceMachine:
             self._block()
         self.latched = False
 
+    def _forget_pairing(self, out: list[Action]) -> None:
+        """No credential any more (given up or refused): no rooms, no selected room."""
+        self.paired = False
+        self.link = Link.UNPAIRED
+        self.rooms = ()
+        self._clear_incoming()
+        if self.room is not None:
+            self.room = None
+            out.append(RoomSelected(None))
+
     def _clear_incoming(self) -> None:
         self.incoming.clear()
         self.incoming_rooms.clear()
@@ -627,10 +635,11 @@ class DeviceMachine:
         self.rooms = event.rooms
         if self.room not in self.rooms:
             self._end_talk(out, block=True, why="cut: the room is gone")
-            self.room = self.rooms[0] if self.rooms else None
-            if self.room is not None:
-                out.append(RoomSelected(self.room))
-                out.append(Report(f"room {self.room} selected"))
+            room = self.rooms[0] if self.rooms else None
+            if room != self.room:
+                self.room = room
+                out.append(RoomSelected(room))
+                out.append(Report(f"room {room} selected" if room else "no room to talk in"))
         out.append(PlayTone(Tone.CONNECTED))
 
     def _on_link_down(self, event: LinkDown, out: list[Action]) -> None:
