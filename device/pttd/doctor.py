@@ -1,12 +1,14 @@
 """``pttd doctor``: tell an installer exactly what is miswired, one line per check.
 
 It checks the config against its board profile (pins that clash with the board's I2S, I2C or
-UART, or with each other), that libopus loads, that the audio devices the config names exist and
-are the board's, that the GPIO chip, the sound devices, the serial ports and the input devices
-are open to the service's user (as systemd starts it: its groups plus the unit's
-SupplementaryGroups), that the kernel's login console is not on pttd's console port, and that the
-room server answers with a valid certificate. Each failing line says how to fix it; the exit
-status is 1 when any check fails.
+UART; two functions on one pin is the config's own rule, :func:`pttd.config.pin_clashes`, so a
+config with one does not load), that libopus loads, that the audio devices the config names
+exist and are the board's, that the GPIO chip, the sound devices, the serial ports and the input
+devices are open to the service's user (as systemd starts it: its groups plus the unit's
+SupplementaryGroups), that the kernel's login console is not on pttd's console port, and that
+the room server answers with a valid certificate. Each failing line says how to fix it; the
+exit status is 1 when any check fails. An unset board is fine: it is said (INFO), and the pins
+are checked against the header and the UART only.
 
 It claims no pin and opens no audio stream, so it can run beside the running service.
 """
@@ -36,10 +38,11 @@ from pttd.boards import (
     ProfileError,
     bcm_number,
     describe_pin,
+    free_pins,
     load_profile,
     profile_names,
 )
-from pttd.config import Config, load_config
+from pttd.config import Config, load_config, pin_uses
 from pttd.errors import PttdError
 
 if TYPE_CHECKING:
@@ -51,7 +54,7 @@ SERVICE_GROUPS = ("gpio", "audio", "dialout", "input")
 """The unit's SupplementaryGroups= (systemd/pttd.service): the service has them whatever
 /etc/group says."""
 
-Status = Literal["pass", "fail", "skip"]
+Status = Literal["pass", "fail", "skip", "info"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,11 @@ def failed(name: str, message: str, fix: str) -> Check:
 
 def skipped(name: str, message: str) -> Check:
     return Check(name, "skip", message)
+
+
+def info(name: str, message: str) -> Check:
+    """Worth knowing, nothing wrong."""
+    return Check(name, "info", message)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -202,10 +210,10 @@ def check_board(config: Config, machine: Machine) -> tuple[Check, Profile | None
     choices = ", ".join(profile_names())
     if not name:
         return (
-            failed(
+            info(
                 "board",
-                "no board profile set: pins and audio devices cannot be checked",
-                f"set [device] board to one of: {choices}",
+                "no board profile set: pins are checked against the header and the UART only, "
+                f"audio devices by name (a profile checks the board's hardware too: {choices})",
             ),
             None,
         )
@@ -231,37 +239,6 @@ def check_board(config: Config, machine: Machine) -> tuple[Check, Profile | None
     return passed("board", f"{name}: {profile.description} ({model})"), profile
 
 
-@dataclass(frozen=True, slots=True)
-class PinUse:
-    function: str  # "PTT button", "transmit LED"
-    key: str  # the config key: "ptt[0].pin", "leds.transmit"
-    pin: int | str
-    is_input: bool
-
-
-def pin_uses(config: Config) -> list[PinUse]:
-    uses = [
-        PinUse("PTT button", f"ptt[{i}].pin", ptt.pin, True)
-        for i, ptt in enumerate(config.ptt)
-        if ptt.kind == "gpio" and ptt.pin is not None
-    ]
-    b = config.buttons
-    for function, key, value in (
-        ("emergency button", "buttons.emergency", b.emergency),
-        ("room up button", "buttons.room_up", b.room_up),
-        ("room down button", "buttons.room_down", b.room_down),
-        ("volume up button", "buttons.volume_up", b.volume_up),
-        ("volume down button", "buttons.volume_down", b.volume_down),
-    ):
-        if value is not None:
-            uses.append(PinUse(function, key, value, True))
-    for name in ("online", "transmit", "receive", "error"):
-        value = getattr(config.leds, name)
-        if value is not None:
-            uses.append(PinUse(f"{name} LED", f"leds.{name}", value, False))
-    return uses
-
-
 def _console_uart(config: Config, profile: Profile | None) -> bool:
     ports = {config.console.port} | {p.port for p in config.ptt if p.kind == "serial"}
     uart = set(UART_DEVICES)
@@ -271,6 +248,8 @@ def _console_uart(config: Config, profile: Profile | None) -> bool:
 
 
 def check_pins(config: Config, profile: Profile | None) -> list[Check]:
+    """Each GPIO against the UART and the board's hardware. Two functions on one pin never
+    get here: the config does not load (:func:`pttd.config.pin_clashes`)."""
     uses = pin_uses(config)
     if not uses:
         return [skipped("pins", "no GPIO buttons or LEDs in the config")]
@@ -280,7 +259,7 @@ def check_pins(config: Config, profile: Profile | None) -> list[Check]:
     uart_pins = CONSOLE_DEFAULTS["uart"].pins if profile is None else profile.consoles["uart"].pins
 
     def free(limit: int = 6) -> str:
-        pins = profile.free_pins(taken) if profile is not None else []
+        pins = free_pins(profile, taken)
         return ", ".join(describe_pin(p) for p in pins[:limit]) or "none left"
 
     checks = []
@@ -297,17 +276,6 @@ def check_pins(config: Config, profile: Profile | None) -> list[Check]:
             )
             continue
         where = describe_pin(gpio)
-        others = [u for u in uses if u is not use and numbers[u.key] == gpio]
-        if others:
-            clash = " and ".join(f"the {u.function} ({u.key})" for u in others)
-            checks.append(
-                failed(
-                    name,
-                    f"{use.function} on {where} is also {clash}",
-                    f"give each function its own pin; free pins: {free()}",
-                )
-            )
-            continue
         if uart and gpio in uart_pins:
             checks.append(
                 failed(
