@@ -27,6 +27,7 @@ from pttd.doctor import (
     can_read_write,
     check_audio,
     check_board,
+    check_credential,
     check_gpio_access,
     check_opus,
     check_pins,
@@ -437,6 +438,37 @@ async def test_the_credentials_server_is_checked_first(
 
     Store(tmp_path).save_credential(Credential(room_server.url, "r", "token", ("a",)))
     conf = config(f"[server]\nurl = 'ws://127.0.0.1:{closed_port()}'\n[state]\ndir = '{tmp_path}'")
+    assert (await check_server(conf)).status == "pass"
+
+
+def test_the_credential_reads_or_its_file_is_named(tmp_path: Path) -> None:
+    from pttd.store import Credential, Store
+
+    conf = config(f"[state]\ndir = '{tmp_path}'")
+    assert check_credential(conf).status == "skip"  # not paired yet
+    Store(tmp_path).save_credential(Credential("ws://radio.example:8080", "gate-3", "tok", ("a",)))
+    check = check_credential(conf)
+    assert check.status == "pass"
+    assert check.message == "paired with ws://radio.example:8080 as gate-3"
+    path = tmp_path / "credential.json"
+    path.write_text("{damaged")
+    check = check_credential(conf)
+    assert check.status == "fail" and check.message == f"{path}: not valid JSON (damaged?)"
+    assert "pair the device again" in check.fix and "\n" not in check.line()
+    path.unlink()
+    path.mkdir()  # unreadable, even for root
+    check = check_credential(conf)
+    assert check.status == "fail" and check.message.startswith(f"{path}: cannot read: ")
+
+
+async def test_an_unreadable_credential_fails_once_and_the_configs_server_is_checked(
+    tmp_path: Path, room_server: RoomServer
+) -> None:
+    (tmp_path / "credential.json").write_text("[]")
+    conf = config(f"[server]\nurl = '{room_server.url}'\n[state]\ndir = '{tmp_path}'")
+    checks = by_name(run_local_checks(conf, good_machine(tmp_path)))
+    assert checks["credential"].status == "fail"
+    assert str(tmp_path / "credential.json") in checks["credential"].message
     assert (await check_server(conf)).status == "pass"
 
 

@@ -5,10 +5,10 @@ UART; two functions on one pin is the config's own rule, :func:`pttd.config.pin_
 config with one does not load), that libopus loads, that the audio devices the config names
 exist and are the board's, that the GPIO chip, the sound devices, the serial ports and the input
 devices are open to the service's user (as systemd starts it: its groups plus the unit's
-SupplementaryGroups), that the kernel's login console is not on pttd's console port, and that
-the room server answers with a valid certificate. Each failing line says how to fix it; the
-exit status is 1 when any check fails. An unset board is fine: it is said (INFO), and the pins
-are checked against the header and the UART only.
+SupplementaryGroups), that the kernel's login console is not on pttd's console port, that the
+stored credential reads, and that the room server answers with a valid certificate. Each failing
+line says how to fix it; the exit status is 1 when any check fails. An unset board is fine: it
+is said (INFO), and the pins are checked against the header and the UART only.
 
 It claims no pin and opens no audio stream, so it can run beside the running service.
 """
@@ -43,7 +43,8 @@ from pttd.boards import (
     profile_names,
 )
 from pttd.config import Config, load_config, pin_uses
-from pttd.errors import PttdError
+from pttd.errors import PttdError, StoreError
+from pttd.store import Store
 
 if TYPE_CHECKING:
     from pttd.audio.devices import AudioDevice, DeviceSpec, Kind
@@ -573,15 +574,29 @@ def check_state_dir(config: Config, machine: Machine) -> Check:
     return passed("state dir", f"{path} ({describe_mode(st)})")
 
 
-def server_url(config: Config) -> str:
-    """The address the daemon connects to: the credential's, else the config's."""
-    from pttd.store import Store  # noqa: PLC0415
-
-    with contextlib.suppress(Exception):
+def check_credential(config: Config) -> Check:
+    """The stored credential reads (the daemon would start unpaired if it did not)."""
+    try:
         credential = Store(config.state.dir).credential()
-        if credential is not None:
-            return credential.server_url
-    return config.server.url
+    except StoreError as exc:
+        if isinstance(exc.__cause__, PermissionError):
+            fix = "run it as root (sudo pttd doctor): the credential is the service's, 0600"
+        else:
+            fix = "pair the device again at the installer console (unpair, then pair)"
+        return failed("credential", str(exc), fix)
+    if credential is None:
+        return skipped("credential", "not paired yet: pair at the installer console")
+    return passed("credential", f"paired with {credential.server_url} as {credential.device_name}")
+
+
+def server_url(config: Config) -> str:
+    """The address the daemon connects to: the credential's, else the config's (an unreadable
+    credential is :func:`check_credential`'s failure)."""
+    try:
+        credential = Store(config.state.dir).credential()
+    except StoreError:
+        credential = None
+    return credential.server_url if credential is not None else config.server.url
 
 
 def _expiry(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
@@ -657,6 +672,7 @@ def run_local_checks(config: Config, machine: Machine) -> list[Check]:
     checks += check_serial(config, profile, machine)
     checks += check_input_devices(config, machine)
     checks.append(check_state_dir(config, machine))
+    checks.append(check_credential(config))
     return checks
 
 
