@@ -12,6 +12,7 @@ from pttd.boards import (
     _parse,
     bcm_number,
     describe_pin,
+    free_pins,
     load_profile,
     profile_names,
 )
@@ -102,10 +103,17 @@ def test_pin_names(name: int | str, gpio: int | None) -> None:
 
 def test_free_pins_prefer_the_default_wiring() -> None:
     profile = load_profile("wm8960-hat")
-    free = profile.free_pins({17, 27})
+    free = free_pins(profile, {17, 27})
     assert not {17, 27, 14, 15, 2, 3, 18, 19, 20, 21} & set(free)
     wired = [p for p in free if p in profile.defaults.values()]
     assert free[: len(wired)] == wired
+
+
+def test_free_pins_without_a_board_are_the_headers_but_the_uart_and_the_taken() -> None:
+    free = free_pins(None, {17, 4})
+    assert set(free) == set(PHYSICAL) - {14, 15, 17, 4}
+    assert free == sorted(free, key=PHYSICAL.__getitem__)  # in header order
+    assert free[:2] == [2, 3]  # pins 3 and 5
 
 
 @pytest.mark.parametrize(

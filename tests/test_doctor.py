@@ -27,6 +27,7 @@ from pttd.doctor import (
     can_read_write,
     check_audio,
     check_board,
+    check_credential,
     check_gpio_access,
     check_opus,
     check_pins,
@@ -76,12 +77,20 @@ def test_a_pin_that_clashes_with_the_boards_i2s_fails_naming_pin_and_fix() -> No
     assert " -> fix: move the transmit LED" in led.line()
 
 
-def test_two_functions_on_one_pin_fail_on_both_lines() -> None:
-    conf = config("[[ptt]]\nkind = 'gpio'\npin = 'GPIO22'\n[buttons]\nroom_up = 'BOARD15'\n")
-    checks = by_name(check_pins(conf, None))
-    assert checks["pin ptt[0].pin"].status == "fail"
-    assert "also the room up button (buttons.room_up)" in checks["pin ptt[0].pin"].message
-    assert "also the PTT button (ptt[0].pin)" in checks["pin buttons.room_up"].message
+def test_two_functions_on_one_pin_are_the_configs_one_failing_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(
+        tmp_path, "[[ptt]]\nkind = 'gpio'\npin = 'GPIO22'\n[buttons]\nroom_up = 'BOARD15'\n"
+    )
+    assert cmd_doctor(parse("--config", str(path)), good_machine(tmp_path)) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"FAIL  config: {path}: buttons.room_up: GPIO22 (pin 15) is also the PTT button "
+        f"(ptt[0].pin); give each function its own pin -> fix: edit {path} "
+        "(pttd config check names each key)"
+    )
+    assert len(lines) == 2  # and the summary: the same rule as `pttd config check`, once
 
 
 def test_the_uart_pins_clash_only_while_the_console_is_on_the_uart() -> None:
@@ -89,6 +98,10 @@ def test_the_uart_pins_clash_only_while_the_console_is_on_the_uart() -> None:
     on_uart = by_name(check_pins(config(led_on_txd + "[console]\nport = '/dev/serial0'\n"), None))
     assert on_uart["pin leds.error"].status == "fail"
     assert "serial console's UART" in on_uart["pin leds.error"].message
+    # No board: the free pins are the header's (not "none left"), the LED's own not among them.
+    fix = on_uart["pin leds.error"].fix
+    assert fix.startswith("move the error LED to a free pin (GPIO2 (pin 3), GPIO3 (pin 5), ")
+    assert "GPIO14" not in fix and "GPIO15" not in fix
     gadget = by_name(check_pins(config(led_on_txd + "[console]\nport = '/dev/ttyGS0'\n"), None))
     assert gadget["pin leds.error"].status == "pass"
 
@@ -116,10 +129,11 @@ def test_a_pin_name_off_the_header() -> None:
 # --------------------------------------------------------------------------- board
 
 
-def test_board_unset_or_for_another_model(tmp_path: Path) -> None:
+def test_board_unset_is_fine_and_said_or_for_another_model(tmp_path: Path) -> None:
     check, profile = check_board(config(board=""), Machine())
-    assert check.status == "fail" and profile is None
-    assert "set [device] board to one of:" in check.fix and "wm8960-hat" in check.fix
+    assert check.status == "info" and profile is None
+    assert check.line().startswith("INFO  board: no board profile set: pins are checked against")
+    assert "wm8960-hat" in check.message and " -> fix" not in check.line()
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\0")
     check, _ = check_board(config(board="pi4-respeaker-2mic"), Machine(model_file=model))
@@ -427,6 +441,37 @@ async def test_the_credentials_server_is_checked_first(
     assert (await check_server(conf)).status == "pass"
 
 
+def test_the_credential_reads_or_its_file_is_named(tmp_path: Path) -> None:
+    from pttd.store import Credential, Store
+
+    conf = config(f"[state]\ndir = '{tmp_path}'")
+    assert check_credential(conf).status == "skip"  # not paired yet
+    Store(tmp_path).save_credential(Credential("ws://radio.example:8080", "gate-3", "tok", ("a",)))
+    check = check_credential(conf)
+    assert check.status == "pass"
+    assert check.message == "paired with ws://radio.example:8080 as gate-3"
+    path = tmp_path / "credential.json"
+    path.write_text("{damaged")
+    check = check_credential(conf)
+    assert check.status == "fail" and check.message == f"{path}: not valid JSON (damaged?)"
+    assert "pair the device again" in check.fix and "\n" not in check.line()
+    path.unlink()
+    path.mkdir()  # unreadable, even for root
+    check = check_credential(conf)
+    assert check.status == "fail" and check.message.startswith(f"{path}: cannot read: ")
+
+
+async def test_an_unreadable_credential_fails_once_and_the_configs_server_is_checked(
+    tmp_path: Path, room_server: RoomServer
+) -> None:
+    (tmp_path / "credential.json").write_text("[]")
+    conf = config(f"[server]\nurl = '{room_server.url}'\n[state]\ndir = '{tmp_path}'")
+    checks = by_name(run_local_checks(conf, good_machine(tmp_path)))
+    assert checks["credential"].status == "fail"
+    assert str(tmp_path / "credential.json") in checks["credential"].message
+    assert (await check_server(conf)).status == "pass"
+
+
 async def test_no_server_yet_is_a_skip(tmp_path: Path) -> None:
     assert (await check_server(config(f"[state]\ndir = '{tmp_path}'"))).status == "skip"
 
@@ -489,7 +534,7 @@ def test_json_shape_and_exit_1_on_a_failure(
     assert report["config"] == str(path)
     for check in report["checks"]:
         assert set(check) == {"check", "status", "message", "fix"}
-        assert check["status"] in ("pass", "fail", "skip")
+        assert check["status"] in ("pass", "fail", "skip", "info")
     failed = [c for c in report["checks"] if c["status"] == "fail"]
     assert report["failed"] == len(failed)
     names = {c["check"] for c in failed}
@@ -506,6 +551,22 @@ def test_a_broken_config_is_one_failing_line(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("FAIL  config: ") and "leds.transmit" in out[0]
     assert "-> fix: edit " in out[0]
+
+
+def test_a_config_without_a_board_is_checked_against_the_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pttd.toml"  # no [device] board, like the README's minimal config
+    path.write_text(
+        f"[state]\ndir = '{tmp_path / 'state'}'\n[audio]\nbackend = 'sim'\n"
+        "[[ptt]]\nkind = 'gpio'\npin = 17\n[leds]\ntransmit = 27\n"
+    )
+    assert cmd_doctor(parse("--config", str(path)), good_machine(tmp_path)) == 1  # no gpiochip
+    out = capsys.readouterr().out
+    assert "INFO  board: no board profile set" in out
+    assert "PASS  pin ptt[0].pin: PTT button on GPIO17 (pin 11)" in out
+    assert "PASS  pin leds.transmit: transmit LED on GPIO27 (pin 13)" in out
+    assert "FAIL  board" not in out and "none left" not in out
 
 
 def test_local_checks_make_one_line_each(tmp_path: Path) -> None:

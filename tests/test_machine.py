@@ -32,6 +32,7 @@ from pttd.machine import (
     PlayTone,
     PttPressed,
     PttReleased,
+    Report,
     RoomSelected,
     SendAudio,
     SendStartStream,
@@ -43,6 +44,7 @@ from pttd.machine import (
     StreamGranted,
     StreamRefused,
     Talk,
+    TextArrived,
     TimerFired,
     Tone,
     Unpaired,
@@ -232,6 +234,65 @@ def test_shutdown_closes_capture_then_stops_stream() -> None:
     actions = m.handle(Shutdown(5.0))
     assert actions[0] == CloseCapture() and SendStopStream(7, "ops") in actions
     assert CancelTimer(TALK_TIMER) in actions
+
+
+def reports(actions: list[Action]) -> list[str]:
+    return [a.text for a in of(actions, Report)]
+
+
+def test_the_operators_log_says_who_where_and_why() -> None:
+    m = online()
+    assert reports(m.handle(PttPressed(1.0))) == ["PTT pressed: asking to talk in ops"]
+    assert reports(m.handle(StreamGranted(1.1, 1, 7))) == ["talk permitted in ops"]
+    assert reports(m.handle(PttReleased(2.0))) == ["talk in ops ended: PTT released"]
+    m.handle(PttPressed(3.0, emergency=True))
+    assert reports(m.handle(StreamRefused(3.1, 2, "busy", "bob"))) == [
+        "talk in ops refused: busy (bob is talking)"
+    ]
+    assert reports(m.handle(PttReleased(3.2, emergency=True))) == ["emergency button released"]
+    assert reports(m.handle(IncomingStart(4.0, 3, "yard", "bob"))) == ["bob talks in yard"]
+    assert reports(m.handle(IncomingStop(5.0, 3))) == ["bob stopped talking in yard"]
+    assert reports(m.handle(IncomingStop(5.1, 3))) == []  # a stream it never heard start
+    assert reports(m.handle(TextArrived(6.0, "ops", "bob", 11))) == [
+        "text message from bob in ops (11 characters)"
+    ]
+    assert reports(m.handle(ChangeRoom(7.0, name="yard"))) == ["room yard selected"]
+    press_and_grant(m)
+    assert reports(m.handle(TimerFired(70.0, TALK_TIMER))) == [
+        "talk in yard cut: transmit time-out"
+    ]
+    assert reports(m.handle(PttPressed(71.0))) == ["PTT pressed: ignored until every button is up"]
+
+
+def test_an_emergency_press_and_a_press_that_cannot_talk_are_reported() -> None:
+    m = online()
+    assert reports(m.handle(PttPressed(1.0, emergency=True))) == [
+        "emergency button pressed: asking to talk in ops with emergency priority"
+    ]
+    assert reports(m.handle(LinkDown(2.0, "gone"))) == ["talk in ops cut: link lost"]
+    m.handle(PttReleased(2.5, emergency=True))
+    assert reports(m.handle(PttPressed(3.0))) == ["PTT pressed: cannot talk: link connecting"]
+    assert reports(DeviceMachine(paired=False).handle(PttPressed(1.0))) == [
+        "PTT pressed: cannot talk: link unpaired, no room"
+    ]
+
+
+def test_toggle_mode_reports_presses_not_releases() -> None:
+    m = online(toggle=True)
+    assert reports(m.handle(PttPressed(1.0))) == ["PTT pressed: asking to talk in ops"]
+    assert reports(m.handle(PttReleased(1.1))) == []
+    assert reports(m.handle(PttPressed(2.0))) == ["talk in ops ended: PTT pressed again"]
+
+
+@pytest.mark.parametrize("event", [CredentialRefused(2.0), Unpaired(2.0)])
+def test_losing_the_credential_forgets_the_rooms_and_the_selected_room(event: Any) -> None:
+    m = online()
+    m.handle(ChangeRoom(1.0, name="yard"))
+    m.handle(IncomingStart(1.5, 3, "ops", "bob"))
+    actions = m.handle(event)
+    assert RoomSelected(None) in actions  # the daemon forgets the saved one too
+    assert m.rooms == () and m.room is None and not m.incoming
+    assert of(m.handle(event), RoomSelected) == []  # once
 
 
 # ---------------------------------------------------------------------------- stateful property

@@ -145,15 +145,20 @@ class Profile:
     def reservations_for(self, pin: int) -> list[Reservation]:
         return [r for r in self.reserved if pin in r.pins]
 
-    def free_pins(self, taken: AbstractSet[int] = frozenset()) -> list[int]:
-        """GPIOs nothing in the profile reserves (UART pins excluded too) and not ``taken``: the
-        profile's default wiring pins first, then the rest, each in header order."""
-        blocked = {p for r in self.reserved for p in r.pins} | set(CONSOLE_DEFAULTS["uart"].pins)
-        wired = set(self.defaults.values())
-        return sorted(
-            (g for g in PHYSICAL if g not in blocked and g not in taken),
-            key=lambda g: (g not in wired, PHYSICAL[g]),
-        )
+
+def free_pins(profile: Profile | None, taken: AbstractSet[int] = frozenset()) -> list[int]:
+    """GPIOs on the header that are not ``taken``, not the UART's and not reserved by
+    ``profile``'s hardware (with no profile: none is): the profile's default wiring pins first,
+    then the rest, each in header order."""
+    blocked = set(CONSOLE_DEFAULTS["uart"].pins)
+    wired: set[int] = set()
+    if profile is not None:
+        blocked |= {p for r in profile.reserved for p in r.pins}
+        wired = set(profile.defaults.values())
+    return sorted(
+        (g for g in PHYSICAL if g not in blocked and g not in taken),
+        key=lambda g: (g not in wired, PHYSICAL[g]),
+    )
 
 
 class ProfileError(ValueError):

@@ -2,7 +2,10 @@
 
 Persisted state (the credential, the selected room, the volume) lives apart, in the state
 directory (:mod:`pttd.store`). Every problem in a file is reported at once, each naming its key:
-``audio.frame_ms: must be one of 10, 20, 40, 60 (got 25)``.
+``audio.frame_ms: must be one of 10, 20, 40, 60 (got 25)``. Rules that look at more than one key
+live here too, so that ``pttd config check``, ``pttd run``, the console's ``config set`` and
+``pttd doctor`` (which loads the file) all apply them: one GPIO for two functions is refused,
+``leds.online: GPIO17 (pin 11) is also the PTT button (ptt[0].pin); ...``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pttd.boards import bcm_number, describe_pin
 from pttd.errors import ConfigError
 
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is fine
@@ -236,11 +240,67 @@ def _ptt_problems(ptt: PttConfig, where: str) -> list[str]:
     return []
 
 
+@dataclass(frozen=True, slots=True)
+class PinUse:
+    """A GPIO the config gives a function."""
+
+    function: str  # "PTT button", "transmit LED"
+    key: str  # the config key: "ptt[0].pin", "leds.transmit"
+    pin: int | str
+    is_input: bool
+
+
+def pin_uses(config: Config) -> list[PinUse]:
+    """Every GPIO the config wires, in the file's order."""
+    uses = [
+        PinUse("PTT button", f"ptt[{i}].pin", ptt.pin, True)
+        for i, ptt in enumerate(config.ptt)
+        if ptt.kind == "gpio" and ptt.pin is not None
+    ]
+    b = config.buttons
+    for function, key, value in (
+        ("emergency button", "buttons.emergency", b.emergency),
+        ("room up button", "buttons.room_up", b.room_up),
+        ("room down button", "buttons.room_down", b.room_down),
+        ("volume up button", "buttons.volume_up", b.volume_up),
+        ("volume down button", "buttons.volume_down", b.volume_down),
+    ):
+        if value is not None:
+            uses.append(PinUse(function, key, value, True))
+    for name in ("online", "transmit", "receive", "error"):
+        value = getattr(config.leds, name)
+        if value is not None:
+            uses.append(PinUse(f"{name} LED", f"leds.{name}", value, False))
+    return uses
+
+
+def pin_clashes(config: Config) -> list[str]:
+    """One problem per GPIO given to more than one function (``17``, ``"GPIO17"`` and
+    ``"BOARD11"`` are one pin), under the key of its last use, naming the others."""
+    by_gpio: dict[int, list[PinUse]] = {}
+    for use in pin_uses(config):
+        gpio = bcm_number(use.pin)
+        if gpio is not None:  # a name off the header: `pttd doctor` says so
+            by_gpio.setdefault(gpio, []).append(use)
+    problems = []
+    for gpio, uses in by_gpio.items():
+        if len(uses) > 1:
+            *earlier, last = uses
+            also = " and the ".join(f"{u.function} ({u.key})" for u in earlier)
+            problems.append(
+                f"{last.key}: {describe_pin(gpio)} is also the {also}; "
+                "give each function its own pin"
+            )
+    return problems
+
+
 def _whole_problems(config: Config) -> list[str]:
     """Checks that look at more than one field."""
+    problems = []
     if config.server.url and not config.server.url.startswith(("ws://", "wss://")):
-        return [f"server.url: must start with ws:// or wss:// (got {config.server.url!r})"]
-    return []
+        problems.append(f"server.url: must start with ws:// or wss:// (got {config.server.url!r})")
+    problems.extend(pin_clashes(config))
+    return problems
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

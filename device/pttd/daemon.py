@@ -4,6 +4,9 @@ Everything runs on one asyncio loop. Hardware threads cross into it in their ada
 (``call_soon_threadsafe``); the only thread this module shares state with is the audio output's,
 through the :class:`~pttd.audio.mixer.Mixer`. Decisions are the state machine's: this module
 turns events into :meth:`DeviceMachine.handle` calls and carries the returned actions out, in order.
+What the operator's log says about talking (presses, permits, refusals, other talkers, texts
+arriving) is the machine's :class:`~pttd.machine.Report` actions, logged here at INFO: one way,
+and never with what was said or written.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pttd.machine import (
     PlayTone,
     PttPressed,
     PttReleased,
+    Report,
     RoomSelected,
     SendAudio,
     SendStartStream,
@@ -51,6 +55,7 @@ from pttd.machine import (
     Shutdown,
     StartTimer,
     StopLink,
+    TextArrived,
     TimerFired,
     Tone,
     Unpaired,
@@ -68,6 +73,7 @@ class Counters:
     packets_sent: int = 0
     packets_received: int = 0
     streams_heard: int = 0
+    texts_received: int = 0
     talks: int = 0
     access_times: list[float] = field(default_factory=list)  # press edge → talk permit, s
     online_times: list[float] = field(default_factory=list)  # the link came up (logged on)
@@ -122,7 +128,8 @@ class Device:
             ),
             paired=self._credential is not None,
         )
-        self.machine.room = saved.room
+        if self._credential is not None:  # a room saved while paired means nothing unpaired
+            self.machine.room = saved.room
         self.link = ServerLink(
             lambda: self._credential,
             self._on_link_event,
@@ -269,7 +276,10 @@ class Device:
             self.mixer.stop_stream(event.stream_id)
             self.feed(IncomingStop(now, event.stream_id))
         elif isinstance(event, p.OnTextMessage):
-            log.info("text from %s in %s: %s", event.from_, event.channel, event.text)
+            # The device has no screen: the message goes no further. Only that it came (who,
+            # where, how long) reaches the log; its text is kept nowhere.
+            self.counters.texts_received += 1
+            self.feed(TextArrived(now, event.channel, event.from_, len(event.text)))
         else:
             was_online = self.machine.link is Link.ONLINE
             self.feed(event)
@@ -316,8 +326,9 @@ class Device:
                     self._cancel_timer(action.name)
                 case MutePlayback():
                     self.mixer.set_muted(action.muted)
+                case Report():
+                    log.info("%s", action.text)
                 case RoomSelected():
-                    log.info("room %s selected", action.room)
                     try:
                         self.store.update_settings(room=action.room)
                     except StoreError as exc:

@@ -1,12 +1,14 @@
 """``pttd doctor``: tell an installer exactly what is miswired, one line per check.
 
 It checks the config against its board profile (pins that clash with the board's I2S, I2C or
-UART, or with each other), that libopus loads, that the audio devices the config names exist and
-are the board's, that the GPIO chip, the sound devices, the serial ports and the input devices
-are open to the service's user (as systemd starts it: its groups plus the unit's
-SupplementaryGroups), that the kernel's login console is not on pttd's console port, and that the
-room server answers with a valid certificate. Each failing line says how to fix it; the exit
-status is 1 when any check fails.
+UART; two functions on one pin is the config's own rule, :func:`pttd.config.pin_clashes`, so a
+config with one does not load), that libopus loads, that the audio devices the config names
+exist and are the board's, that the GPIO chip, the sound devices, the serial ports and the input
+devices are open to the service's user (as systemd starts it: its groups plus the unit's
+SupplementaryGroups), that the kernel's login console is not on pttd's console port, that the
+stored credential reads, and that the room server answers with a valid certificate. Each failing
+line says how to fix it; the exit status is 1 when any check fails. An unset board is fine: it
+is said (INFO), and the pins are checked against the header and the UART only.
 
 It claims no pin and opens no audio stream, so it can run beside the running service.
 """
@@ -37,11 +39,13 @@ from pttd.boards import (
     ProfileError,
     bcm_number,
     describe_pin,
+    free_pins,
     load_profile,
     profile_names,
 )
-from pttd.config import Config, load_config
-from pttd.errors import PttdError
+from pttd.config import Config, load_config, pin_uses
+from pttd.errors import PttdError, StoreError
+from pttd.store import Store
 
 if TYPE_CHECKING:
     from pttd.audio.devices import AudioDevice, DeviceSpec, Kind
@@ -52,7 +56,7 @@ SERVICE_GROUPS = ("gpio", "audio", "dialout", "input")
 """The unit's SupplementaryGroups= (systemd/pttd.service): the service has them whatever
 /etc/group says."""
 
-Status = Literal["pass", "fail", "skip"]
+Status = Literal["pass", "fail", "skip", "info"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,11 @@ def failed(name: str, message: str, fix: str) -> Check:
 
 def skipped(name: str, message: str) -> Check:
     return Check(name, "skip", message)
+
+
+def info(name: str, message: str) -> Check:
+    """Worth knowing, nothing wrong."""
+    return Check(name, "info", message)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -203,10 +212,10 @@ def check_board(config: Config, machine: Machine) -> tuple[Check, Profile | None
     choices = ", ".join(profile_names())
     if not name:
         return (
-            failed(
+            info(
                 "board",
-                "no board profile set: pins and audio devices cannot be checked",
-                f"set [device] board to one of: {choices}",
+                "no board profile set: pins are checked against the header and the UART only, "
+                f"audio devices by name (a profile checks the board's hardware too: {choices})",
             ),
             None,
         )
@@ -232,37 +241,6 @@ def check_board(config: Config, machine: Machine) -> tuple[Check, Profile | None
     return passed("board", f"{name}: {profile.description} ({model})"), profile
 
 
-@dataclass(frozen=True, slots=True)
-class PinUse:
-    function: str  # "PTT button", "transmit LED"
-    key: str  # the config key: "ptt[0].pin", "leds.transmit"
-    pin: int | str
-    is_input: bool
-
-
-def pin_uses(config: Config) -> list[PinUse]:
-    uses = [
-        PinUse("PTT button", f"ptt[{i}].pin", ptt.pin, True)
-        for i, ptt in enumerate(config.ptt)
-        if ptt.kind == "gpio" and ptt.pin is not None
-    ]
-    b = config.buttons
-    for function, key, value in (
-        ("emergency button", "buttons.emergency", b.emergency),
-        ("room up button", "buttons.room_up", b.room_up),
-        ("room down button", "buttons.room_down", b.room_down),
-        ("volume up button", "buttons.volume_up", b.volume_up),
-        ("volume down button", "buttons.volume_down", b.volume_down),
-    ):
-        if value is not None:
-            uses.append(PinUse(function, key, value, True))
-    for name in ("online", "transmit", "receive", "error"):
-        value = getattr(config.leds, name)
-        if value is not None:
-            uses.append(PinUse(f"{name} LED", f"leds.{name}", value, False))
-    return uses
-
-
 def _console_uart(config: Config, profile: Profile | None) -> bool:
     ports = {config.console.port} | {p.port for p in config.ptt if p.kind == "serial"}
     uart = set(UART_DEVICES)
@@ -272,6 +250,8 @@ def _console_uart(config: Config, profile: Profile | None) -> bool:
 
 
 def check_pins(config: Config, profile: Profile | None) -> list[Check]:
+    """Each GPIO against the UART and the board's hardware. Two functions on one pin never
+    get here: the config does not load (:func:`pttd.config.pin_clashes`)."""
     uses = pin_uses(config)
     if not uses:
         return [skipped("pins", "no GPIO buttons or LEDs in the config")]
@@ -281,7 +261,7 @@ def check_pins(config: Config, profile: Profile | None) -> list[Check]:
     uart_pins = CONSOLE_DEFAULTS["uart"].pins if profile is None else profile.consoles["uart"].pins
 
     def free(limit: int = 6) -> str:
-        pins = profile.free_pins(taken) if profile is not None else []
+        pins = free_pins(profile, taken)
         return ", ".join(describe_pin(p) for p in pins[:limit]) or "none left"
 
     checks = []
@@ -298,17 +278,6 @@ def check_pins(config: Config, profile: Profile | None) -> list[Check]:
             )
             continue
         where = describe_pin(gpio)
-        others = [u for u in uses if u is not use and numbers[u.key] == gpio]
-        if others:
-            clash = " and ".join(f"the {u.function} ({u.key})" for u in others)
-            checks.append(
-                failed(
-                    name,
-                    f"{use.function} on {where} is also {clash}",
-                    f"give each function its own pin; free pins: {free()}",
-                )
-            )
-            continue
         if uart and gpio in uart_pins:
             checks.append(
                 failed(
@@ -606,15 +575,29 @@ def check_state_dir(config: Config, machine: Machine) -> Check:
     return passed("state dir", f"{path} ({describe_mode(st)})")
 
 
-def server_url(config: Config) -> str:
-    """The address the daemon connects to: the credential's, else the config's."""
-    from pttd.store import Store  # noqa: PLC0415
-
-    with contextlib.suppress(Exception):
+def check_credential(config: Config) -> Check:
+    """The stored credential reads (the daemon would start unpaired if it did not)."""
+    try:
         credential = Store(config.state.dir).credential()
-        if credential is not None:
-            return credential.server_url
-    return config.server.url
+    except StoreError as exc:
+        if isinstance(exc.__cause__, PermissionError):
+            fix = "run it as root (sudo pttd doctor): the credential is the service's, 0600"
+        else:
+            fix = "pair the device again at the installer console (unpair, then pair)"
+        return failed("credential", str(exc), fix)
+    if credential is None:
+        return skipped("credential", "not paired yet: pair at the installer console")
+    return passed("credential", f"paired with {credential.server_url} as {credential.device_name}")
+
+
+def server_url(config: Config) -> str:
+    """The address the daemon connects to: the credential's, else the config's (an unreadable
+    credential is :func:`check_credential`'s failure)."""
+    try:
+        credential = Store(config.state.dir).credential()
+    except StoreError:
+        credential = None
+    return credential.server_url if credential is not None else config.server.url
 
 
 def _expiry(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
@@ -690,6 +673,7 @@ def run_local_checks(config: Config, machine: Machine) -> list[Check]:
     checks += check_serial(config, profile, machine)
     checks += check_input_devices(config, machine)
     checks.append(check_state_dir(config, machine))
+    checks.append(check_credential(config))
     return checks
 
 

@@ -5,6 +5,9 @@ It logs on with the stored credential, joins the credential's rooms, reconnects 
 and verifies TLS by default. It makes no decisions: what it hears becomes events for the daemon
 (the state machine's link and floor events, plus incoming streams and audio for the mixer).
 A refused credential stops it until :meth:`ServerLink.wake` (a new pairing).
+
+While the server cannot be reached the log gets the first failure, then a summary at a falling
+rate, and one line when the link is back, saying how long it was down (:class:`Outage`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeAlias
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeAlias
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import broadcast
@@ -54,6 +57,7 @@ LinkEvent: TypeAlias = (
     | p.AudioPacket
 )
 LinkHandler = Callable[[LinkEvent], None]
+Outcome: TypeAlias = Literal["refused", "failed", "ended"]  # how a session ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,98 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ConnectionClosed):
         return "unreachable", "the server closed the connection"
     return "unreachable", str(exc)
+
+
+def duration(seconds: float) -> str:
+    """``4.2 s``, ``42 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(whole, 3600)
+    return f"{hours} h {rest // 60} min" if rest // 60 else f"{hours} h"
+
+
+def attempts_text(count: int) -> str:
+    return f"{count} attempt" + ("" if count == 1 else "s")
+
+
+SUMMARY_INTERVALS: Final = (10.0, 30.0, 60.0, 300.0)
+"""Seconds from one outage line to the next summary: 10 s, 30 s, 60 s, then every 5 min."""
+
+
+@dataclass
+class Outage:
+    """What the log says while the server cannot be reached, and when. Pure: time is passed in.
+
+    The first failure (and any new kind of failure) is said at once; the attempts after it are
+    counted and summed up after 10 s, 30 s, 60 s, then every 5 min; once back online, one line
+    says how long the link was down. Each call returns the line to log, or None.
+    """
+
+    intervals: tuple[float, ...] = SUMMARY_INTERVALS
+    since: float | None = None  # when the link went down; None: not down (online, or idle)
+    attempts: int = 0  # failed attempts since then
+    _reasons: set[str] = field(default_factory=set)  # the kinds of failure already said
+    _window_start: float = 0.0  # the last summary (or the start)
+    _window_attempts: int = 0  # failed attempts since then
+    _step: int = 0
+    _summary_at: float = 0.0
+
+    def lost(self, now: float, reason: str) -> str:
+        """The connection was up and went down."""
+        self._begin(now)
+        self._reasons.add(reason)
+        return f"connection lost: {reason}"
+
+    def failed(self, now: float, reason: str) -> str | None:
+        """An attempt to connect failed for ``reason``."""
+        if self.since is None:
+            self._begin(now)
+        self.attempts += 1
+        self._window_attempts += 1
+        if reason not in self._reasons:
+            self._reasons.add(reason)
+            return reason
+        if now < self._summary_at:
+            return None
+        assert self.since is not None
+        line = (
+            f"still no connection after {duration(now - self.since)}: "
+            f"{attempts_text(self._window_attempts)} in the last "
+            f"{duration(now - self._window_start)} failed ({reason})"
+        )
+        self._step = min(self._step + 1, len(self.intervals) - 1)
+        self._window_start, self._window_attempts = now, 0
+        self._summary_at = now + self.intervals[self._step]
+        return line
+
+    def online(self, now: float) -> str | None:
+        """The link is up: how long it was down, if it was."""
+        if self.since is None:
+            return None
+        line = f"back after {duration(now - self.since)}"
+        if self.attempts:
+            line += f" ({attempts_text(self.attempts)} failed)"
+        self.end()
+        return line
+
+    def end(self) -> None:
+        """Nothing to report any more (the credential was given up or refused)."""
+        self.since = None
+        self.attempts = 0
+        self._reasons.clear()
+
+    def _begin(self, now: float) -> None:
+        self.end()
+        self.since = now
+        self._window_start, self._window_attempts = now, 0
+        self._step = 0
+        self._summary_at = now + self.intervals[0]
 
 
 PAIRING_MESSAGES = {
@@ -179,6 +275,7 @@ class ServerLink:
         self.online = False
         self.last_error = ""
         self.connects = 0
+        self.outage = Outage()
 
     # -- sending (called from the daemon, on the loop thread; never blocks) -------------------
 
@@ -270,16 +367,15 @@ class ServerLink:
                 await self._wake.wait()
                 continue
             self._handler(LinkConnecting(self._now()))
-            refused = False
+            outcome: Outcome = "failed"
+            lost = False
             connects = self.connects
             try:
-                refused = await self._session(credential)
+                outcome = await self._session(credential)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
                 _, self.last_error = describe_failure(exc)
-                log.warning("link to %s: %s", credential.server_url, self.last_error)
             except ProtocolError as exc:
                 self.last_error = f"server sent a bad message: {exc}"
-                log.warning("link: %s", self.last_error)
             finally:
                 self._ws = None
                 self._pending.clear()
@@ -289,9 +385,12 @@ class ServerLink:
                 self._own_streams.clear()
                 if self.online:
                     self.online = False
+                    lost = True
                     self._handler(LinkDown(self._now(), self.last_error))
             if self._closed:
                 break
+            refused = outcome == "refused"
+            self._report(credential, refused=refused, lost=lost, failed=outcome == "failed")
             if refused:
                 self._handler(CredentialRefused(self._now()))
                 self._wake.clear()
@@ -307,8 +406,25 @@ class ServerLink:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
 
-    async def _session(self, credential: Credential) -> bool:
-        """One connection, from logon to loss. Returns True if the credential was refused."""
+    def _report(self, credential: Credential, *, refused: bool, lost: bool, failed: bool) -> None:
+        """Log the end of a session as :class:`Outage` says: not every failed attempt."""
+        if refused or self._credential() != credential:
+            self.outage.end()  # refused (said already), or given up: nothing is down
+            return
+        now = self._now()
+        line = (
+            self.outage.lost(now, self.last_error or "connection closed")
+            if lost
+            else self.outage.failed(now, self.last_error)
+            if failed
+            else None
+        )
+        if line is not None:
+            log.warning("link to %s: %s", credential.server_url, line)
+
+    async def _session(self, credential: Credential) -> Outcome:
+        """One connection, from logon to loss: ``refused`` if the credential was refused for
+        good, ``failed`` if the logon failed otherwise, else ``ended``."""
         async with _connect(credential.server_url, self.settings) as ws:
             seq = next(self._seq)
             await ws.send(
@@ -325,16 +441,24 @@ class ServerLink:
                 answer = await self._await_logon(ws, seq)
             if not answer.success:
                 self.last_error = f"logon refused: {answer.error}"
-                log.error("link: %s", self.last_error)
                 # Refused for good only when the credential itself is: not when rate-limited.
-                return answer.error == p.NOT_AUTHORIZED and answer.reason != p.REASON_RATE_LIMITED
+                if answer.error == p.NOT_AUTHORIZED and answer.reason != p.REASON_RATE_LIMITED:
+                    log.error("link: %s", self.last_error)
+                    return "refused"
+                return "failed"
             if self._credential() != credential:
-                return False  # given up (unpaired) while logging on: this session is over
+                return "ended"  # given up (unpaired) while logging on: this session is over
             self._ws = ws
             self.online = True
             self.connects += 1
             self.last_error = ""
-            log.info("online at %s in %s", credential.server_url, ", ".join(credential.rooms))
+            back = self.outage.online(self._now())
+            log.info(
+                "online at %s in %s%s",
+                credential.server_url,
+                ", ".join(credential.rooms),
+                f"; {back}" if back else "",
+            )
             self._handler(LinkUp(self._now(), credential.rooms))
             revoked = False
             async for frame in ws:
@@ -356,7 +480,7 @@ class ServerLink:
                 self.last_error = ""  # dropped: the credential was given up
             else:
                 self.last_error = f"connection closed ({ws.close_code})"
-            return revoked
+            return "refused" if revoked else "ended"
 
     async def _await_logon(self, ws: ClientConnection, seq: int) -> p.Response:
         while True:

@@ -5,6 +5,11 @@ timers, captured audio); actions come out (open/close capture, send start/stop_s
 play a tone, set LEDs, start/cancel timers, mute playback). The daemon carries actions out in the
 order given. Time is passed in; nothing here sleeps, reads a clock or touches a device.
 
+What the operator's log says about talking comes from here too, as :class:`Report` actions the
+daemon logs at INFO: presses, talk permits, refusals (with the reason and who holds the floor),
+the end of each talk, other talkers starting and stopping, text messages arriving. Who, which
+room, why: never what was said or written.
+
 The privacy rule lives here and only here: the microphone (capture) is open exactly while a PTT
 button is held (or latched, in toggle mode) in a joined room and the talk was neither refused nor
 timed out — or while the installer's explicit audio test runs. Every way out of talking closes
@@ -159,6 +164,17 @@ class CapturedFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class TextArrived:
+    """A text message reached this device: who sent it, in which room, how long it was. Its
+    text does not come here: nothing keeps or logs it."""
+
+    t: float
+    room: str
+    sender: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeRoom:
     t: float
     step: int = 0  # +1 / -1: next / previous room
@@ -194,6 +210,7 @@ Event: TypeAlias = (
     | CapturedFrame
     | ChangeRoom
     | AudioTest
+    | TextArrived
     | Shutdown
 )
 
@@ -259,7 +276,16 @@ class MutePlayback:
 
 @dataclass(frozen=True, slots=True)
 class RoomSelected:
-    room: str  # for the daemon to persist
+    """For the daemon to persist; None: no room selected any more (unpaired, revoked)."""
+
+    room: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A line for the operator's log (INFO): what happened, never what was said."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +305,7 @@ Action: TypeAlias = (
     | CancelTimer
     | MutePlayback
     | RoomSelected
+    | Report
     | StopLink
 )
 
@@ -316,6 +343,7 @@ class DeviceMachine:
     stream_id: int | None = None  # our granted stream
     request: int | None = None  # our outstanding start_stream
     incoming: dict[int, str] = field(default_factory=dict)  # stream_id -> talker
+    incoming_rooms: dict[int, str] = field(default_factory=dict)  # stream_id -> room
     muted: bool = False
     last_error: str = ""
     _requests: int = 0
@@ -370,8 +398,20 @@ class DeviceMachine:
                 self._on_own_stopped(event, out)
             case IncomingStart():
                 self.incoming[event.stream_id] = event.talker
+                self.incoming_rooms[event.stream_id] = event.room
+                out.append(Report(f"{event.talker} talks in {event.room}"))
             case IncomingStop():
-                self.incoming.pop(event.stream_id, None)
+                talker = self.incoming.pop(event.stream_id, None)
+                room = self.incoming_rooms.pop(event.stream_id, None)
+                if talker is not None:
+                    out.append(Report(f"{talker} stopped talking in {room}"))
+            case TextArrived():
+                out.append(
+                    Report(
+                        f"text message from {event.sender} in {event.room} "
+                        f"({event.length} characters)"
+                    )
+                )
             case TimerFired():
                 self._on_timer(event, out)
             case LinkConnecting():
@@ -382,9 +422,8 @@ class DeviceMachine:
             case LinkDown():
                 self._on_link_down(event, out)
             case CredentialRefused():
-                self._end_talk(out, block=True, stop=False)
-                self.paired = False
-                self.link = Link.UNPAIRED
+                self._end_talk(out, block=True, stop=False, why="cut: credential refused")
+                self._forget_pairing(out)
                 self.last_error = "credential refused"
                 out.append(StopLink())
             case Paired():
@@ -392,22 +431,19 @@ class DeviceMachine:
                 if self.link is Link.UNPAIRED:
                     self.link = Link.OFFLINE
             case Unpaired():
-                self._end_talk(out, block=True)
+                self._end_talk(out, block=True, why="ended: unpaired")
                 self._set_audio_test(False, out)
-                self.paired = False
-                self.link = Link.UNPAIRED
-                self.rooms = ()
-                self.incoming.clear()
+                self._forget_pairing(out)
                 self.last_error = ""
             case ChangeRoom():
                 self._on_change_room(event, out)
             case AudioTest():
                 self._on_audio_test(event, out)
             case Shutdown():
-                self._end_talk(out, block=True)
+                self._end_talk(out, block=True, why="ended: shutting down")
                 self._set_audio_test(False, out)
                 self.link = Link.OFFLINE
-                self.incoming.clear()
+                self._clear_incoming()
         out.extend(self._leds_now())
         return out
 
@@ -418,20 +454,26 @@ class DeviceMachine:
 
     def _on_press(self, event: PttPressed, out: list[Action]) -> None:
         button = "emergency" if event.emergency else "ptt"
+        pressed = "emergency button pressed" if event.emergency else "PTT pressed"
         if self.settings.toggle:
             if self.latched or self.talk is not Talk.IDLE:
                 self.latched = False
-                self._end_talk(out, block=False)
+                if self.talk is Talk.IDLE:
+                    out.append(Report(pressed))
+                self._end_talk(out, block=False, why=f"ended: {pressed} again")
                 return
             self.latched = True
         self.held_buttons.add(button)
         if self.talk is not Talk.IDLE or self.blocked:
+            blocked = self.talk is Talk.IDLE
+            out.append(Report(pressed + (": ignored until every button is up" if blocked else "")))
             return
         if not self._may_talk():
             out.append(PlayTone(Tone.ERROR))
             self.last_error = f"cannot talk: link {self.link.value}" + (
                 "" if self.room else ", no room"
             )
+            out.append(Report(f"{pressed}: {self.last_error}"))
             self._block()
             return
         self._set_audio_test(False, out)
@@ -445,14 +487,22 @@ class DeviceMachine:
         )
         out.append(StartTimer(TALK_TIMER, self.settings.talk_timeout))
         out.append(StartTimer(REQUEST_TIMER, self.settings.request_timeout))
+        priority = " with emergency priority" if event.emergency else ""
+        out.append(Report(f"{pressed}: asking to talk in {self.room}{priority}"))
 
     def _on_release(self, event: PttReleased, out: list[Action]) -> None:
         self.held_buttons.discard("emergency" if event.emergency else "ptt")
-        if self.settings.toggle or self.held_buttons:
+        released = "emergency button released" if event.emergency else "PTT released"
+        if self.settings.toggle:
+            return  # a release means nothing in toggle mode
+        if self.held_buttons:
+            out.append(Report(released))
             return
         if self.talk is Talk.TRANSMITTING and self.settings.roger_beep:
             out.append(PlayTone(Tone.ROGER))
-        self._end_talk(out, block=False)
+        if self.talk is Talk.IDLE:
+            out.append(Report(released))
+        self._end_talk(out, block=False, why=f"ended: {released}")
         self.blocked = False
 
     def _on_frame(self, event: CapturedFrame, out: list[Action]) -> None:
@@ -475,6 +525,7 @@ class DeviceMachine:
             while self._held:
                 frame = self._held.popleft()
                 out.append(SendAudio(event.stream_id, frame.payload, frame.t))
+            out.append(Report(f"talk permitted in {self.room}"))
             return
         # A grant for a talk already given up (released, timed out, cut): stop it at once.
         out.append(SendStopStream(event.stream_id, None))
@@ -482,37 +533,41 @@ class DeviceMachine:
     def _on_refused(self, event: StreamRefused, out: list[Action]) -> None:
         if self.talk is not Talk.REQUESTING or event.request != self.request:
             return
-        self.last_error = f"floor refused: {event.reason or 'refused'}" + (
+        why = f"{event.reason or 'refused'}" + (
             f" ({event.talker} is talking)" if event.talker else ""
         )
-        self._end_talk(out, block=True, stop=False)
+        self.last_error = f"floor refused: {why}"
+        self._end_talk(out, block=True, stop=False, why=f"refused: {why}")
         out.append(PlayTone(Tone.BUSY))
 
     def _on_own_stopped(self, event: OwnStreamStopped, out: list[Action]) -> None:
         if self.stream_id != event.stream_id:
             return
         self.stream_id = None  # the server ended it: no stop_stream to send
-        self.last_error = f"transmission ended by the server: {event.reason or 'stopped'}"
-        self._end_talk(out, block=True, stop=False)
+        reason = event.reason or "stopped"
+        self.last_error = f"transmission ended by the server: {reason}"
+        self._end_talk(out, block=True, stop=False, why=f"ended by the server: {reason}")
         out.append(PlayTone(Tone.TIMEOUT_WARNING if event.reason == "timeout" else Tone.BUSY))
 
     def _on_timer(self, event: TimerFired, out: list[Action]) -> None:
         if event.name == TALK_TIMER and self.talk is not Talk.IDLE:
             self.last_error = "transmit time-out"
-            self._end_talk(out, block=True)
+            self._end_talk(out, block=True, why="cut: transmit time-out")
             out.append(PlayTone(Tone.TIMEOUT_WARNING))
         elif event.name == REQUEST_TIMER and self.talk is Talk.REQUESTING:
             self.last_error = "no answer from the server"
-            self._end_talk(out, block=True)
+            self._end_talk(out, block=True, why="given up: no answer from the server")
             out.append(PlayTone(Tone.ERROR))
 
-    def _end_talk(self, out: list[Action], *, block: bool, stop: bool = True) -> None:
-        """Leave talking: capture closes first, then the stream stops, then the rest."""
+    def _end_talk(self, out: list[Action], *, block: bool, why: str, stop: bool = True) -> None:
+        """Leave talking: capture closes first, then the stream stops, then the rest; the
+        operator's log says ``talk in ROOM {why}``."""
         if self.talk is Talk.IDLE:
             if block:
                 self._block()
             return
         self._set_capture(False, out)
+        out.append(Report(f"talk in {self.room} {why}"))
         if stop and self.stream_id is not None and self.room is not None:
             out.append(SendStopStream(self.stream_id, self.room))
         self._held.clear()  # never sent: audio held for a talk that did not happen
@@ -524,6 +579,20 @@ class DeviceMachine:
         if block:
             self._block()
         self.latched = False
+
+    def _forget_pairing(self, out: list[Action]) -> None:
+        """No credential any more (given up or refused): no rooms, no selected room."""
+        self.paired = False
+        self.link = Link.UNPAIRED
+        self.rooms = ()
+        self._clear_incoming()
+        if self.room is not None:
+            self.room = None
+            out.append(RoomSelected(None))
+
+    def _clear_incoming(self) -> None:
+        self.incoming.clear()
+        self.incoming_rooms.clear()
 
     def _block(self) -> None:
         """A talk that went nowhere: in hold mode nothing opens until every button is up; in
@@ -565,16 +634,18 @@ class DeviceMachine:
         self.link = Link.ONLINE
         self.rooms = event.rooms
         if self.room not in self.rooms:
-            self._end_talk(out, block=True)  # the room we talked in is gone
-            self.room = self.rooms[0] if self.rooms else None
-            if self.room is not None:
-                out.append(RoomSelected(self.room))
+            self._end_talk(out, block=True, why="cut: the room is gone")
+            room = self.rooms[0] if self.rooms else None
+            if room != self.room:
+                self.room = room
+                out.append(RoomSelected(room))
+                out.append(Report(f"room {room} selected" if room else "no room to talk in"))
         out.append(PlayTone(Tone.CONNECTED))
 
     def _on_link_down(self, event: LinkDown, out: list[Action]) -> None:
         was_online = self.link is Link.ONLINE
-        self._end_talk(out, block=True, stop=False)
-        self.incoming.clear()
+        self._end_talk(out, block=True, stop=False, why="cut: link lost")
+        self._clear_incoming()
         if self.link is not Link.UNPAIRED:
             self.link = Link.CONNECTING
         if was_online:
@@ -596,9 +667,10 @@ class DeviceMachine:
             target = self.rooms[(index + event.step) % len(self.rooms)]
         if target == self.room:
             return
-        self._end_talk(out, block=True)
+        self._end_talk(out, block=True, why=f"ended: room changed to {target}")
         self.room = target
         out.append(RoomSelected(target))
+        out.append(Report(f"room {target} selected"))
         out.append(PlayTone(Tone.ROOM))
 
     # -- indicators -----------------------------------------------------------------------

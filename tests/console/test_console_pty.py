@@ -21,7 +21,7 @@ import pytest
 import trustme
 from console_harness import PROMPT, ROOMS, TIMEOUT, Pty, Terminal, console_rig, secrets_absent
 
-from pttd import __version__, run
+from pttd import __version__, cli, run
 from pttd.config import AudioConfig, Config, ConsoleConfig, StateConfig
 from pttd.console.device_backend import PIN_FILE
 from pttd.console.interpreter import COMMANDS
@@ -93,6 +93,7 @@ async def test_pair_with_the_qr_link_and_a_masked_code(tmp_path: Path, caplog_de
         reply = await rig.terminal.command(f"pair {pairing_link(code, url)}")
         assert f"paired with {url} as gate-1" in reply and "online in room yard" in reply
         assert "unpaired" in await rig.terminal.command("unpair")
+        assert Store(rig.state).settings().room is None  # unpaired: no room kept
 
         # Typed at the question, the code is echoed as stars: it is nowhere in the transcript.
         mark = rig.terminal.mark()
@@ -101,7 +102,7 @@ async def test_pair_with_the_qr_link_and_a_masked_code(tmp_path: Path, caplog_de
         code = await rig.code()
         reply = await rig.terminal.command(code)
         assert "*" * len(code) + "\r\n" in rig.terminal.since(mark).decode()
-        assert "online in room yard" in reply  # the room chosen before is kept
+        assert "online in room ops" in reply  # the new pairing's first room
         token = rig.sim.device.store.credential().auth_token  # type: ignore[union-attr]
         secrets_absent(rig.terminal.since(mark), code, token)
         secrets_absent(caplog_debug.text, code, token)
@@ -220,6 +221,24 @@ async def test_unpair_offline_still_wipes(tmp_path: Path) -> None:
         reply = await rig.terminal.command("unpair")
         assert "server could not be told" in reply
         assert not (rig.state / CREDENTIAL_FILE).exists()
+
+
+async def test_a_revoked_device_shows_no_rooms_and_keeps_no_room(tmp_path: Path) -> None:
+    async with console_rig(tmp_path) as rig:
+        await rig.pair()
+        assert await rig.terminal.command("room yard") == "room yard selected"
+        assert Store(rig.state).settings().room == "yard"
+        db = rig.bench.registry.path  # `pttd server device revoke`, the admin's command
+        revoke = ["server", "device", "revoke", "gate-1", "--db", db]
+        assert await asyncio.to_thread(cli.main, revoke) == 0
+        async with asyncio.timeout(TIMEOUT):
+            await rig.sim.device.until(lambda m: m.link is Link.UNPAIRED)
+        status = (await rig.terminal.command("status")).splitlines()
+        for row in ("paired:       no", "rooms:        none yet", "room:         none"):
+            assert row in status, status
+        assert status_json(await rig.terminal.command("status --json"))["rooms"] == []
+        assert await rig.terminal.command("rooms") == "no rooms yet (link unpaired)"
+        assert Store(rig.state).settings().room is None
 
 
 async def test_rooms_and_room(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,9 +246,11 @@ def make_device(
     inputs: Sequence[Input] = (),
     pin_factory: object | None = None,
     leds: Leds | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RunningDevice:
     """A device on the parts ``config`` asks for (GPIO ones on ``pin_factory``), plus a
-    :class:`SimulatedButton`, ``inputs``, a looping 440 Hz 'voice' and a recording speaker."""
+    :class:`SimulatedButton`, ``inputs``, a looping 440 Hz 'voice' and a recording speaker;
+    ``clock`` is its monotonic clock (the machine's and the link's time)."""
     mic = ClockedSource(
         sine(440.0, 1.0, sample_rate=RATE, amplitude=0.3),
         sample_rate=RATE,
@@ -270,6 +273,7 @@ def make_device(
         audio_out=speaker,
         inputs=[*built, *inputs, button],
         leds=leds,
+        clock=clock,
     )
     return RunningDevice(device, mic, speaker, button)
 

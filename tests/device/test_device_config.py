@@ -20,6 +20,7 @@ from pttd.config import (
     ServerConfig,
     StateConfig,
     TalkConfig,
+    apply_overrides,
     load_config,
     parse_config,
 )
@@ -312,6 +313,49 @@ def test_bad_values_name_their_key(text: str, complaint: str) -> None:
     message = str(caught.value)
     assert message.startswith("pttd.toml: ")
     assert complaint in message
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        (
+            "[[ptt]]\nkind = 'gpio'\npin = 17\n[leds]\nonline = 17",
+            "leds.online: GPIO17 (pin 11) is also the PTT button (ptt[0].pin); "
+            "give each function its own pin",
+        ),
+        (  # one pin under three names
+            "[[ptt]]\nkind = 'gpio'\npin = 'GPIO22'\n"
+            "[buttons]\nroom_up = 'BOARD15'\n[leds]\nerror = 22",
+            "leds.error: GPIO22 (pin 15) is also the PTT button (ptt[0].pin) and the room up "
+            "button (buttons.room_up); give each function its own pin",
+        ),
+        (
+            "[[ptt]]\nkind = 'gpio'\npin = 5\n[[ptt]]\nkind = 'gpio'\npin = 5",
+            "ptt[1].pin: GPIO5 (pin 29) is also the PTT button (ptt[0].pin)",
+        ),
+    ],
+)
+def test_a_pin_given_to_two_functions_is_refused_naming_both(text: str, complaint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "pttd.toml")
+    assert str(caught.value).startswith(f"pttd.toml: {complaint}")
+
+
+def test_config_check_refuses_a_pin_clash_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "pttd.toml"
+    path.write_text("[[ptt]]\nkind = 'gpio'\npin = 17\n[leds]\nonline = 17\n", encoding="utf-8")
+    done = pttd("config", "check", "--config", str(path))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"pttd: {path}: leds.online: GPIO17 (pin 11) is also the PTT button (ptt[0].pin); "
+        "give each function its own pin"
+    ]
+
+
+def test_a_console_setting_that_would_share_a_pin_is_refused() -> None:
+    config = parse_config("[[ptt]]\nkind = 'gpio'\npin = 17\n[leds]\nonline = 5\n")
+    with pytest.raises(ConfigError, match=r"leds\.transmit: GPIO17 \(pin 11\) is also the PTT"):
+        apply_overrides(config, {"leds.transmit": 17})
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -20,7 +20,7 @@ from device_harness import ROOM, TIMEOUT, Rig, device_config, eventually, make_d
 
 from pttd import protocol as p
 from pttd.errors import LinkError, PairingFailed, PttdError
-from pttd.link import LinkEvent, LinkSettings, ServerLink, pair
+from pttd.link import LinkEvent, LinkSettings, Outage, ServerLink, duration, pair
 from pttd.machine import (
     CredentialRefused,
     Link,
@@ -399,3 +399,66 @@ async def test_link_with_a_revoked_credential_stops_trying(rig: Rig) -> None:
         await asyncio.sleep(0.5)
         assert len(events.of(LinkConnecting)) == attempts == 1
         assert "not authorized" in link.last_error
+
+
+# --------------------------------------------------------------------------- what an outage logs
+
+
+REASON = "cannot reach the server: Connect call failed"
+
+
+def test_an_outage_says_the_first_failure_then_sums_up_at_a_falling_rate() -> None:
+    outage = Outage()
+    assert outage.failed(100.0, REASON) == REASON
+    assert [outage.failed(100.0 + t, REASON) for t in (0.2, 0.6, 1.4, 3.0, 7.0)] == [None] * 5
+    assert outage.failed(110.5, REASON) == (
+        f"still no connection after 10 s: 7 attempts in the last 10 s failed ({REASON})"
+    )
+    # The next summary is 30 s after that one, then 60 s, then every 5 min.
+    assert outage.failed(140.0, REASON) is None
+    assert outage.failed(141.0, REASON) == (
+        f"still no connection after 41 s: 2 attempts in the last 30 s failed ({REASON})"
+    )
+    assert outage.failed(200.0, REASON) is None
+    assert outage.failed(201.0, REASON) is not None
+    for start in (501.0, 801.0):
+        assert outage.failed(start - 1, REASON) is None
+        line = outage.failed(start, REASON)
+        assert line is not None and "2 attempts in the last 5 min failed" in line
+    assert outage.online(812.0) == "back after 11 min 52 s (15 attempts failed)"
+    assert outage.online(813.0) is None  # said once
+
+
+def test_a_new_kind_of_failure_is_said_at_once_and_a_loss_starts_the_clock() -> None:
+    outage = Outage()
+    assert outage.lost(50.0, "connection closed (1001)") == (
+        "connection lost: connection closed (1001)"
+    )
+    assert outage.failed(50.2, REASON) == REASON  # why it does not come back
+    assert outage.failed(51.0, REASON) is None
+    assert outage.failed(52.0, "no answer from the server") == "no answer from the server"
+    assert outage.failed(53.0, REASON) is None  # alternating kinds are not said again
+    assert outage.failed(54.0, "no answer from the server") is None
+    assert outage.online(54.5) == "back after 4.5 s (5 attempts failed)"
+    # A fresh outage says its first failure again.
+    assert outage.failed(60.0, REASON) == REASON
+    assert outage.online(60.5) == "back after 0.5 s (1 attempt failed)"
+    outage.lost(70.0, "connection closed (1001)")
+    assert outage.online(70.2) == "back after 0.2 s"  # at the first attempt
+
+
+def test_an_ended_outage_says_nothing_when_the_link_comes_up() -> None:
+    outage = Outage()
+    assert outage.online(1.0) is None
+    outage.failed(2.0, REASON)
+    outage.end()  # the credential was given up
+    assert outage.online(3.0) is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0 s"), (4.25, "4.2 s"), (42.4, "42 s"), (60, "1 min"), (200, "3 min 20 s"),
+     (3600, "1 h"), (7500, "2 h 5 min")],
+)  # fmt: skip
+def test_durations(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
