@@ -66,8 +66,8 @@ HEAVY = [
     "pttd.bench",
     "pttd.demo",
     "pttd.server",
-    "pttd.doctor",
-    "pttd.console",
+    "pttd.radio.doctor",
+    "pttd.radio.console",
     "sqlite3",
     "gpiozero",
     "serial",
@@ -76,8 +76,9 @@ HEAVY = [
 
 PROBE = """
 import json, sys
-from pttd import cli, run
-from pttd.config import load_config
+from pttd import cli
+from pttd.radio import run
+from pttd.radio.config import load_config
 args = cli.build_parser("run").parse_args(["run", "--config", sys.argv[1]])
 device = run.build_device(load_config(args.config))
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"pttd", *sys.argv[2:]})))
@@ -100,6 +101,6 @@ def test_a_simulated_device_loads_only_what_it_uses(tmp_path: Path) -> None:
         check=True,
     )
     loaded = json.loads(proc.stdout)
-    assert "pttd.daemon" in loaded
+    assert "pttd.radio.daemon" in loaded
     unwanted = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert unwanted == []

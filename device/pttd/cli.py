@@ -19,16 +19,16 @@ from pttd.errors import PttdError
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
     # name: (the module whose add_parser(sub) registers it, its help in `pttd --help`)
     "demo": ("pttd.demo", "two simulated devices talk through a local room server"),
-    "run": ("pttd.run", "run the device daemon"),
-    "config": ("pttd.run", "configuration file tools"),
+    "run": ("pttd.radio.run", "run the device daemon"),
+    "config": ("pttd.radio.run", "configuration file tools"),
     "server": ("pttd.server.admin", "the room server and its registry"),
-    "audio": ("pttd.audio.cli", "audio devices: list what PortAudio sees"),
+    "audio": ("pttd.radio.audio.cli", "audio devices: list what PortAudio sees"),
     "bench": (
         "pttd.bench",
         "benchmarks: print figures, optionally as JSON; with none named, run them all",
     ),
     "doctor": (
-        "pttd.doctor",
+        "pttd.radio.doctor",
         "check the wiring, audio devices, permissions and server; say how to fix each",
     ),
 }

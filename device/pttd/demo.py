@@ -36,20 +36,20 @@ from typing import Any
 
 import numpy as np
 
-from pttd.audio import Pcm
-from pttd.audio.sim import ClockedSource, RecordingSink, read_wav, silence
 from pttd.cliargs import add_log_level
-from pttd.config import AudioConfig, Config, DeviceConfig, ServerConfig, StateConfig
-from pttd.daemon import Device
 from pttd.errors import PttdError
-from pttd.inputs.sim import SimulatedButton
-from pttd.leds import build_leds
-from pttd.link import LinkSettings, pair
-from pttd.machine import Link
+from pttd.radio.audio import Pcm
+from pttd.radio.config import AudioConfig, Config, DeviceConfig, ServerConfig, StateConfig
+from pttd.radio.daemon import Device
+from pttd.radio.leds import build_leds
+from pttd.radio.link import LinkSettings, pair
+from pttd.radio.machine import Link
+from pttd.radio.store import Store
 from pttd.redact import setup_logging
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
-from pttd.store import Store
+from pttd.sim.audio import ClockedSource, RecordingSink, read_wav, silence
+from pttd.sim.inputs import SimulatedButton
 
 log = logging.getLogger(__name__)
 

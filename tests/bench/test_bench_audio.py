@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pttd.audio.codec import Encoder, OpusSettings
-from pttd.audio.sim import sine
 from pttd.bench.audio import (
     AudioSettings,
     aligned,
@@ -25,6 +23,8 @@ from pttd.bench.audio import (
     to_pcm,
 )
 from pttd.demo import speech_sample
+from pttd.radio.audio.codec import Encoder, OpusSettings
+from pttd.sim.audio import sine
 
 PESQ_KEYS = ("codec_only", "chain", "codec_only_loss5", "chain_loss5")
 CPU_KEYS = ("libopus_encode", "tx_path", "libopus_decode", "rx_path")

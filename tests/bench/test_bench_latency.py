@@ -25,7 +25,7 @@ from pttd.bench.latency import (
     is_pttd,
     mic_signal,
 )
-from pttd.config import AudioConfig
+from pttd.radio.config import AudioConfig
 
 DISTRIBUTIONS = ("access_time_ms", "mouth_to_ear_ms", "late_entry_ms")
 
@@ -91,7 +91,7 @@ import time:       300 |        900 | numpy
 import time:        80 |         80 |     pttd.errors
 import time:        40 |        120 |   pttd
 import time:        20 |         20 | sitecustomize
-WARNING pttd.daemon: not an import line
+WARNING pttd.radio.daemon: not an import line
 """
 
 
@@ -110,7 +110,7 @@ def test_the_import_floor_is_a_bare_interpreter() -> None:
     assert 0 < rss_kb <= peak_kb
     assert failed == ["no_such_module_for_pttd"]
     with pytest.raises(ValueError, match="pttd"):
-        asyncio.run(import_floor(["json", "pttd.daemon"], dict(os.environ)))
+        asyncio.run(import_floor(["json", "pttd.radio.daemon"], dict(os.environ)))
 
 
 def test_quick_defaults_are_smaller() -> None:

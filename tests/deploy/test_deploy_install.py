@@ -24,7 +24,7 @@ from deploy_helpers import (
     snapshot,
 )
 
-from pttd.config import load_config
+from pttd.radio.config import load_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the install sets owners: needs root")
 

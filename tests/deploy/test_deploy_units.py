@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from deploy_helpers import SYSTEMD, need
 
-from pttd.doctor import SERVICE_GROUPS, SERVICE_USER
+from pttd.radio.doctor import SERVICE_GROUPS, SERVICE_USER
 
 EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+) (\w+)")
 TARGETS = {"pttd.service": 2.0, "pttd-server.service": 1.5}

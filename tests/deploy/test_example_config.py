@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pttd import cli
-from pttd.config import Config, PttConfig, parse_config
+from pttd.radio.config import Config, PttConfig, parse_config
 
 EXAMPLE = resources.files("pttd") / "data" / "pttd.example.toml"
 

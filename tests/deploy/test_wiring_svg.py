@@ -8,7 +8,7 @@ from types import ModuleType
 
 from deploy_helpers import REPO
 
-from pttd.boards import load_profile
+from pttd.radio.boards import load_profile
 
 SVG = REPO / "hw" / "wiring.svg"
 

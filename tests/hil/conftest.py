@@ -28,8 +28,7 @@ from hil_rig import (
 )
 from websockets.asyncio.client import connect
 
-from pttd import protocol as p
-from pttd.config import (
+from pttd.radio.config import (
     Config,
     ConsoleConfig,
     DeviceConfig,
@@ -39,14 +38,15 @@ from pttd.config import (
     StateConfig,
     load_config,
 )
-from pttd.daemon import Device
-from pttd.inputs import build_inputs
-from pttd.leds import build_leds
-from pttd.link import LinkSettings, pair
-from pttd.machine import Link
+from pttd.radio.daemon import Device
+from pttd.radio.inputs import build_inputs
+from pttd.radio.leds import build_leds
+from pttd.radio.link import LinkSettings, pair
+from pttd.radio.machine import Link
+from pttd.radio.store import Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
-from pttd.store import Store
+from pttd.wire import messages as p
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

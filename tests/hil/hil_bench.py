@@ -10,9 +10,9 @@ from typing import Any
 from hil_rig import Rig
 from websockets.asyncio.client import ClientConnection
 
-from pttd import protocol as p
-from pttd.daemon import Device
+from pttd.radio.daemon import Device
 from pttd.server.app import RoomServer
+from pttd.wire import messages as p
 
 ROOM = "bench"
 TIMEOUT = 10.0

@@ -31,9 +31,9 @@ import gpiozero
 import numpy as np
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from pttd.audio import AudioInput, AudioOutput, FrameHandler, Pcm
-from pttd.audio.sim import RecordingSink
-from pttd.config import Config
+from pttd.radio.audio import AudioInput, AudioOutput, FrameHandler, Pcm
+from pttd.radio.config import Config
+from pttd.sim.audio import RecordingSink
 
 DEFAULT_PINS = {"ptt": 17, "drive": 16, "led": 6, "sense": 12}
 ENV_PINS = {
@@ -203,7 +203,7 @@ class Rig:
             frame = rate * config.audio.frame_ms // 1000
             speaker = RecordingSink(sample_rate=rate, frame_samples=frame, keep_seconds=5.0)
             return WireInput(speaker), speaker
-        from pttd.run import build_audio
+        from pttd.radio.run import build_audio
 
         return build_audio(config)
 

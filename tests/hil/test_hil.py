@@ -24,8 +24,8 @@ from hil_rig import (
     rig_lock,
 )
 
-from pttd.audio import Pcm
-from pttd.audio.sim import sine
+from pttd.radio.audio import Pcm
+from pttd.sim.audio import sine
 
 TONE_HZ = float(os.environ.get("PTTD_HIL_TONE_HZ", "1000"))
 
@@ -99,7 +99,7 @@ async def test_the_serial_console_answers_on_the_configured_port(
     console_cable: Terminal, bench: Bench
 ) -> None:
     try:
-        from pttd.console.device_backend import build_console
+        from pttd.radio.console.device_backend import build_console
     except ImportError as exc:  # pragma: no cover - the console is part of the package
         pytest.skip(f"no installer console in this build ({exc})")
     # the daemon's own console (pttd run starts the same), on the port the config names

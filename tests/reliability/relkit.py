@@ -18,16 +18,16 @@ from typing import Any
 
 from channel_client import TIMEOUT, Client, eventually
 
-from pttd import protocol as p
-from pttd.audio import Pcm
-from pttd.audio.sim import sine
-from pttd.config import AudioConfig, TalkConfig
 from pttd.demo import SimDevice, make_sim_device, sim_config
-from pttd.link import LinkSettings, pair
-from pttd.machine import DeviceMachine, Event, Link, Talk
+from pttd.radio.audio import Pcm
+from pttd.radio.config import AudioConfig, TalkConfig
+from pttd.radio.link import LinkSettings, pair
+from pttd.radio.machine import DeviceMachine, Event, Link, Talk
+from pttd.radio.store import Credential, Store
 from pttd.server.app import ServerSettings
 from pttd.server.registry import Registry
-from pttd.store import Credential, Store
+from pttd.sim.audio import sine
+from pttd.wire import messages as p
 
 ROOM = "alpha"
 PASSWORDS = {

@@ -28,9 +28,9 @@ from channel_client import eventually
 from faultproxy import FaultProxy
 from relkit import SAMPLE_RATE, Radio, pair_over_wire, radios_stopped, start_radio
 
-from pttd.audio import Pcm
-from pttd.config import AudioConfig
 from pttd.demo import speech_sample
+from pttd.radio.audio import Pcm
+from pttd.radio.config import AudioConfig
 from pttd.server.app import RoomServer
 from pttd.server.registry import Registry
 

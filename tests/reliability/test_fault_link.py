@@ -30,10 +30,10 @@ from relkit import (
     user_client,
 )
 
-from pttd import protocol as p
-from pttd.machine import Link, Tone
+from pttd.radio.machine import Link, Tone
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from channel_client import TIMEOUT, eventually
 from relkit import Radio, fast_server_settings, pair_over_wire, radios_stopped, start_radio
 
-from pttd.machine import Talk, Tone
+from pttd.radio.machine import Talk, Tone
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 

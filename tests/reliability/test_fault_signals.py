@@ -27,10 +27,10 @@ from faultproxy import FaultProxy
 from pttd_process import start_pttd_run
 from relkit import PASSWORDS, ROOM, pair_over_wire, secret_fragments, user_client
 
-from pttd import protocol as p
+from pttd.radio.store import Store
 from pttd.server.app import RoomServer
 from pttd.server.registry import Registry
-from pttd.store import Store
+from pttd.wire import messages as p
 
 START_TIMEOUT = 60.0  # a cold interpreter importing numpy and opuslib on a loaded machine
 NAME = "radio-sig"

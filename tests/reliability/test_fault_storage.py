@@ -26,9 +26,9 @@ from channel_client import eventually
 from relkit import PASSWORDS, hear_stream, pair_over_wire, start_radio, user_client
 
 from pttd.errors import StoreError
+from pttd.radio.store import CREDENTIAL_FILE, SETTINGS_FILE, Credential, Settings, Store
 from pttd.server.app import RoomServer
 from pttd.server.registry import Registry
-from pttd.store import CREDENTIAL_FILE, SETTINGS_FILE, Credential, Settings, Store
 
 OLD = Credential("ws://127.0.0.1:1", "radio-old", "old-token-" + "a" * 33, ("alpha",), 1.0)
 NEW = Credential("ws://127.0.0.1:2", "radio-new", "new-token-" + "b" * 33, ("beta",), 2.0)
@@ -197,8 +197,8 @@ async def test_a_running_device_on_a_full_disk_keeps_working(
 async def test_console_config_set_on_a_full_disk_says_so(
     full_disk: Fs, registry: Registry, server: RoomServer
 ) -> None:
-    device_backend = pytest.importorskip("pttd.console.device_backend")
-    interpreter = pytest.importorskip("pttd.console.interpreter")
+    device_backend = pytest.importorskip("pttd.radio.console.device_backend")
+    interpreter = pytest.importorskip("pttd.radio.console.interpreter")
     credential = await pair_over_wire(server.url, registry, "radio-console")
     radio = await start_radio(full_disk.root, credential)
     state = full_disk.root / credential.device_name

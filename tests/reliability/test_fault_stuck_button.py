@@ -23,11 +23,11 @@ from relkit import (
     user_client,
 )
 
-from pttd import protocol as p
-from pttd.config import TalkConfig
-from pttd.machine import Tone
+from pttd.radio.config import TalkConfig
+from pttd.radio.machine import Tone
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 TALK_TIMEOUT = 1.0  # the shortest the config allows
 

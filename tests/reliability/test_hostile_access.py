@@ -42,12 +42,12 @@ from relkit import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from pttd import protocol as p
 from pttd.errors import PairingFailed
-from pttd.link import pair
-from pttd.machine import Link
+from pttd.radio.link import pair
+from pttd.radio.machine import Link
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 # ---------------------------------------------------------------------------- brute force
 

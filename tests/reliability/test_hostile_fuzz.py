@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 from relkit import PASSWORDS, fast_server_settings, user_client
 from websockets.exceptions import ConnectionClosed
 
-from pttd import protocol as p
 from pttd.server.app import RoomServer
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 T = TypeVar("T")
 EXAMPLE_TIMEOUT = 30.0

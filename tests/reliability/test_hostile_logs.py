@@ -38,12 +38,12 @@ from relkit import (
 )
 from websockets.frames import Frame, Opcode
 
-from pttd import protocol as p
-from pttd.link import pair
-from pttd.machine import Link
+from pttd.radio.link import pair
+from pttd.radio.machine import Link
 from pttd.redact import MASK, RedactingFilter, redact, setup_logging
 from pttd.server.app import RoomServer
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 SPACED = "correct horse battery staple 42"
 WRONG = "correct horse battery stapler 43"

@@ -34,8 +34,8 @@ from relkit import proc_cpu_seconds, proc_rss_bytes
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from pttd import protocol as p
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 ROOMS = 20
 PER_ROOM = 10

@@ -10,9 +10,9 @@ import pytest
 from channel_client import Client, Connect
 from websockets.asyncio.client import connect
 
-from pttd import protocol as p
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 CLIENT_TIMEOUT = 5.0  # how long a server-test client waits for an answer or an event
 

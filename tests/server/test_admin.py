@@ -16,7 +16,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
-from pttd import protocol as p
+from pttd.wire import messages as p
 
 PTTD = [sys.executable, "-m", "pttd.cli"]
 

@@ -12,9 +12,9 @@ from channel_client import Client, Connect, pair_device
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from pttd import protocol as p
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 LoggedOn = Callable[..., Any]
 

@@ -19,7 +19,6 @@ from pttd.errors import (
     PairingError,
     RegistryError,
 )
-from pttd.protocol import REASON_EXPIRED_CODE, REASON_INVALID_CODE, REASON_USED_CODE
 from pttd.server.registry import (
     CODE_ALPHABET,
     SCHEMA_VERSION,
@@ -27,6 +26,7 @@ from pttd.server.registry import (
     Principal,
     Registry,
 )
+from pttd.wire.messages import REASON_EXPIRED_CODE, REASON_INVALID_CODE, REASON_USED_CODE
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pttd.protocol import REASON_BUSY, CodecHeader
 from pttd.server.rooms import Granted, Refused, Room
+from pttd.wire.messages import REASON_BUSY, CodecHeader
 
 CODEC = CodecHeader()
 

@@ -17,7 +17,6 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from pttd import protocol as p
 from pttd.server.session import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -33,6 +32,7 @@ from pttd.server.session import (
     ServerCore,
     UnpairDevice,
 )
+from pttd.wire import messages as p
 
 HEADER = p.CodecHeader()
 ANN = Principal("user", "ann", frozenset({"ops", "yard"}))

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from pttd import protocol as p
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # generous: the suites must pass on a loaded 2-core CI machine

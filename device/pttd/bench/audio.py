@@ -66,11 +66,6 @@ import opuslib.api.ctl  # type: ignore[import-untyped]
 import opuslib.api.decoder  # type: ignore[import-untyped]
 import opuslib.api.encoder  # type: ignore[import-untyped]
 
-from pttd import protocol as p
-from pttd.audio import Pcm
-from pttd.audio.codec import Decoder, Encoder, OpusSettings
-from pttd.audio.mixer import Mixer
-from pttd.audio.sim import ClockedSource, RecordingSink, silence
 from pttd.bench.common import (
     add_output_arguments,
     emit,
@@ -83,12 +78,17 @@ from pttd.bench.common import (
     start_logging,
 )
 from pttd.bench.server import BenchError, pinned
-from pttd.config import AudioConfig, Config, DeviceConfig, StateConfig
-from pttd.daemon import Device
 from pttd.demo import ROOM, loopback_bench, speech_sample
-from pttd.leds import build_leds
-from pttd.machine import Link, LinkUp, Paired, PttPressed, StreamGranted
-from pttd.store import Store
+from pttd.radio.audio import Pcm
+from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
+from pttd.radio.audio.mixer import Mixer
+from pttd.radio.config import AudioConfig, Config, DeviceConfig, StateConfig
+from pttd.radio.daemon import Device
+from pttd.radio.leds import build_leds
+from pttd.radio.machine import Link, LinkUp, Paired, PttPressed, StreamGranted
+from pttd.radio.store import Store
+from pttd.sim.audio import ClockedSource, RecordingSink, silence
+from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
 

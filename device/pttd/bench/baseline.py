@@ -24,7 +24,7 @@ from typing import Final
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 from pttd.cliargs import port
-from pttd.protocol import MAX_FRAME
+from pttd.wire.messages import MAX_FRAME
 
 log = logging.getLogger(__name__)
 

@@ -58,9 +58,6 @@ from typing import Any, Final
 
 import numpy as np
 
-from pttd.audio import Pcm
-from pttd.audio.codec import Decoder, Encoder
-from pttd.audio.sim import FULL_SCALE, sine
 from pttd.bench.audio import UNITY_VOLUME, best_lag, frames_of, opus_settings
 from pttd.bench.common import (
     add_output_arguments,
@@ -74,11 +71,14 @@ from pttd.bench.common import (
     start_logging,
 )
 from pttd.bench.server import SOURCE_ROOT, BenchError
-from pttd.config import AudioConfig
 from pttd.demo import ROOM, Bench, SimDevice, loopback_bench
-from pttd.link import LinkSettings, pair
-from pttd.machine import Link
-from pttd.store import Store
+from pttd.radio.audio import Pcm
+from pttd.radio.audio.codec import Decoder, Encoder
+from pttd.radio.config import AudioConfig
+from pttd.radio.link import LinkSettings, pair
+from pttd.radio.machine import Link
+from pttd.radio.store import Store
+from pttd.sim.audio import FULL_SCALE, sine
 
 log = logging.getLogger(__name__)
 

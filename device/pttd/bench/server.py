@@ -51,12 +51,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 import pttd
-from pttd import protocol as p
 from pttd.bench import baseline
 from pttd.bench.common import add_output_arguments, emit, finish, load_average, mark, start_logging
 from pttd.cliargs import positive_int
 from pttd.errors import PttdError
 from pttd.server.registry import Registry
+from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
 

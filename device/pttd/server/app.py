@@ -22,7 +22,6 @@ from typing import Any, TypeAlias
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from pttd import protocol as p
 from pttd.errors import InvalidName, PairingError, ServerStartError
 from pttd.server.registry import Registry
 from pttd.server.session import (
@@ -40,6 +39,7 @@ from pttd.server.session import (
     ServerCore,
     UnpairDevice,
 )
+from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
 

@@ -44,13 +44,13 @@ from pttd.errors import (
     PairingError,
     RegistryError,
 )
-from pttd.protocol import (
+from pttd.server.session import Pairing, Principal
+from pttd.wire.messages import (
     MAX_NAME,
     REASON_EXPIRED_CODE,
     REASON_INVALID_CODE,
     REASON_USED_CODE,
 )
-from pttd.server.session import Pairing, Principal
 
 logger = logging.getLogger(__name__)
 

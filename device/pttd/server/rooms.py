@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from pttd.protocol import REASON_BUSY, CodecHeader, Priority
+from pttd.wire.messages import REASON_BUSY, CodecHeader, Priority
 
 M = TypeVar("M")  # a room member: the server's session object
 

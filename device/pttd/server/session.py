@@ -37,9 +37,9 @@ from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
 
-from pttd import protocol as p
 from pttd.errors import ProtocolError
 from pttd.server.rooms import Granted, Room, Stream
+from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
 

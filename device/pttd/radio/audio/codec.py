@@ -1,0 +1,335 @@
+"""Opus encoding and decoding of mono int16 frames, over opuslib and the system libopus.
+
+* :class:`OpusSettings` — what the device encodes with; its :meth:`~OpusSettings.codec_header`
+  is what ``start_stream`` announces.
+* :class:`Encoder` — one frame of ``frame_samples`` samples in, one Opus packet out.
+* :class:`Decoder` — any Opus packet in (mono or stereo, any encoded rate), mono int16 out at the
+  output device's rate, plus in-band FEC recovery and packet-loss concealment.
+
+opuslib 3.0.1's ``Encoder.inband_fec`` setter drops its value (TypeError) and it has no ``dtx``
+property at all, so every encoder setting goes through opuslib's low-level ``encoder_ctl`` (tests
+read each one back). Encoding and decoding call opuslib's ctypes bindings of ``opus_encode`` and
+``opus_decode`` with numpy buffers, which spares building a Python list per frame.
+
+Complexity 5 by default: the encoder shares a small ARM board with the decoder, the websocket and
+asyncio. One 20 ms frame at 48 kHz measured 0.13 / 0.26 / 0.47 ms of one x86 core at complexity
+0 / 5 / 10, and a Pi's cores are several times slower: 10 costs nearly twice 5 for little
+audible gain on speech at 24 kbit/s, while 0 gives up SILK's better pitch and noise-shaping
+analysis.
+
+FEC caveat (libopus 1.3.1): the encoder only adds in-band FEC data when the bitrate leaves room
+for it at the expected loss. At 48 kHz and 24 kbit/s that takes ``expected_loss_percent`` of about
+8 or more (it then drops from hybrid full-band to SILK wide-band); at the default 5 the packets
+carry no FEC data and a recovery falls back to concealment. It also skips FEC on quiet frames.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import opuslib  # type: ignore[import-untyped]
+import opuslib.api.ctl  # type: ignore[import-untyped]
+import opuslib.api.decoder  # type: ignore[import-untyped]
+import opuslib.api.encoder  # type: ignore[import-untyped]
+import opuslib.api.info  # type: ignore[import-untyped]
+
+from pttd.errors import AudioConfigError, CodecError
+from pttd.radio.audio import Pcm
+from pttd.wire.messages import OPUS_SAMPLE_RATES, CodecHeader
+
+__all__ = ["FRAME_MS_CHOICES", "Decoder", "Encoder", "OpusSettings", "decode_rate_for"]
+
+FRAME_MS_CHOICES: Final = (10, 20, 40, 60)
+"""Frame sizes the device encodes with (Opus also has 2.5 and 5 ms; too costly per byte)."""
+
+MAX_PACKET_BYTES: Final = 4000  # libopus's recommended output buffer for one packet
+MAX_PACKET_MS: Final = 120  # the longest an Opus packet can last
+_PLC_QUANTUM_DIVISOR: Final = 400  # Opus frames are multiples of 2.5 ms = rate / 400 samples
+
+_Int16Ptr = ctypes.POINTER(ctypes.c_int16)
+
+
+@dataclass(frozen=True, slots=True)
+class OpusSettings:
+    """How the device encodes its microphone: mono Opus, VOIP application."""
+
+    sample_rate: int = 48000
+    frame_ms: int = 20
+    bitrate: int = 24000
+    complexity: int = 5
+    fec: bool = True
+    expected_loss_percent: int = 5
+    dtx: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("sample_rate", self.sample_rate, OPUS_SAMPLE_RATES)
+        _check_choice("frame_ms", self.frame_ms, FRAME_MS_CHOICES)
+        _check_range("bitrate", self.bitrate, 6000, 510000)
+        _check_range("complexity", self.complexity, 0, 10)
+        _check_range("expected_loss_percent", self.expected_loss_percent, 0, 100)
+        for name in ("fec", "dtx"):
+            if not isinstance(getattr(self, name), bool):
+                raise AudioConfigError(f"{name}: {getattr(self, name)!r} is not true or false")
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples in one frame (and one packet: one frame per packet)."""
+        return self.sample_rate * self.frame_ms // 1000
+
+    @property
+    def packet_duration(self) -> int:
+        """Milliseconds per packet, as ``start_stream`` announces it."""
+        return self.frame_ms
+
+    def codec_header(self) -> CodecHeader:
+        """The ``codec_header`` announcing this encoding: rate, one frame per packet, frame ms."""
+        return CodecHeader(self.sample_rate, 1, self.frame_ms)
+
+
+def _check_choice(name: str, value: object, choices: tuple[int, ...]) -> None:
+    if isinstance(value, bool) or value not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        raise AudioConfigError(f"{name}: {value!r} is not one of {allowed}")
+
+
+def _check_range(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise AudioConfigError(f"{name}: {value!r} is not a whole number from {low} to {high}")
+
+
+def _ctl(call: Any, state: Any, request: Any, value: int | None = None) -> int:
+    """One ``opus_*_ctl`` through opuslib's low-level API; a libopus error becomes CodecError."""
+    try:
+        result = call(state, request) if value is None else call(state, request, value)
+    except opuslib.OpusError as exc:
+        raise CodecError(f"Opus ctl failed: {exc}") from exc
+    return int(result) if result is not None else 0
+
+
+def _strerror(code: int) -> str:
+    text = opuslib.api.info.strerror(code)
+    return text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+
+
+class Encoder:
+    """Encodes mono int16 frames of ``settings.frame_samples`` samples into Opus packets."""
+
+    def __init__(self, settings: OpusSettings | None = None) -> None:
+        self.settings = settings if settings is not None else OpusSettings()
+        s = self.settings
+        try:
+            self._opus: Any = opuslib.Encoder(s.sample_rate, 1, opuslib.APPLICATION_VOIP)
+        except opuslib.OpusError as exc:
+            raise CodecError(f"cannot create an Opus encoder: {exc}") from exc
+        self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        self._apply()
+
+    def _apply(self) -> None:
+        s, ctl = self.settings, opuslib.api.ctl
+        for request, value in (
+            (ctl.set_bitrate, s.bitrate),
+            (ctl.set_complexity, s.complexity),
+            (ctl.set_inband_fec, int(s.fec)),
+            (ctl.set_packet_loss_perc, s.expected_loss_percent),
+            (ctl.set_dtx, int(s.dtx)),
+        ):
+            self._encoder_ctl(request, value)
+
+    def _encoder_ctl(self, request: Any, value: int | None = None) -> int:
+        return _ctl(opuslib.api.encoder.encoder_ctl, self._opus.encoder_state, request, value)
+
+    def applied_settings(self) -> dict[str, int]:
+        """The settings as libopus reports them (its ``OPUS_GET_*`` ctls)."""
+        ctl = opuslib.api.ctl
+        return {
+            "sample_rate": self._encoder_ctl(ctl.get_sample_rate),
+            "application": self._encoder_ctl(ctl.get_application),
+            "bitrate": self._encoder_ctl(ctl.get_bitrate),
+            "complexity": self._encoder_ctl(ctl.get_complexity),
+            "inband_fec": self._encoder_ctl(ctl.get_inband_fec),
+            "packet_loss_perc": self._encoder_ctl(ctl.get_packet_loss_perc),
+            "dtx": self._encoder_ctl(ctl.get_dtx),
+        }
+
+    def reset(self) -> None:
+        """Forget the previous frames (start of a new transmission); settings are kept."""
+        self._encoder_ctl(opuslib.api.ctl.reset_state)
+
+    def encode(self, frame: Pcm) -> bytes:
+        """One Opus packet for one frame of exactly ``frame_samples`` int16 samples."""
+        n = self.settings.frame_samples
+        if frame.dtype != np.int16 or frame.ndim != 1 or frame.shape[0] != n:
+            raise CodecError(
+                f"frame of {frame.shape} {frame.dtype} samples; expected {n} int16 samples"
+            )
+        pcm = np.ascontiguousarray(frame)
+        size = int(
+            opuslib.api.encoder.libopus_encode(
+                self._opus.encoder_state,
+                pcm.ctypes.data_as(_Int16Ptr),
+                n,
+                self._out,
+                MAX_PACKET_BYTES,
+            )
+        )
+        if size < 0:
+            raise CodecError(f"Opus encoder failed: {_strerror(size)}")
+        return self._out.raw[:size]
+
+
+def decode_rate_for(output_rate: int) -> int:
+    """The rate libopus decodes at for an output device running at ``output_rate``.
+
+    The output rate itself when it is an Opus rate; otherwise the smallest Opus rate above it
+    (48000 for 44100, 24000 for 22050), so that libopus band-limits and the resampler only has
+    to bridge a small ratio; 48000 for outputs faster than 48000.
+    """
+    if output_rate <= 0:
+        raise AudioConfigError(f"output_rate: {output_rate} is not a sample rate")
+    for rate in OPUS_SAMPLE_RATES:
+        if rate >= output_rate:
+            return rate
+    return OPUS_SAMPLE_RATES[-1]
+
+
+class LinearResampler:
+    """Stateful linear-interpolation resampler for a fixed rate ratio.
+
+    Output sample ``k`` lies at input time ``k * in_rate / out_rate``, kept as an exact fraction,
+    and interpolates between the two input samples around it; the last input sample of one block
+    is carried into the next, so block edges are seamless (no clicks) and a block of ``m`` input
+    samples yields ``m * out_rate / in_rate`` outputs whenever that is whole (882 for 960 at
+    48000 → 44100). The output lags the input by one input sample. Linear interpolation is a
+    gentle low-pass with no anti-aliasing filter: fine here because libopus already band-limits
+    what it decodes to below the output's Nyquist frequency or close to it (see
+    :func:`decode_rate_for`), and this is speech.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        if in_rate <= 0 or out_rate <= 0:
+            raise AudioConfigError(f"resampler rates {in_rate} → {out_rate}")
+        g = np.gcd(in_rate, out_rate)
+        self._step = in_rate // int(g)  # input advance per output sample, in 1/_den units
+        self._den = out_rate // int(g)
+        self._next = 0  # position of the next output sample, in 1/_den input samples
+        self._last = 0.0  # the previous block's last input sample
+
+    def process(self, block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Resample one block; the result's length varies with the carried phase."""
+        m = block.shape[0]
+        if m == 0:
+            return np.zeros(0, np.float32)
+        limit = m * self._den  # outputs lie before the block's last sample
+        count = max(0, -(-(limit - self._next) // self._step))
+        pos = self._next + self._step * np.arange(count, dtype=np.int64)
+        index = pos // self._den
+        frac = (pos % self._den).astype(np.float32) / np.float32(self._den)
+        padded = np.empty(m + 1, np.float32)
+        padded[0] = self._last
+        padded[1:] = block
+        out: npt.NDArray[np.float32] = padded[index] * (np.float32(1.0) - frac)
+        out += padded[index + 1] * frac
+        self._next += self._step * count - limit
+        self._last = float(block[-1])
+        return out
+
+
+class Decoder:
+    """Decodes Opus packets of one stream to mono int16 at ``output_rate``.
+
+    Any Opus packet decodes (mono or stereo, any encoded rate): libopus decodes at
+    :func:`decode_rate_for` ``(output_rate)`` with ``channels`` channels (stereo is then averaged
+    to mono); when that is not ``output_rate`` a :class:`LinearResampler` bridges the gap. Sample
+    counts given to :meth:`decode_fec` and :meth:`conceal` are at ``output_rate``; they are
+    rounded to whole 2.5 ms Opus frames, and with resampling the result can differ from the
+    request by a sample as the resampler's phase moves.
+
+    A malformed packet raises :class:`CodecError` and leaves the decoder usable.
+
+    Each call returns a new array by default. With ``copy=False`` it may return a view of the
+    decoder's own buffer instead (mono at the decode rate: libopus's output as it is), valid
+    until the next call on this decoder: for a caller that consumes the samples at once, like
+    the mixer, which then copies nothing between libopus and its gain stage.
+    """
+
+    def __init__(self, output_rate: int, channels: int = 1) -> None:
+        if channels not in (1, 2):
+            raise AudioConfigError(f"channels: {channels} is not 1 or 2")
+        self.output_rate = output_rate
+        self.channels = channels
+        self.decode_rate = decode_rate_for(output_rate)
+        try:
+            self._opus: Any = opuslib.Decoder(self.decode_rate, channels)
+        except opuslib.OpusError as exc:
+            raise CodecError(f"cannot create an Opus decoder: {exc}") from exc
+        self._max = self.decode_rate * MAX_PACKET_MS // 1000
+        self._pcm = np.zeros(self._max * channels, np.int16)
+        self._pcm_ptr = self._pcm.ctypes.data_as(_Int16Ptr)
+        self._state = self._opus.decoder_state
+        self._libopus_decode = opuslib.api.decoder.libopus_decode
+        self._resampler = (
+            LinearResampler(self.decode_rate, output_rate)
+            if self.decode_rate != output_rate
+            else None
+        )
+        self._direct = channels == 1 and self._resampler is None  # libopus's output as it is
+        self._view = self._pcm[:0]  # the last direct result's view of _pcm, kept for reuse
+
+    def decode(self, packet: bytes, *, copy: bool = True) -> Pcm:
+        """The audio of one packet."""
+        if not packet:
+            raise CodecError("empty Opus packet")
+        return self._run(packet, self._max, 0, copy)
+
+    def decode_fec(self, next_packet: bytes, samples: int, *, copy: bool = True) -> Pcm:
+        """``samples`` of the lost packet before ``next_packet``, from its in-band FEC data.
+
+        Falls back to concealment when ``next_packet`` carries no FEC data. Decode
+        ``next_packet`` itself afterwards, as usual.
+        """
+        if not next_packet:
+            raise CodecError("empty Opus packet")
+        return self._run(next_packet, self._frames(samples), 1, copy)
+
+    def conceal(self, samples: int, *, copy: bool = True) -> Pcm:
+        """``samples`` of packet-loss concealment, continuing what was decoded last."""
+        return self._run(None, self._frames(samples), 0, copy)
+
+    def _frames(self, samples: int) -> int:
+        """Decode-rate samples for ``samples`` output samples, in whole 2.5 ms frames."""
+        quantum = self.decode_rate // _PLC_QUANTUM_DIVISOR
+        wanted = samples * self.decode_rate / self.output_rate
+        frames = max(1, round(wanted / quantum))
+        if samples <= 0 or frames * quantum > self._max:
+            raise CodecError(f"cannot conceal {samples} samples (over {MAX_PACKET_MS} ms)")
+        return frames * quantum
+
+    def _run(self, packet: bytes | None, frame_size: int, fec: int, copy: bool) -> Pcm:
+        got: int = self._libopus_decode(
+            self._state,
+            packet,
+            len(packet) if packet is not None else 0,
+            self._pcm_ptr,
+            frame_size,
+            fec,
+        )
+        if got < 0:
+            raise CodecError(f"Opus packet not decoded: {_strerror(got)}")
+        if self._direct:
+            view = self._view
+            if view.shape[0] != got:
+                self._view = view = self._pcm[:got]
+            return view.copy() if copy else view
+        pcm = self._pcm[: got * self.channels]
+        if self.channels == 2:
+            mono = pcm.reshape(-1, 2).astype(np.float32).mean(axis=1)
+        else:
+            mono = pcm.astype(np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.process(mono)
+        out: Pcm = np.clip(np.rint(mono), -32768, 32767).astype(np.int16)
+        return out

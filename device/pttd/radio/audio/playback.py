@@ -1,0 +1,133 @@
+"""Speaker playback through PortAudio (sounddevice): the real
+:class:`~pttd.radio.audio.AudioOutput`.
+
+The stream runs from :meth:`SoundDeviceOutput.start` to :meth:`SoundDeviceOutput.stop` (the whole
+life of the daemon) and *pulls*: PortAudio's callback thread calls ``pull(frames)`` for every
+block and copies the result into the device buffer. The callback never raises: if ``pull`` raises
+or returns something that is not ``frames`` int16 samples, the block is silence, the error is
+counted in ``pull_errors`` and logged once per start (with its traceback), and playback goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from pttd.errors import AudioStreamError
+from pttd.radio.audio import PullFn
+from pttd.radio.audio.devices import AudioDevice, DeviceSpec, portaudio, select_output_device
+
+log = logging.getLogger(__name__)
+
+
+class SoundDeviceOutput:
+    """Mono int16 playback at ``sample_rate`` in blocks of ``frame_samples`` to ``device``.
+
+    ``device`` (index, name substring or ``None``: see :mod:`pttd.radio.audio.devices`) is chosen
+    and
+    checked for mono int16 at ``sample_rate`` when this object is built; an :class:`AudioDevice`
+    is used as it is.
+
+    Counters, incremented by the callback: ``blocks`` (blocks played), ``underflows`` (callbacks
+    PortAudio flagged with an output underflow: the device ran dry and played a gap),
+    ``pull_errors`` (blocks replaced by silence because ``pull`` failed).
+    """
+
+    def __init__(
+        self,
+        device: DeviceSpec | AudioDevice = None,
+        *,
+        sample_rate: int = 48000,
+        frame_samples: int = 960,
+        latency: float | str = "low",
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.frame_samples = frame_samples
+        self.latency = latency
+        self.device: AudioDevice = (
+            device
+            if isinstance(device, AudioDevice)
+            else select_output_device(device, sample_rate=sample_rate)
+        )
+        self.blocks = 0
+        self.underflows = 0
+        self.pull_errors = 0
+        self.stream_latency: float | None = None
+        """Output latency PortAudio reported for the running stream, in seconds."""
+        self._stream: Any = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._stream is not None
+
+    def start(self, pull: PullFn) -> None:
+        """Open and start the stream, playing whatever ``pull`` returns.
+
+        :raises RuntimeError: if already started.
+        :raises AudioStreamError: if PortAudio cannot open or start the stream.
+        """
+        if self._stream is not None:
+            raise RuntimeError("audio output is already started")
+        sd = portaudio()
+        stream: Any = None
+        try:
+            stream = sd.OutputStream(
+                device=self.device.index,
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self.frame_samples,
+                latency=self.latency,
+                callback=self._make_callback(pull),
+            )
+            stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            if stream is not None:
+                stream.close(ignore_errors=True)
+            raise AudioStreamError(
+                f"cannot open output device {self.device.describe()}: {exc}"
+            ) from exc
+        self._stream = stream
+        self.stream_latency = float(stream.latency)
+        log.debug("playback started: %s, latency %.1f ms", self.device.name, stream.latency * 1e3)
+
+    def stop(self) -> None:
+        """Stop after the blocks already handed to the device have played, and close the stream.
+        Stopping a stopped output does nothing."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        sd = portaudio()
+        try:
+            stream.stop()
+        except sd.PortAudioError as exc:
+            log.warning("playback: stopping the stream failed: %s", exc)
+        finally:
+            stream.close(ignore_errors=True)
+        log.debug("playback stopped")
+
+    def _make_callback(self, pull: PullFn) -> Any:
+        logged = False
+
+        def callback(outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+            nonlocal logged
+            if status.output_underflow:
+                self.underflows += 1
+            try:
+                block = pull(frames)
+                if block.shape != (frames,) or block.dtype != np.int16:
+                    raise ValueError(
+                        f"pull({frames}) returned {block.dtype} samples of shape {block.shape}"
+                    )
+                outdata[:, 0] = block
+            except Exception:
+                outdata.fill(0)
+                self.pull_errors += 1
+                if not logged:  # once per start: the callback must not spend its time logging
+                    logged = True
+                    log.exception("playback: pull failed; playing silence (logged once)")
+            self.blocks += 1
+
+        return callback

@@ -1,0 +1,290 @@
+"""The console's side of a running :class:`~pttd.radio.daemon.Device`: the interpreter's backend,
+and
+the effects (pairing, unpairing, the audio test, the factory reset) carried out on the loop.
+
+Everything here runs on the event loop thread, as the device wants. The audio test never opens
+capture itself: it asks the state machine (:class:`~pttd.radio.machine.AudioTest`), which opens it,
+lights the transmit LED, and closes both when the test ends however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from pttd.errors import StoreError
+from pttd.radio.audio import Pcm
+from pttd.radio.config import Config
+from pttd.radio.console.interpreter import (
+    AudioTestDone,
+    AudioTestRequest,
+    Console,
+    Effect,
+    FactoryResetRequest,
+    Outcome,
+    PairDone,
+    PairRequest,
+    ResetDone,
+    UnpairDone,
+    UnpairRequest,
+    meter_line,
+)
+from pttd.radio.console.pin import PinRecord
+from pttd.radio.console.serial_console import SerialConsole
+from pttd.radio.daemon import Device
+from pttd.radio.link import pair
+from pttd.radio.machine import AudioTest, ChangeRoom, Link
+from pttd.radio.store import write_atomically
+from pttd.redact import LOG_BUFFER, LogBuffer
+from pttd.sim.audio import sine
+
+log = logging.getLogger(__name__)
+
+PIN_FILE: Final = "console-pin.json"
+ONLINE_WAIT_S: Final = 10.0  # after pairing: how long to wait for the logon and the rooms
+METER_INTERVAL_S: Final = 0.1
+TEST_TONE_HZ: Final = 1000.0
+TEST_TONE_S: Final = 1.0
+
+
+def dbfs(peak: int) -> float:
+    return 20.0 * math.log10(peak / 32768.0) if peak > 0 else -math.inf
+
+
+class DeviceBackend:
+    """The console's view of ``device`` (:class:`~pttd.radio.console.interpreter.Backend`) and the
+    runner of its effects."""
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        log_buffer: LogBuffer = LOG_BUFFER,
+        online_wait_s: float = ONLINE_WAIT_S,
+        meter_interval_s: float = METER_INTERVAL_S,
+    ) -> None:
+        self.device = device
+        self.log_buffer = log_buffer
+        self.online_wait_s = online_wait_s
+        self.meter_interval_s = meter_interval_s
+        self._audio_devices: list[str] | None = None
+
+    @property
+    def pin_path(self) -> Path:
+        return Path(self.device.config.state.dir) / PIN_FILE
+
+    # -- Backend ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        d = self.device
+        status = d.status()
+        credential = d.credential
+        status["device"] = credential.device_name if credential else d.config.device.name
+        status["audio_devices"] = self.audio_devices()
+        return status
+
+    def audio_devices(self) -> list[str]:
+        """Names of the audio devices (read once: PortAudio lists them once per process)."""
+        if self._audio_devices is None:
+            self._audio_devices = self._list_audio_devices()
+        return self._audio_devices
+
+    def _list_audio_devices(self) -> list[str]:
+        if self.device.config.audio.backend == "sim":
+            return ["simulated"]
+        try:
+            from pttd.radio.audio.devices import list_devices  # noqa: PLC0415 - needs PortAudio
+
+            found = list_devices()
+        except Exception as exc:  # PortAudio missing or failing: say so, keep serving
+            return [f"cannot list ({exc})"]
+        names = []
+        for d in found:
+            ways = "/".join(
+                w for w, n in (("in", d.max_input_channels), ("out", d.max_output_channels)) if n
+            )
+            marks = (" default in" if d.default_input else "") + (
+                " default out" if d.default_output else ""
+            )
+            names.append(f"#{d.index} {d.name} ({ways}{marks})")
+        return names
+
+    def select_room(self, name: str) -> None:
+        self.device.feed(ChangeRoom(self.device.clock(), name=name))
+
+    def config(self) -> Config:
+        return self.device.config
+
+    def saved_values(self) -> dict[str, Any]:
+        return dict(self.device.store.settings().values)
+
+    def save_values(self, values: dict[str, Any]) -> None:
+        self.device.store.update_settings(values=values)
+
+    def set_volume(self, volume: int) -> None:
+        self.device.mixer.set_volume(volume)
+        self.device.store.update_settings(volume=volume)
+
+    def log_lines(self, count: int) -> list[str]:
+        return self.log_buffer.lines(count)
+
+    def load_pin(self) -> PinRecord | None:
+        path = self.pin_path
+        try:
+            data = json.loads(path.read_bytes())
+            return PinRecord.from_json(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, AttributeError) as exc:
+            log.error("%s: unreadable (%s): the console runs without a PIN", path, exc)
+            return None
+
+    def save_pin(self, record: PinRecord | None) -> None:
+        path = self.pin_path
+        try:
+            if record is None:  # with the copies a crash may have left mid-write
+                for stale in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
+                    stale.unlink(missing_ok=True)
+                return
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomically(path, json.dumps(record.to_json()).encode(), mode=0o600)
+        except OSError as exc:
+            log.error("%s: cannot save the PIN: %s", path, exc.strerror or exc)
+            raise StoreError(f"{path}: cannot save ({exc.strerror or exc})") from exc
+
+    # -- effects ----------------------------------------------------------------------------
+
+    async def run(self, effect: Effect, progress: Callable[[str], None]) -> Outcome:
+        match effect:
+            case PairRequest():
+                return await self.pair(effect)
+            case UnpairRequest():
+                return await self.unpair()
+            case AudioTestRequest():
+                return await self.audio_test(effect.seconds, progress)
+            case FactoryResetRequest():
+                return await self.factory_reset()
+
+    async def pair(self, request: PairRequest) -> PairDone:
+        d = self.device
+        credential = await pair(
+            request.server_url, request.code, request.device_name, d.link.settings
+        )
+        d.store.save_credential(credential)  # 0600, atomically; StoreError says which file
+        d.set_credential(credential)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.online_wait_s):
+                await d.until(lambda m: m.link is Link.ONLINE)
+        m = d.machine
+        online = m.link is Link.ONLINE
+        return PairDone(
+            credential.server_url,
+            credential.device_name,
+            credential.rooms,
+            online,
+            m.room if online else None,
+        )
+
+    async def _give_up_credential(self) -> bool:
+        """Tell the server (if online), wipe the credential, let the link drop: whether the
+        server was told."""
+        d = self.device
+        told = await d.link.unpair() if d.link.online else False
+        d.store.wipe_credential()
+        d.set_credential(None)
+        return told
+
+    async def unpair(self) -> UnpairDone:
+        had = self.device.credential is not None
+        told = await self._give_up_credential()
+        log.info("unpaired from the console (server %s)", "told" if told else "not told")
+        return UnpairDone(had, told)
+
+    async def factory_reset(self) -> ResetDone:
+        d = self.device
+        told = await self._give_up_credential()
+        d.store.wipe()
+        self.save_pin(None)
+        d.mixer.set_volume(d.config.audio.volume)
+        log.warning("factory reset from the console")
+        return ResetDone(told)
+
+    async def audio_test(self, seconds: float, progress: Callable[[str], None]) -> AudioTestDone:
+        d = self.device
+        loop = asyncio.get_running_loop()
+        window = 0
+        overall = 0
+        frames = 0
+
+        def tap(frame: Pcm) -> None:
+            nonlocal window, overall, frames
+            if not d.machine.audio_test:
+                return  # a frame of someone talking, not of the test
+            peak = int(np.max(np.abs(frame.astype(np.int32)))) if frame.size else 0
+            window = max(window, peak)
+            overall = max(overall, peak)
+            frames += 1
+
+        d.frame_taps.append(tap)
+        started = loop.time()
+        try:
+            d.feed(AudioTest(d.clock(), True))
+            if not d.machine.audio_test:
+                return AudioTestDone(False, refused="the PTT is in use")
+            d.mixer.play(self._test_tone())
+            log.info("audio test: microphone open for %.1f s", seconds)
+            while (elapsed := loop.time() - started) < seconds:
+                await asyncio.sleep(min(self.meter_interval_s, seconds - elapsed))
+                if not d.machine.audio_test:
+                    progress("\n")
+                    return AudioTestDone(False, refused="stopped by the PTT")
+                progress("\r" + meter_line(dbfs(window)))
+                window = 0
+            progress("\n")
+        finally:
+            d.frame_taps.remove(tap)
+            if d.machine.audio_test:
+                d.feed(AudioTest(d.clock(), False))
+            log.info("audio test: microphone closed")
+        return AudioTestDone(True, loop.time() - started, frames, dbfs(overall))
+
+    def _test_tone(self) -> Pcm:
+        rate = self.device.audio_out.sample_rate
+        level = 10 ** (self.device.config.audio.tone_level_db / 20)
+        pcm = sine(TEST_TONE_HZ, TEST_TONE_S, sample_rate=rate, amplitude=level)
+        fade = min(len(pcm) // 2, rate // 100)  # 10 ms in and out: no click
+        if fade:
+            ramp = np.linspace(0.0, 1.0, fade)
+            shaped = pcm.astype(np.float64)
+            shaped[:fade] *= ramp
+            shaped[-fade:] *= ramp[::-1]
+            pcm = shaped.astype(np.int16)
+        return pcm
+
+
+def build_console(
+    device: Device, *, log_buffer: LogBuffer = LOG_BUFFER, **options: Any
+) -> SerialConsole | None:
+    """The installer console on ``device.config.console.port``; None when none is configured.
+    ``options`` go to :class:`SerialConsole` (retry and timeouts, for tests)."""
+    port = device.config.console.port
+    if not port:
+        return None
+    backend = DeviceBackend(device, log_buffer=log_buffer)
+    console = Console(backend, now=device.clock())
+    return SerialConsole(
+        port,
+        console,
+        backend,
+        baudrate=device.config.console.baudrate,
+        clock=device.clock,
+        **options,
+    )

@@ -1,0 +1,916 @@
+"""The installer console's interpreter, sans-I/O: a line in, a reply out.
+
+:meth:`Console.handle_line` takes one line typed at the console and the time (monotonic), and
+returns a :class:`Reply`: text to print, and sometimes an *effect* for the transport to carry out
+on the event loop (pairing, unpairing, the audio test, the factory reset). The transport hands
+the outcome back to :meth:`Console.finish`, which words the result. Everything the interpreter
+reads or changes on the device goes through the small :class:`Backend` interface; nothing here
+sleeps, reads a clock, opens a file or a socket.
+
+Secrets: a pairing code or PIN is never put in a reply (nor in an effect's ``repr``); every
+reply also passes through :func:`pttd.redact.redact` and loses control characters, so that
+nothing from the server or a file can reveal a token or drive the installer's terminal.
+
+The installer PIN (optional) guards every command that changes something. With a PIN set the
+console starts locked; ``pin unlock`` opens it until ``pin lock``, ``exit``, a new session (the
+cable re-plugged) or :data:`IDLE_LOCK_S` without a line. Wrong PINs in a row make the next try
+wait 1 s, 2 s, 4 s … (the reply says how long; nothing sleeps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import shlex
+import unicodedata
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeAlias
+
+from pttd import __version__
+from pttd.errors import ConfigError, PairingFailed, StoreError
+from pttd.radio.config import (
+    Config,
+    KeyInfo,
+    apply_overrides,
+    format_value,
+    get_value,
+    parse_value,
+    settable_keys,
+)
+from pttd.radio.console.pin import SCRYPT_N, PinRecord, pin_problem
+from pttd.redact import redact
+
+IDLE_LOCK_S: Final = 15 * 60.0
+LOG_DEFAULT: Final = 20
+LOG_MAX: Final = 500
+AUDIO_TEST_S: Final = 3.0
+AUDIO_TEST_MAX_S: Final = 30.0
+MAX_CODE: Final = 64
+MASK: Final = "****"
+METER_FLOOR_DB: Final = -60.0
+
+
+class Backend(Protocol):
+    """What the interpreter needs of the device (the daemon's adapter, or a test's fake)."""
+
+    def status(self) -> dict[str, Any]:
+        """The device's status (:meth:`pttd.radio.daemon.Device.status`), plus ``device`` (its name)
+        and ``audio_devices`` (names)."""
+        ...
+
+    def select_room(self, name: str) -> None: ...
+
+    def config(self) -> Config:
+        """The configuration the daemon runs with (the file, with saved values laid over)."""
+        ...
+
+    def saved_values(self) -> dict[str, Any]:
+        """Values saved by ``config set`` (dotted keys), applied at the next start."""
+        ...
+
+    def save_values(self, values: dict[str, Any]) -> None:
+        """Persist ``values`` atomically; StoreError when that fails."""
+        ...
+
+    def set_volume(self, volume: int) -> None:
+        """Apply and persist the volume now; StoreError when saving fails."""
+        ...
+
+    def log_lines(self, count: int) -> list[str]:
+        """The last ``count`` log lines, redacted."""
+        ...
+
+    def load_pin(self) -> PinRecord | None: ...
+
+    def save_pin(self, record: PinRecord | None) -> None:
+        """Persist (or, with None, remove) the PIN record; StoreError when that fails."""
+        ...
+
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class PairRequest:
+    server_url: str
+    code: str = field(repr=False)
+    device_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnpairRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTestRequest:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FactoryResetRequest:
+    pass
+
+
+Effect: TypeAlias = PairRequest | UnpairRequest | AudioTestRequest | FactoryResetRequest
+
+
+@dataclass(frozen=True, slots=True)
+class PairDone:
+    server_url: str
+    device_name: str  # as the server named it (it may add "-2")
+    rooms: tuple[str, ...]
+    online: bool
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnpairDone:
+    had_credential: bool
+    told_server: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTestDone:
+    ran: bool
+    seconds: float = 0.0
+    frames: int = 0
+    peak_dbfs: float = -math.inf
+    refused: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetDone:
+    told_server: bool
+
+
+Outcome: TypeAlias = PairDone | UnpairDone | AudioTestDone | ResetDone | BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str = ""
+    effect: Effect | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def clean(text: str) -> str:
+    """``text`` fit for the installer's terminal: secrets redacted, control and format
+    characters (escape sequences, bidi overrides) replaced, line ends kept."""
+    text = redact(text).replace("\r\n", "\n").replace("\t", " ")
+    return "".join(
+        c if c == "\n" or unicodedata.category(c) not in ("Cc", "Cf") else "?" for c in text
+    )
+
+
+def meter_line(peak_dbfs: float, width: int = 30) -> str:
+    """A level meter for the audio test: ``mic [#########.....]  -23.5 dBFS``."""
+    db = peak_dbfs if math.isfinite(peak_dbfs) else METER_FLOOR_DB
+    db = max(METER_FLOOR_DB, min(0.0, db))
+    filled = round((db - METER_FLOOR_DB) / -METER_FLOOR_DB * width)
+    return f"mic [{'#' * filled}{'.' * (width - filled)}] {db:6.1f} dBFS"
+
+
+def parse_pairing_link(link: str) -> tuple[str | None, str]:
+    """(server URL or None, code) from ``pttd://pair?server=…&code=…``; ValueError (naming no
+    secret) when it is not such a link."""
+    parts = urllib.parse.urlsplit(link.strip())
+    target = (parts.netloc or parts.path.strip("/")).lower()
+    if parts.scheme.lower() != "pttd" or target != "pair":
+        raise ValueError("not a pairing link (pttd://pair?server=...&code=...)")
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    codes, servers = query.get("code", []), query.get("server", [])
+    if len(codes) != 1 or not codes[0].strip():
+        raise ValueError("the pairing link carries no code")
+    if len(servers) > 1:
+        raise ValueError("the pairing link names more than one server")
+    return (servers[0].strip() or None) if servers else None, codes[0].strip()
+
+
+def server_problem(url: str) -> str | None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        return f"{url!r} is not a server address (ws://HOST:PORT or wss://HOST:PORT)"
+    return None
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    days, s = divmod(s, 86400)
+    text = f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def _yes(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def _shown(info: KeyInfo, value: Any) -> str:
+    if info.secret and value not in (None, ""):
+        return MASK
+    return format_value(value)
+
+
+@dataclass(slots=True)
+class _Question:
+    prompt: str
+    secret: bool
+    answer: Callable[[str, float], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    usage: str
+    summary: str
+    details: str
+    run: Callable[[Console, list[str], float], Reply]
+
+    def help(self) -> str:
+        details = f"\n{self.details}" if self.details else ""
+        return f"usage: {self.usage}\n{self.summary}{details}"
+
+
+# --------------------------------------------------------------------------- the console
+
+
+class Console:
+    """One installer console. Feed it lines; print what it returns, then :meth:`prompt`."""
+
+    def __init__(self, backend: Backend, *, now: float = 0.0, scrypt_n: int = SCRYPT_N) -> None:
+        self.backend = backend
+        self.scrypt_n = scrypt_n
+        self._pin = backend.load_pin()
+        self._next_try = now + (self._pin.delay if self._pin else 0.0)
+        self._unlocked = False
+        self._question: _Question | None = None
+        self._session = True
+        self._last_seen = now
+
+    # -- the transport's calls ---------------------------------------------------------------
+
+    def start_session(self, now: float) -> str:
+        """A terminal came (the port opened): lock, forget any question, greet."""
+        self._question = None
+        self._unlocked = False
+        self._session = True
+        self._last_seen = now
+        return clean(self._banner())
+
+    def handle_line(self, line: str, now: float) -> Reply:
+        self._expire(now)
+        self._last_seen = now
+        if self._question is not None:
+            question, self._question = self._question, None
+            reply = question.answer(line, now)
+        elif not self._session:
+            self._session = True
+            reply = Reply(self._banner())
+        else:
+            reply = self._command(line, now)
+        return Reply(clean(reply.text), reply.effect)
+
+    def cancel(self, now: float) -> str:
+        """Ctrl-C: drop a pending question."""
+        self._last_seen = now
+        if self._question is None:
+            return ""
+        self._question = None
+        return "cancelled"
+
+    def finish(self, effect: Effect, outcome: Outcome, now: float) -> Reply:
+        """Words for how an effect went (``outcome`` is its result or the exception)."""
+        self._last_seen = now
+        match effect:
+            case PairRequest():
+                text = self._paired(effect, outcome)
+            case UnpairRequest():
+                text = self._unpaired(outcome)
+            case AudioTestRequest():
+                text = self._audio_tested(outcome)
+            case FactoryResetRequest():
+                text = self._reset(outcome)
+        return Reply(clean(text))
+
+    def prompt(self, now: float) -> str:
+        """What to show before the next line: a question, or the state (``pttd[online ops]> ``);
+        empty after ``exit``."""
+        self._expire(now)
+        if self._question is not None:
+            return clean(self._question.prompt)
+        if not self._session:
+            return ""
+        status = self.backend.status()
+        state = str(status.get("link", "?"))
+        if state == "online" and status.get("room"):
+            state += f" {status['room']}"
+        if self._pin is not None and not self._unlocked:
+            state += " locked"
+        return clean(f"pttd[{state}]> ")
+
+    @property
+    def secret_input(self) -> bool:
+        """The next line answers a secret question (echo ``*``)."""
+        return self._question is not None and self._question.secret
+
+    def locked(self, now: float) -> bool:
+        self._expire(now)
+        return self._pin is not None and not self._unlocked
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _banner(self) -> str:
+        name = self.backend.status().get("device", "")
+        return f"pttd {__version__} installer console{f' on {name}' if name else ''}: type 'help'"
+
+    def _expire(self, now: float) -> None:
+        if self._unlocked and now - self._last_seen > IDLE_LOCK_S:
+            self._unlocked = False
+
+    def _ask(self, prompt: str, answer: Callable[[str, float], Reply], *, secret: bool) -> None:
+        self._question = _Question(prompt, secret, answer)
+
+    def _guard(self, now: float) -> Reply | None:
+        if self.locked(now):
+            return Reply("locked: type 'pin unlock' first")
+        return None
+
+    def _command(self, line: str, now: float) -> Reply:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            return Reply(f"cannot read that line: {exc}")
+        if not words:
+            return Reply()
+        name, args = words[0].lower(), words[1:]
+        command = COMMANDS.get(ALIASES.get(name, name))
+        if command is None:
+            shown = words[0] if len(words[0]) <= 24 else words[0][:21] + "..."
+            return Reply(f"unknown command {shown!r}: type 'help'")
+        if args[:1] in (["-h"], ["--help"]):
+            return Reply(command.help())
+        return command.run(self, args, now)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _cmd_help(self, args: list[str], now: float) -> Reply:
+        if args:
+            command = COMMANDS.get(ALIASES.get(args[0].lower(), args[0].lower()))
+            if command is None:
+                return Reply(f"no command {args[0][:24]!r}: type 'help'")
+            return Reply(command.help())
+        width = 24  # a longer usage gets a line of its own: the list fits 80 columns
+        lines = [
+            f"  {c.usage:<{width}}  {c.summary}"
+            if len(c.usage) <= width
+            else f"  {c.usage}\n  {'':<{width}}  {c.summary}"
+            for c in COMMANDS.values()
+        ]
+        locked = " (locked: 'pin unlock' first)" if self.locked(now) else ""
+        return Reply(
+            "commands (help COMMAND for more):\n"
+            + "\n".join(lines)
+            + f"\ncommands that change something need the PIN when one is set{locked}"
+        )
+
+    def _status(self, now: float) -> dict[str, Any]:
+        status = dict(self.backend.status())
+        status["version"] = __version__
+        pin = self._pin
+        status["lock"] = {
+            "pin_set": pin is not None,
+            "locked": self.locked(now),
+            "wrong_pins": pin.wrong_total if pin else 0,
+            "wrong_in_a_row": pin.failures if pin else 0,
+        }
+        return status
+
+    def _cmd_status(self, args: list[str], now: float) -> Reply:
+        if args not in ([], ["--json"]):
+            return Reply("usage: status [--json]")
+        s = self._status(now)
+        if args:
+            return Reply(json.dumps(s, sort_keys=True, separators=(",", ":"), default=str))
+        lock = s["lock"]
+        lock_text = (
+            "no PIN set"
+            if not lock["pin_set"]
+            else f"PIN set, {'locked' if lock['locked'] else 'unlocked'}"
+            + (
+                f", {lock['wrong_pins']} wrong PIN(s) ({lock['wrong_in_a_row']} in a row)"
+                if lock["wrong_pins"]
+                else ""
+            )
+        )
+        rooms = ", ".join(map(str, s.get("rooms") or ())) or "none yet"
+        audio = ", ".join(map(str, s.get("audio_devices") or ())) or "none found"
+        rows = [
+            ("device", s.get("device") or "?"),
+            ("paired", _yes(s.get("paired"))),
+            ("server", s.get("server") or "none"),
+            ("link", s.get("link", "?")),
+            ("rooms", rooms),
+            ("room", s.get("room") or "none"),
+            ("transmitting", _yes(s.get("transmitting"))),
+            ("microphone", "open" if s.get("mic_open") else "closed"),
+            ("receiving", _yes(s.get("receiving"))),
+            ("last error", s.get("last_error") or "none"),
+            ("audio", audio),
+            ("volume", s.get("volume", "?")),
+            ("version", s["version"]),
+            ("uptime", _duration(float(s.get("uptime_s") or 0))),
+            ("lock", lock_text),
+        ]
+        return Reply("\n".join(f"{k + ':':<14}{v}" for k, v in rows))
+
+    def _cmd_version(self, args: list[str], now: float) -> Reply:
+        return Reply(f"pttd {__version__}")
+
+    def _cmd_exit(self, args: list[str], now: float) -> Reply:
+        self._unlocked = False
+        self._session = False
+        return Reply("bye (press Enter to start again)")
+
+    # pairing ---------------------------------------------------------------------------------
+
+    def _cmd_pair(self, args: list[str], now: float) -> Reply:
+        if (refused := self._guard(now)) is not None:
+            return refused
+        configured = self.backend.config().server.url
+        server: str | None = None
+        code: str | None = None
+        if len(args) > 2:
+            return Reply(COMMANDS["pair"].help())
+        if len(args) == 2:
+            server, code = args
+        elif len(args) == 1:
+            word = args[0]
+            if word.lower().startswith("pttd:"):
+                try:
+                    server, code = parse_pairing_link(word)
+                except ValueError as exc:
+                    return Reply(str(exc))
+            elif word.lower().startswith(("ws:", "wss:")):
+                server = word
+            else:
+                code = word
+        if server is None:
+            if not configured:
+                return Reply("no server address: type 'pair SERVER_URL CODE'")
+            server = configured
+        if (problem := server_problem(server)) is not None:
+            return Reply(problem)
+        status = self.backend.status()
+        if status.get("paired"):
+            return Reply(f"already paired with {status.get('server')}: type 'unpair' first")
+        if code is None:
+            url = server
+
+            def answer(text: str, now: float) -> Reply:
+                return self._pair_with(url, text)
+
+            self._ask("pairing code: ", answer, secret=True)
+            return Reply(f"pairing with {server}")
+        return self._pair_with(server, code)
+
+    def _pair_with(self, server: str, code: str) -> Reply:
+        code = code.strip()
+        if not code or len(code) > MAX_CODE or not code.isprintable():
+            return Reply("that is not a pairing code (it looks like ABCD-EFGH-JKMN)")
+        name = self.backend.config().device.name
+        return Reply(f"pairing with {server} as {name} ...", PairRequest(server, code, name))
+
+    def _paired(self, effect: PairRequest, outcome: Outcome) -> str:
+        if isinstance(outcome, PairDone):
+            lines = [
+                f"paired with {outcome.server_url} as {outcome.device_name}",
+                f"rooms: {', '.join(outcome.rooms) or 'none'}",
+                f"online in room {outcome.room}"
+                if outcome.online and outcome.room
+                else "online"
+                if outcome.online
+                else "credential saved; the link is still connecting (see 'status')",
+            ]
+            return "\n".join(lines)
+        if isinstance(outcome, PairingFailed):
+            why = str(outcome)
+            if outcome.reason == "invalid code":
+                return f"pairing failed: {why}. Check the code and type it again."
+            if outcome.reason in ("expired code", "used code"):
+                return f"pairing failed: {why}"
+            if outcome.reason == "unreachable":
+                return (
+                    f"pairing failed: server unreachable at {effect.server_url} ({why}). "
+                    "Check the address and the network."
+                )
+            if outcome.reason == "tls":
+                return (
+                    f"pairing failed: TLS error with {effect.server_url} ({why}). "
+                    "Check the address, or trust the server's CA with "
+                    "'config set server.ca_file PATH'."
+                )
+            return f"pairing failed: {why}"
+        if isinstance(outcome, StoreError):
+            return (
+                f"paired, but the credential could not be saved: {outcome}. "
+                "Fix the state directory, then pair again with a new code."
+            )
+        if isinstance(outcome, asyncio.CancelledError):
+            return "pairing cancelled (if the server took the code, ask for a new one)"
+        if isinstance(outcome, TimeoutError):
+            return "pairing failed: no answer in time"
+        return f"pairing failed: {type(outcome).__name__}: {outcome}"
+
+    def _cmd_unpair(self, args: list[str], now: float) -> Reply:
+        if args:
+            return Reply(COMMANDS["unpair"].help())
+        if (refused := self._guard(now)) is not None:
+            return refused
+        return Reply("unpairing ...", UnpairRequest())
+
+    def _unpaired(self, outcome: Outcome) -> str:
+        if isinstance(outcome, UnpairDone):
+            if not outcome.had_credential:
+                return "not paired: nothing to wipe"
+            if outcome.told_server:
+                return "unpaired: the server was told, and the credential is wiped"
+            return (
+                "unpaired: the credential is wiped, but the server could not be told "
+                "(offline): ask its admin to revoke this device"
+            )
+        if isinstance(outcome, StoreError):
+            return f"unpair failed: {outcome}"
+        if isinstance(outcome, asyncio.CancelledError):
+            return "unpair interrupted: see 'status'"
+        return f"unpair failed: {type(outcome).__name__}: {outcome}"
+
+    # rooms -----------------------------------------------------------------------------------
+
+    def _cmd_rooms(self, args: list[str], now: float) -> Reply:
+        s = self.backend.status()
+        rooms = [str(r) for r in s.get("rooms") or ()]
+        if not rooms:
+            return Reply(f"no rooms yet (link {s.get('link', '?')})")
+        current = s.get("room")
+        return Reply("\n".join(f"{'*' if r == current else ' '} {r}" for r in rooms))
+
+    def _cmd_room(self, args: list[str], now: float) -> Reply:
+        s = self.backend.status()
+        if not args:
+            return Reply(f"room: {s.get('room') or 'none'}")
+        if len(args) > 1:
+            return Reply(COMMANDS["room"].help())
+        if (refused := self._guard(now)) is not None:
+            return refused
+        name = args[0]
+        rooms = [str(r) for r in s.get("rooms") or ()]
+        if not rooms:
+            return Reply(f"no rooms yet (link {s.get('link', '?')})")
+        if name not in rooms:
+            return Reply(f"no room {name[:64]!r}: the rooms are {', '.join(rooms)}")
+        if s.get("room") == name:
+            return Reply(f"already in room {name}")
+        self.backend.select_room(name)
+        now_in = self.backend.status().get("room")
+        if now_in != name:
+            return Reply(f"room {name} not selected (still {now_in}): see 'status'")
+        return Reply(f"room {name} selected")
+
+    # config ----------------------------------------------------------------------------------
+
+    def _cmd_config(self, args: list[str], now: float) -> Reply:
+        sub = args[0].lower() if args else "show"
+        rest = args[1:]
+        if sub == "show" and len(rest) <= 1:
+            return Reply(self._config_show(rest[0].lower() if rest else ""))
+        if sub == "get" and len(rest) == 1:
+            return Reply(self._config_get(rest[0].lower()))
+        if sub == "set" and len(rest) >= 2:
+            return self._guard(now) or self._config_set(rest[0].lower(), " ".join(rest[1:]))
+        if sub == "unset" and len(rest) == 1:
+            return self._guard(now) or self._config_unset(rest[0].lower())
+        return Reply(COMMANDS["config"].help())
+
+    def _running(self, config: Config, key: str) -> Any:
+        """The value in use: the volume is the mixer's (buttons change it), the rest config."""
+        if key == "audio.volume":
+            return self.backend.status().get("volume", config.audio.volume)
+        return get_value(config, key)
+
+    def _config_show(self, prefix: str) -> str:
+        config, saved = self.backend.config(), self.backend.saved_values()
+        lines = []
+        for key, info in settable_keys().items():
+            if prefix and not key.startswith(prefix):
+                continue
+            line = f"{key} = {_shown(info, self._running(config, key))}"
+            if key in saved and saved[key] != get_value(config, key):
+                line += f"  (saved: {_shown(info, saved[key])}, after a restart)"
+            lines.append(line)
+        return "\n".join(lines) or f"no key starts with {prefix[:64]!r}"
+
+    def _config_get(self, key: str) -> str:
+        info = settable_keys().get(key)
+        if info is None:
+            try:
+                parse_value(key, "")  # words the unknown key, with near matches
+            except ConfigError as exc:
+                return str(exc)
+            return f"{key[:64]}: unknown key"
+        config, saved = self.backend.config(), self.backend.saved_values()
+        value = get_value(config, key)
+        lines = [f"{key} = {_shown(info, self._running(config, key))}"]
+        if key in saved and saved[key] != value:
+            lines.append(f"saved: {_shown(info, saved[key])} (after a restart)")
+        lines.append(
+            f"{info.doc + '; ' if info.doc else ''}{info.type_name}, "
+            f"default {_shown(info, info.default)}"
+        )
+        return "\n".join(lines)
+
+    def _config_set(self, key: str, text: str) -> Reply:
+        try:
+            value = parse_value(key, text)
+            updated = apply_overrides(self.backend.config(), {key: value})
+        except ConfigError as exc:
+            return Reply(f"not set: {exc}")
+        info = settable_keys()[key]
+        value = get_value(updated, key)
+        if key == "audio.volume":
+            try:
+                self.backend.set_volume(int(value))
+            except StoreError as exc:
+                return Reply(f"volume {value} applied, but not saved: {exc}")
+            return Reply(f"{key} = {value} (applied now, and saved)")
+        saved = dict(self.backend.saved_values())
+        saved[key] = value
+        try:
+            self.backend.save_values(saved)
+        except StoreError as exc:
+            return Reply(f"not saved: {exc}")
+        return Reply(f"{key} = {_shown(info, value)} (saved; takes effect after a restart)")
+
+    def _config_unset(self, key: str) -> Reply:
+        saved = dict(self.backend.saved_values())
+        if key not in saved:
+            return Reply(f"{key[:64]}: no saved value (the config file's applies)")
+        del saved[key]
+        try:
+            self.backend.save_values(saved)
+        except StoreError as exc:
+            return Reply(f"not saved: {exc}")
+        return Reply(f"{key}: saved value removed; the config file's applies after a restart")
+
+    # audio -----------------------------------------------------------------------------------
+
+    def _cmd_audio(self, args: list[str], now: float) -> Reply:
+        if not args:
+            devices = self.backend.status().get("audio_devices") or ()
+            return Reply("audio devices:\n" + ("\n".join(f"  {d}" for d in devices) or "  none"))
+        if args[0].lower() != "test" or len(args) > 2:
+            return Reply(COMMANDS["audio"].help())
+        seconds = AUDIO_TEST_S
+        if len(args) == 2:
+            try:
+                seconds = float(args[1])
+            except ValueError:
+                seconds = math.nan
+            if not 0.5 <= seconds <= AUDIO_TEST_MAX_S:
+                return Reply(f"audio test: SECONDS from 0.5 to {AUDIO_TEST_MAX_S:g}")
+        if (refused := self._guard(now)) is not None:
+            return refused
+        return Reply(
+            f"audio test: a tone plays and the microphone is measured for {seconds:g} s "
+            "(Ctrl-C stops it)",
+            AudioTestRequest(seconds),
+        )
+
+    def _audio_tested(self, outcome: Outcome) -> str:
+        if isinstance(outcome, AudioTestDone):
+            if not outcome.ran:
+                return f"audio test refused: {outcome.refused or 'the device is busy'}"
+            peak = outcome.peak_dbfs
+            verdict = (
+                "no sound reached the microphone: check it and its cable"
+                if not outcome.frames or peak < -50
+                else "clipping: the microphone is too loud"
+                if peak > -1
+                else "the microphone works"
+            )
+            peak_text = f"{peak:.1f} dBFS" if math.isfinite(peak) else "silence"
+            return (
+                f"audio test done: {outcome.frames} frames in {outcome.seconds:.1f} s, "
+                f"peak {peak_text}: {verdict}; microphone closed"
+            )
+        if isinstance(outcome, asyncio.CancelledError):
+            return "audio test stopped; microphone closed"
+        return f"audio test failed: {outcome}; microphone closed"
+
+    # log -------------------------------------------------------------------------------------
+
+    def _cmd_log(self, args: list[str], now: float) -> Reply:
+        count = LOG_DEFAULT
+        if len(args) > 1:
+            return Reply(COMMANDS["log"].help())
+        if args:
+            try:
+                count = int(args[0])
+            except ValueError:
+                count = 0
+            if not 1 <= count <= LOG_MAX:
+                return Reply(f"log: N from 1 to {LOG_MAX}")
+        lines = self.backend.log_lines(count)
+        return Reply("\n".join(lines) if lines else "no log lines yet")
+
+    # PIN -------------------------------------------------------------------------------------
+
+    def _lock_text(self, now: float) -> str:
+        if self._pin is None:
+            return "no PIN set"
+        state = "locked" if self.locked(now) else "unlocked"
+        return f"PIN set, {state}; {self._pin.wrong_total} wrong PIN(s)"
+
+    def _cmd_pin(self, args: list[str], now: float) -> Reply:
+        sub = args[0].lower() if len(args) == 1 else "" if not args else "?"
+        if sub == "":
+            return Reply(self._lock_text(now))
+        if sub == "set":
+            return self._pin_set(now)
+        if sub == "lock":
+            if self._pin is None:
+                return Reply("no PIN set: 'pin set' first")
+            self._unlocked = False
+            return Reply("locked")
+        if sub == "unlock":
+            return self._pin_unlock(now)
+        if sub == "clear":
+            if self._pin is None:
+                return Reply("no PIN set")
+            if (refused := self._guard(now)) is not None:
+                return refused
+            try:
+                self.backend.save_pin(None)
+            except StoreError as exc:
+                return Reply(f"PIN not removed: {exc}")
+            self._pin = None
+            return Reply("PIN removed: every command works without it")
+        return Reply(COMMANDS["pin"].help())
+
+    def _pin_set(self, now: float) -> Reply:
+        if self._pin is not None and (refused := self._guard(now)) is not None:
+            return refused
+
+        def first(pin: str, now: float) -> Reply:
+            if (problem := pin_problem(pin)) is not None:
+                return Reply(f"{problem}: PIN not changed")
+
+            def second(again: str, now: float) -> Reply:
+                if again != pin:
+                    return Reply("the two PINs differ: PIN not changed")
+                record = PinRecord.new(pin, n=self.scrypt_n)
+                try:
+                    self.backend.save_pin(record)
+                except StoreError as exc:
+                    return Reply(f"PIN not saved: {exc}")
+                self._pin = record
+                self._next_try = now
+                self._unlocked = True
+                return Reply(
+                    "PIN set. The console locks on 'pin lock', 'exit', a reconnect, or "
+                    f"{IDLE_LOCK_S / 60:g} minutes idle; 'pin unlock' opens it."
+                )
+
+            self._ask("the new PIN again: ", second, secret=True)
+            return Reply()
+
+        self._ask("new PIN: ", first, secret=True)
+        return Reply()
+
+    def _pin_unlock(self, now: float) -> Reply:
+        if self._pin is None:
+            return Reply("no PIN set: nothing to unlock")
+        if not self.locked(now):
+            return Reply("already unlocked")
+        if (wait := self._next_try - now) > 0:
+            return Reply(f"wait {math.ceil(wait)} s before the next try")
+
+        def check(pin: str, now: float) -> Reply:
+            record = self._pin
+            if record is None:
+                return Reply("no PIN set")
+            if (wait := self._next_try - now) > 0:
+                return Reply(f"wait {math.ceil(wait)} s before the next try")
+            if record.matches(pin):
+                self._unlocked = True
+                if record.failures:
+                    self._pin = record.right()
+                    self._save_pin_quietly(self._pin)
+                return Reply("unlocked")
+            self._pin = record.wrong()
+            self._save_pin_quietly(self._pin)
+            self._next_try = now + self._pin.delay
+            return Reply(
+                f"wrong PIN ({self._pin.failures} in a row): "
+                f"wait {self._pin.delay:g} s before the next try"
+            )
+
+        self._ask("PIN: ", check, secret=True)
+        return Reply()
+
+    def _save_pin_quietly(self, record: PinRecord) -> None:
+        with contextlib.suppress(StoreError):  # the counts stay in memory; the backend logs
+            self.backend.save_pin(record)
+
+    # factory reset ---------------------------------------------------------------------------
+
+    def _cmd_factory_reset(self, args: list[str], now: float) -> Reply:
+        if args:
+            return Reply(COMMANDS["factory-reset"].help())
+        if (refused := self._guard(now)) is not None:
+            return refused
+
+        def confirm(answer: str, now: float) -> Reply:
+            if answer.strip().lower() != "yes":
+                return Reply("factory reset cancelled: nothing changed")
+            return Reply("factory reset ...", FactoryResetRequest())
+
+        self._ask("type 'yes' to wipe it all: ", confirm, secret=False)
+        return Reply(
+            "This wipes the pairing (telling the server if it can), the installer PIN, and the "
+            "settings saved on this device (room, volume, config values)."
+        )
+
+    def _reset(self, outcome: Outcome) -> str:
+        self._pin = self.backend.load_pin()
+        self._unlocked = False
+        if isinstance(outcome, ResetDone):
+            told = " (the server was told)" if outcome.told_server else ""
+            return (
+                f"factory reset done: unpaired{told}, PIN and saved settings wiped; "
+                "the config file's settings apply after a restart"
+            )
+        return f"factory reset failed: {outcome}"
+
+
+COMMANDS: Final[dict[str, _Command]] = {
+    "status": _Command(
+        "status [--json]",
+        "pairing, link, rooms, errors, audio, uptime ...",
+        "--json prints one line of JSON (paired, link, rooms, room, transmitting, mic_open ...).",
+        Console._cmd_status,
+    ),
+    "pair": _Command(
+        "pair [SERVER_URL] [CODE] | pair pttd://pair?...",
+        "pair with a room server (a one-time code)",
+        "SERVER_URL is ws://HOST:PORT or wss://HOST:PORT (default: server.url). Without CODE\n"
+        "the code is asked for, and not shown as you type it. The link the server's QR code\n"
+        "holds works too. Stores the credential, logs on and joins the rooms.",
+        Console._cmd_pair,
+    ),
+    "unpair": _Command(
+        "unpair",
+        "give the pairing up (tells the server if online)",
+        "",
+        Console._cmd_unpair,
+    ),
+    "rooms": _Command("rooms", "list the rooms (* marks the selected one)", "", Console._cmd_rooms),
+    "room": _Command("room [NAME]", "show or select the room to talk in", "", Console._cmd_room),
+    "config": _Command(
+        "config show [PREFIX] | get KEY | set KEY VALUE | unset KEY",
+        "show or change settings (saved on the device)",
+        "KEY is dotted: audio.volume, talk.mode, talk.timeout, server.url, device.name ...\n"
+        "audio.volume applies at once; other keys after a restart. Secrets show masked.",
+        Console._cmd_config,
+    ),
+    "audio": _Command(
+        "audio [test [SECONDS]]",
+        "audio devices; 'audio test': a tone and a mic meter",
+        f"The test runs {AUDIO_TEST_S:g} s unless told; the transmit LED is lit while the\n"
+        "microphone is open. Nothing is sent to the server. Ctrl-C stops it.",
+        Console._cmd_audio,
+    ),
+    "log": _Command(
+        "log [N]", f"the last N log lines (default {LOG_DEFAULT})", "", Console._cmd_log
+    ),
+    "pin": _Command(
+        "pin [set | lock | unlock | clear]",
+        "the optional installer PIN that guards changes",
+        "Wrong PINs make the next try wait longer (1 s, 2 s, 4 s ...) and are counted.",
+        Console._cmd_pin,
+    ),
+    "factory-reset": _Command(
+        "factory-reset",
+        "wipe pairing, PIN and saved settings (asks)",
+        "",
+        Console._cmd_factory_reset,
+    ),
+    "version": _Command("version", "the software version", "", Console._cmd_version),
+    "help": _Command("help [COMMAND]", "this list, or one command's help", "", Console._cmd_help),
+    "exit": _Command("exit", "end the session (locks the console)", "", Console._cmd_exit),
+}
+ALIASES: Final = {"?": "help", "quit": "exit", "logout": "exit"}

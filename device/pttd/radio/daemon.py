@@ -1,0 +1,370 @@
+"""The device daemon: wires the state machine to the link, the audio path, the inputs and LEDs.
+
+Everything runs on one asyncio loop. Hardware threads cross into it in their adapters
+(``call_soon_threadsafe``); the only thread this module shares state with is the audio output's,
+through the :class:`~pttd.radio.audio.mixer.Mixer`. Decisions are the state machine's: this module
+turns events into :meth:`DeviceMachine.handle` calls and carries the returned actions out, in order.
+What the operator's log says about talking (presses, permits, refusals, other talkers, texts
+arriving) is the machine's :class:`~pttd.radio.machine.Report` actions, logged here at INFO: one
+way,
+and never with what was said or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pttd.errors import CodecError, StoreError
+from pttd.radio.audio import AudioInput, AudioOutput, Pcm
+from pttd.radio.audio.codec import Encoder, OpusSettings
+from pttd.radio.audio.mixer import Mixer
+from pttd.radio.audio.tones import tone
+from pttd.radio.config import Config
+from pttd.radio.inputs import Button, ButtonEdge, Input
+from pttd.radio.leds import Leds
+from pttd.radio.link import LinkEvent, LinkSettings, ServerLink
+from pttd.radio.machine import (
+    Action,
+    CancelTimer,
+    CapturedFrame,
+    ChangeRoom,
+    CloseCapture,
+    DeviceMachine,
+    Event,
+    IncomingStart,
+    IncomingStop,
+    Link,
+    MachineSettings,
+    MutePlayback,
+    OpenCapture,
+    Paired,
+    PlayTone,
+    PttPressed,
+    PttReleased,
+    Report,
+    RoomSelected,
+    SendAudio,
+    SendStartStream,
+    SendStopStream,
+    SetLed,
+    Shutdown,
+    StartTimer,
+    StopLink,
+    TextArrived,
+    TimerFired,
+    Tone,
+    Unpaired,
+)
+from pttd.radio.store import Credential, Store
+from pttd.wire import messages as p
+
+log = logging.getLogger(__name__)
+
+VOLUME_STEP = 10
+BLINK = (0.25, 0.25)
+
+
+@dataclass
+class Counters:
+    packets_sent: int = 0
+    packets_received: int = 0
+    streams_heard: int = 0
+    texts_received: int = 0
+    talks: int = 0
+    access_times: list[float] = field(default_factory=list)  # press edge → talk permit, s
+    online_times: list[float] = field(default_factory=list)  # the link came up (logged on)
+    tones: list[Tone] = field(default_factory=list)
+
+
+class Device:
+    """One PTT device. ``await device.run()`` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        audio_in: AudioInput,
+        audio_out: AudioOutput,
+        inputs: list[Input],
+        leds: Leds,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.audio_in = audio_in
+        self.audio_out = audio_out
+        self.inputs = inputs
+        self.leds = leds
+        self.clock = clock
+        a = config.audio
+        self.opus = OpusSettings(
+            sample_rate=a.sample_rate,
+            frame_ms=a.frame_ms,
+            bitrate=a.bitrate,
+            complexity=a.complexity,
+            fec=a.fec,
+            expected_loss_percent=a.expected_loss_percent,
+            dtx=a.dtx,
+        )
+        self.encoder = Encoder(self.opus)
+        saved = store.settings()
+        self.mixer = Mixer(
+            audio_out.sample_rate,
+            audio_out.frame_samples,
+            volume=saved.volume if saved.volume is not None else a.volume,
+        )
+        self._credential = self._load_credential()
+        self.machine = DeviceMachine(
+            MachineSettings(
+                toggle=config.talk.mode == "toggle",
+                talk_timeout=config.talk.timeout,
+                simplex=a.simplex,
+                roger_beep=a.roger_beep,
+            ),
+            paired=self._credential is not None,
+        )
+        if self._credential is not None:  # a room saved while paired means nothing unpaired
+            self.machine.room = saved.room
+        self.link = ServerLink(
+            lambda: self._credential,
+            self._on_link_event,
+            self.opus.codec_header(),
+            LinkSettings(ca_file=config.server.ca_file, tls_verify=config.server.tls_verify),
+            monotonic=clock,
+        )
+        self.counters = Counters()
+        self.frame_taps: list[Callable[[Pcm], None]] = []  # e.g. the console's level meter
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._press_t: float | None = None
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = clock()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _load_credential(self) -> Credential | None:
+        try:
+            return self.store.credential()
+        except StoreError as exc:
+            log.error("%s: starting unpaired", exc)
+            return None
+
+    @property
+    def credential(self) -> Credential | None:
+        return self._credential
+
+    def set_credential(self, credential: Credential | None) -> None:
+        """A new pairing (already stored) or an unpairing: the link follows."""
+        self._credential = credential
+        if credential is not None:
+            self.feed(Paired(self.clock()))
+            self.link.wake()
+        else:
+            self.feed(Unpaired(self.clock()))  # capture closes first, then the link drops
+            self.link.drop()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, ready: Callable[[], object] | None = None) -> None:
+        self._execute(self.machine.initial_actions())
+        self.audio_out.start(self.mixer.pull)
+        for source in self.inputs:
+            await source.start(self._on_edge)
+        link_task = asyncio.create_task(self.link.run(), name="link")
+        self._tasks.append(link_task)
+        log.info("device %s running", self.config.device.name)
+        if ready is not None:
+            ready()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        # Capture closes first (the machine orders it), the stream stops, then the link closes.
+        self.feed(Shutdown(self.clock()))
+        for source in self.inputs:
+            with contextlib.suppress(Exception):
+                await source.close()
+        await asyncio.sleep(0)  # let the stop_stream reach the socket before closing it
+        await self.link.close()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for handle in self._timers.values():
+            handle.cancel()
+        self.audio_in.close()
+        self.audio_out.stop()
+        self.leds.close()
+        log.info("device %s stopped", self.config.device.name)
+
+    # -- events in ------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        self._execute(self.machine.handle(event))
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def until(self, condition: Callable[[DeviceMachine], bool]) -> None:
+        """Wait until ``condition(machine)`` holds (checked after every event); bound it with
+        ``asyncio.timeout``."""
+        while not condition(self.machine):
+            await self._changed.wait()
+
+    def _on_edge(self, edge: ButtonEdge) -> None:
+        if self._stopping.is_set():
+            return  # adapters report releases as they close: the machine has shut down
+        b = edge.button
+        if b in (Button.PTT, Button.EMERGENCY):
+            emergency = b is Button.EMERGENCY
+            if edge.pressed:
+                self._press_t = edge.t
+                self.feed(PttPressed(edge.t, emergency))
+            else:
+                self.feed(PttReleased(edge.t, emergency))
+        elif edge.pressed and b in (Button.ROOM_UP, Button.ROOM_DOWN):
+            self.feed(ChangeRoom(edge.t, step=1 if b is Button.ROOM_UP else -1))
+        elif edge.pressed and b in (Button.VOLUME_UP, Button.VOLUME_DOWN):
+            self.change_volume(VOLUME_STEP if b is Button.VOLUME_UP else -VOLUME_STEP)
+
+    def change_volume(self, delta: int) -> int:
+        volume = max(0, min(100, self.mixer.volume + delta))
+        self.mixer.set_volume(volume)
+        self._play(Tone.ROOM)
+        try:
+            self.store.update_settings(volume=volume)
+        except StoreError as exc:
+            log.error("volume not saved: %s", exc)
+        return volume
+
+    def _on_frame(self, frame: Pcm, t: float) -> None:
+        for tap in self.frame_taps:
+            tap(frame)
+        if not self.machine.wants_frames:
+            return  # not worth encoding: the machine would drop it
+        try:
+            payload = self.encoder.encode(frame)
+        except CodecError as exc:
+            log.warning("frame not encoded: %s", exc)
+            return
+        self.feed(CapturedFrame(t, payload))
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        if self._stopping.is_set():
+            # The machine has shut down (link OFFLINE, LEDs off); the LinkDown the closing link
+            # reports would make it 'connecting' again, blink the online LED and play a tone.
+            return
+        now = self.clock()
+        if isinstance(event, p.AudioPacket):
+            self.counters.packets_received += 1
+            self.mixer.push_packet(event.stream_id, event.packet_id, event.payload, now)
+        elif isinstance(event, p.OnStreamStart):
+            self.counters.streams_heard += 1
+            self.mixer.start_stream(event.stream_id, event.codec_header, now)
+            self.feed(IncomingStart(now, event.stream_id, event.channel, event.from_))
+        elif isinstance(event, p.OnStreamStop):
+            self.mixer.stop_stream(event.stream_id)
+            self.feed(IncomingStop(now, event.stream_id))
+        elif isinstance(event, p.OnTextMessage):
+            # The device has no screen: the message goes no further. Only that it came (who,
+            # where, how long) reaches the log; its text is kept nowhere.
+            self.counters.texts_received += 1
+            self.feed(TextArrived(now, event.channel, event.from_, len(event.text)))
+        else:
+            was_online = self.machine.link is Link.ONLINE
+            self.feed(event)
+            if not was_online and self.machine.link is Link.ONLINE:
+                self.counters.online_times.append(now)
+
+    # -- actions out ----------------------------------------------------------------------
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case OpenCapture():
+                    self.encoder.reset()
+                    self.audio_in.open(self._on_frame)
+                case CloseCapture():
+                    self.audio_in.close()
+                case SendAudio():
+                    self.link.send_audio(action.stream_id, action.payload)
+                    self.counters.packets_sent += 1
+                case SendStartStream():
+                    self.counters.talks += 1
+                    self.link.start_stream(action.request, action.room, action.priority)
+                case SendStopStream():
+                    self.link.stop_stream(action.stream_id, action.room)
+                case PlayTone():
+                    self.counters.tones.append(action.tone)
+                    if action.tone is Tone.TALK_PERMIT and self._press_t is not None:
+                        self.counters.access_times.append(self.clock() - self._press_t)
+                    self._play(action.tone)
+                case SetLed():
+                    led = self.leds.all()[action.led]
+                    if action.mode == "on":
+                        led.on()
+                    elif action.mode == "off":
+                        led.off()
+                    else:
+                        led.blink(*BLINK)
+                case StartTimer():
+                    self._cancel_timer(action.name)
+                    self._timers[action.name] = asyncio.get_running_loop().call_later(
+                        action.delay, self._fire, action.name
+                    )
+                case CancelTimer():
+                    self._cancel_timer(action.name)
+                case MutePlayback():
+                    self.mixer.set_muted(action.muted)
+                case Report():
+                    log.info("%s", action.text)
+                case RoomSelected():
+                    try:
+                        self.store.update_settings(room=action.room)
+                    except StoreError as exc:
+                        log.error("room selection not saved: %s", exc)
+                case StopLink():
+                    log.error("the server refused this device's credential: pair it again")
+
+    def _play(self, kind: Tone) -> None:
+        self.mixer.play(tone(kind, self.audio_out.sample_rate, self.config.audio.tone_level_db))
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.feed(TimerFired(self.clock(), name))
+
+    def _cancel_timer(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    # -- what the console and the demo read --------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        m = self.machine
+        return {
+            "paired": self._credential is not None and m.link is not Link.UNPAIRED,
+            "link": m.link.value,
+            "server": self._credential.server_url if self._credential else self.config.server.url,
+            "rooms": list(m.rooms),
+            "room": m.room,
+            "transmitting": m.transmitting,
+            "mic_open": m.capture_open,
+            "receiving": bool(m.incoming),
+            "last_error": m.last_error or self.link.last_error,
+            "volume": self.mixer.volume,
+            "uptime_s": round(self.clock() - self.started_at, 1),
+            "packets_sent": self.counters.packets_sent,
+            "packets_received": self.counters.packets_received,
+        }

@@ -1,0 +1,189 @@
+"""Button inputs: adapters that turn hardware edges into :class:`ButtonEdge` values on the loop.
+
+Adapters decide nothing (hold or toggle, which source wins, stuck-button handling: all the
+device state machine's). They report edges, each stamped with :func:`time.monotonic` at the
+moment the adapter saw it, and deliver them to one handler on the asyncio loop thread.
+
+gpiozero calls back on its own thread (or, with ``MockFactory``, synchronously inside
+``drive_low()`` on the caller's thread), the serial adapter reads on a thread, ``SimulatedButton``
+is pressed from any thread. They all cross into the loop in exactly one place:
+:meth:`EdgeSink.edge`, which takes the timestamp and calls ``loop.call_soon_threadsafe``.
+
+An adapter that loses its device (USB pedal unplugged, serial link dropped) releases whatever
+it held, so a vanished device never leaves PTT held, and reopens the device until closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pttd.radio.config import ButtonsConfig, PttConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Button",
+    "ButtonEdge",
+    "EdgeHandler",
+    "EdgeSink",
+    "Input",
+    "build_inputs",
+]
+
+
+class Button(enum.Enum):
+    PTT = "ptt"
+    EMERGENCY = "emergency"
+    ROOM_UP = "room_up"
+    ROOM_DOWN = "room_down"
+    VOLUME_UP = "volume_up"
+    VOLUME_DOWN = "volume_down"
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonEdge:
+    button: Button
+    pressed: bool
+    t: float  # time.monotonic() taken at the edge, on whatever thread saw it
+    source: str  # e.g. "gpio:17", "serial:/dev/pts/3", "evdev:/dev/input/event3", "sim"
+
+
+EdgeHandler = Callable[[ButtonEdge], None]
+"""Receives every edge; always invoked on the asyncio loop thread."""
+
+
+class Input(Protocol):
+    """One source of button edges (a set of GPIO pins, an input device, a serial accessory…)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self, handler: EdgeHandler) -> None:
+        """Begin delivering edges to ``handler``; call on the loop (captures the running loop)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop, release the hardware, and report a release for every button still held."""
+        ...
+
+
+class EdgeSink:
+    """The one place where edges cross from any thread into the asyncio loop.
+
+    Thread-safe. It keeps which (button, source) pairs are held, so that it passes on only
+    real changes (a repeated ``+PTT=P`` is not a second press) and so that an adapter can
+    release everything it holds when its device vanishes or it is closed. Edges seen while
+    not connected (before ``start``, after ``close``) are dropped and change nothing.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._held: set[tuple[Button, str]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler: EdgeHandler | None = None
+
+    def connect(self, handler: EdgeHandler) -> None:
+        """Deliver edges to ``handler`` on the running loop; call from the loop thread."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._loop = loop
+            self._handler = handler
+
+    def disconnect(self) -> None:
+        with self._lock:
+            self._loop = None
+            self._handler = None
+            self._held.clear()
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._handler is not None
+
+    def is_held(self, button: Button, source: str) -> bool:
+        with self._lock:
+            return (button, source) in self._held
+
+    def edge(self, button: Button, pressed: bool, source: str) -> bool:
+        """Report that ``button`` went down or up; from any thread. True if passed on."""
+        return self._report(button, source, lambda: pressed)
+
+    def sync(self, button: Button, source: str, read: Callable[[], bool]) -> bool:
+        """Report the button's current state as read by ``read()`` (under the lock, so that
+        a callback racing with it cannot be reordered around it). True if an edge resulted."""
+        return self._report(button, source, read)
+
+    def release_all(self, source: str | None = None) -> None:
+        """Report a release for every button held (from ``source`` only, if given)."""
+        with self._lock:
+            held = [key for key in self._held if source is None or key[1] == source]
+        for button, src in sorted(held, key=lambda key: (key[0].value, key[1])):
+            if self.edge(button, False, src):
+                log.info("%s: released %s (%s)", self._name, button.value, src)
+
+    def _report(self, button: Button, source: str, read: Callable[[], bool]) -> bool:
+        with self._lock:
+            t = time.monotonic()
+            loop, handler = self._loop, self._handler
+            if loop is None or handler is None:
+                log.debug("%s: %s %s while not started: dropped", self._name, button.value, source)
+                return False
+            pressed = read()
+            key = (button, source)
+            if (key in self._held) == pressed:
+                return False  # not a change
+            edge = ButtonEdge(button, pressed, t, source)
+            try:
+                # Scheduled under the lock: edges reach the loop in the order they were stamped.
+                loop.call_soon_threadsafe(handler, edge)
+            except RuntimeError:  # the loop is closed: we are shutting down
+                log.debug("%s: loop closed, edge dropped: %s", self._name, edge)
+                return False
+            if pressed:
+                self._held.add(key)
+            else:
+                self._held.discard(key)
+            return True
+
+
+def build_inputs(
+    ptt: Sequence[PttConfig],
+    buttons: ButtonsConfig,
+    *,
+    pin_factory: object | None = None,
+) -> list[Input]:
+    """One input per configured PTT (all GPIO pins, PTT and extra buttons, share one).
+
+    GPIO pins are claimed here, so a pin that cannot be used fails now (:class:`InputError`);
+    an evdev device or serial port that is absent is not an error: its adapter keeps trying.
+    ``pin_factory`` (a gpiozero pin factory) is passed to gpiozero; None means its default.
+    """
+    inputs: list[Input] = []
+    for config in ptt:
+        if config.kind == "evdev":
+            from pttd.radio.inputs.evdev_input import EvdevButton  # noqa: PLC0415 (Linux only)
+
+            inputs.append(EvdevButton(config.device, config.key))
+        elif config.kind == "serial":
+            from pttd.radio.inputs.serial_ptt import SerialPtt  # noqa: PLC0415
+
+            inputs.append(SerialPtt(config.port, config.baudrate))
+        elif config.kind == "sim":
+            from pttd.sim.inputs import SimulatedButton  # noqa: PLC0415
+
+            inputs.append(SimulatedButton())
+    from pttd.radio.inputs.gpio import GpioButtons, gpio_specs  # noqa: PLC0415
+
+    specs = gpio_specs(ptt, buttons)
+    if specs:  # last: nothing built before it holds a resource that would need releasing
+        inputs.insert(0, GpioButtons(specs, pin_factory=pin_factory))
+    return inputs

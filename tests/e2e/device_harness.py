@@ -1,0 +1,468 @@
+"""Helpers for the device integration tests: real room server, real devices, a listening client.
+
+Everything here is a real part or a thin observer of one: a :class:`RoomServer` on 127.0.0.1 with
+an OS-picked port and a registry in the test's directory, devices paired through the real pairing
+flow (:func:`pttd.radio.link.pair`) and run as :class:`pttd.radio.daemon.Device` with simulated
+audio, a
+Channel-API client that logs on as a user and records what it hears, and a TCP relay whose
+server-to-device direction a test can hold (to keep a device waiting for the floor).
+
+Waits are bounded (:data:`TIMEOUT`, generous for a loaded machine) and wait for a state, never
+for a time; nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from pttd.radio.config import (
+    AudioConfig,
+    ButtonsConfig,
+    Config,
+    DeviceConfig,
+    LedsConfig,
+    PttConfig,
+    ServerConfig,
+    StateConfig,
+    TalkConfig,
+)
+from pttd.radio.daemon import Device
+from pttd.radio.inputs import Input, build_inputs
+from pttd.radio.leds import Leds, build_leds
+from pttd.radio.link import LinkSettings, pair
+from pttd.radio.machine import DeviceMachine, Event, Link, Talk
+from pttd.radio.store import Credential, Store
+from pttd.server.app import RoomServer, ServerSettings
+from pttd.server.registry import Registry
+from pttd.sim.audio import ClockedSource, RecordingSink, sine
+from pttd.sim.inputs import SimulatedButton
+from pttd.wire import messages as p
+
+T = TypeVar("T")
+
+TIMEOUT = 15.0  # every wait is bounded by this; generous for a loaded 2-core machine
+ROOM = "demo"
+OTHER_ROOM = "ops"
+LISTENER = "listener"
+LISTENER_PASSWORD = "listener-secret"
+RATE = 48000
+FRAME = RATE * 20 // 1000
+
+
+async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Wait (bounded) until ``check()`` holds, for state that changes off the machine's events
+    (counters, threads, pins)."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 (conditions set on other threads too)
+            await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- a listening client
+
+
+class Listener:
+    """A Channel-API client logged on as a user: records every event and audio packet."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.events: list[Any] = []
+        self._changed = asyncio.Event()
+        self._seq = itertools.count(1)
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                if isinstance(frame, bytes):
+                    self.events.append(p.parse_audio_packet(frame))
+                else:
+                    self.events.append(p.parse_server_message(frame))
+                self._changed.set()
+        except ConnectionClosed:
+            pass
+
+    async def logon(self, rooms: Sequence[str]) -> None:
+        seq = next(self._seq)
+        await self.ws.send(
+            p.Logon(
+                channels=tuple(rooms), seq=seq, username=LISTENER, password=LISTENER_PASSWORD
+            ).to_json()
+        )
+        answer = await self.wait_for(p.Response, lambda r: r.seq == seq)
+        assert answer.success, answer
+
+    def mark(self) -> int:
+        """A position in :attr:`events`, for :meth:`wait_for` to look only after it."""
+        return len(self.events)
+
+    def of(self, kind: type[T], since: int = 0) -> list[T]:
+        return [e for e in self.events[since:] if isinstance(e, kind)]
+
+    def packets(self, stream_id: int | None = None) -> list[p.AudioPacket]:
+        return [e for e in self.of(p.AudioPacket) if stream_id in (None, e.stream_id)]
+
+    async def wait_for(
+        self,
+        kind: type[T],
+        where: Callable[[T], bool] = lambda _: True,
+        *,
+        since: int = 0,
+        timeout: float = TIMEOUT,
+    ) -> T:
+        """The first event of ``kind`` (after position ``since``) for which ``where`` holds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events[since:]:
+                    if isinstance(event, kind) and where(event):
+                        return event
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.reader
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True, slots=True)
+class Snap:
+    """The device as it stood right after one event was handled and its actions carried out."""
+
+    event: Event
+    talk: Talk
+    link: Link
+    capture_open: bool  # what the state machine says
+    mic_open: bool  # what the audio input is doing
+    transmit_lit: bool  # the transmit LED
+
+
+@dataclass
+class RunningDevice:
+    """A :class:`Device` with a simulated microphone and speaker, run on the test's loop."""
+
+    device: Device
+    mic: ClockedSource
+    speaker: RecordingSink
+    button: SimulatedButton
+    task: asyncio.Task[None] | None = None
+    snaps: list[Snap] = field(default_factory=list)
+
+    @property
+    def machine(self) -> DeviceMachine:
+        return self.device.machine
+
+    @property
+    def name(self) -> str:
+        return self.device.config.device.name
+
+    def observe(self) -> None:
+        """Record a :class:`Snap` after every event: wraps ``Device.feed`` (the one way events
+        reach the machine) without changing what it does."""
+        feed = self.device.feed
+
+        def observed(event: Event) -> None:
+            feed(event)
+            m = self.device.machine
+            self.snaps.append(
+                Snap(
+                    event,
+                    m.talk,
+                    m.link,
+                    m.capture_open,
+                    self.mic.is_open,
+                    self.device.leds.transmit.is_lit,
+                )
+            )
+
+        self.device.feed = observed  # type: ignore[method-assign]
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+        self.task = asyncio.create_task(self.device.run(ready.set), name=f"device {self.name}")
+        async with asyncio.timeout(TIMEOUT):
+            await ready.wait()
+
+    async def until(
+        self, condition: Callable[[DeviceMachine], bool], timeout: float = TIMEOUT
+    ) -> None:
+        async with asyncio.timeout(timeout):
+            await self.device.until(condition)
+
+    async def online(self, timeout: float = TIMEOUT) -> None:
+        await self.until(lambda m: m.link is Link.ONLINE, timeout)
+
+    async def transmitting(self) -> None:
+        await self.until(lambda m: m.talk is Talk.TRANSMITTING)
+
+    async def idle(self) -> None:
+        await self.until(lambda m: m.talk is Talk.IDLE and not m.capture_open)
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self.device.stop()
+        async with asyncio.timeout(TIMEOUT):
+            await self.task
+        self.task = None
+
+
+def device_config(
+    name: str,
+    url: str,
+    state_dir: Path,
+    *,
+    talk: TalkConfig | None = None,
+    ptt: Sequence[PttConfig] = (),
+    buttons: ButtonsConfig | None = None,
+    leds: LedsConfig | None = None,
+) -> Config:
+    return Config(
+        device=DeviceConfig(name=name),
+        server=ServerConfig(url=url),
+        state=StateConfig(dir=str(state_dir)),
+        audio=AudioConfig(backend="sim"),
+        talk=talk or TalkConfig(),
+        ptt=tuple(ptt),
+        buttons=buttons or ButtonsConfig(),
+        leds=leds or LedsConfig(),
+    )
+
+
+def make_device(
+    config: Config,
+    *,
+    inputs: Sequence[Input] = (),
+    pin_factory: object | None = None,
+    leds: Leds | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunningDevice:
+    """A device on the parts ``config`` asks for (GPIO ones on ``pin_factory``), plus a
+    :class:`SimulatedButton`, ``inputs``, a looping 440 Hz 'voice' and a recording speaker;
+    ``clock`` is its monotonic clock (the machine's and the link's time)."""
+    mic = ClockedSource(
+        sine(440.0, 1.0, sample_rate=RATE, amplitude=0.3),
+        sample_rate=RATE,
+        frame_samples=FRAME,
+        at_end="loop",
+    )
+    speaker = RecordingSink(sample_rate=RATE, frame_samples=FRAME, keep_seconds=10.0)
+    button = SimulatedButton(f"sim:{config.device.name}")
+    built = build_inputs(config.ptt, config.buttons, pin_factory=pin_factory)
+    if leds is None:
+        leds = (
+            build_leds(config.leds, pin_factory=pin_factory)
+            if pin_factory is not None
+            else build_leds(config.leds, fake=True)
+        )
+    device = Device(
+        config,
+        store=Store(config.state.dir),
+        audio_in=mic,
+        audio_out=speaker,
+        inputs=[*built, *inputs, button],
+        leds=leds,
+        clock=clock,
+    )
+    return RunningDevice(device, mic, speaker, button)
+
+
+# --------------------------------------------------------------------------- the server side
+
+
+class Rig:
+    """A room server on 127.0.0.1 (OS-picked port) over a registry file, and what talks to it."""
+
+    def __init__(self, directory: Path, settings: ServerSettings | None = None) -> None:
+        self.directory = directory
+        self.db_path = directory / "server.db"
+        self.registry = Registry(self.db_path)
+        self.registry.add_room(ROOM)
+        self.registry.add_room(OTHER_ROOM)
+        self.registry.add_user(LISTENER, LISTENER_PASSWORD, [ROOM, OTHER_ROOM])
+        self.settings = settings or ServerSettings(host="127.0.0.1", port=0, registry_poll=0.05)
+        self.server: RoomServer | None = None
+        self.port = 0
+        self.devices: list[RunningDevice] = []
+        self.listeners: list[Listener] = []
+        self._cleanups: list[Callable[[], Awaitable[object]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start_server(self) -> RoomServer:
+        """Start a room server; a restart binds the port the first one had."""
+        server = RoomServer(self.registry, dataclasses.replace(self.settings, port=self.port))
+        await server.start()
+        self.server, self.port = server, server.port
+        return server
+
+    async def stop_server(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.close()
+
+    async def credential(
+        self, name: str, rooms: Sequence[str] = (ROOM,), *, url: str | None = None
+    ) -> Credential:
+        """A credential from the real pairing flow: an admin's code, redeemed over the wire."""
+        code = await asyncio.to_thread(self.registry.create_pair_code, list(rooms))
+        return await pair(url or self.url, code.code, name, LinkSettings())
+
+    def state_dir(self, name: str) -> Path:
+        return self.directory / "state" / name
+
+    async def paired_config(
+        self,
+        name: str,
+        rooms: Sequence[str] = (ROOM,),
+        *,
+        server_url: str | None = None,
+        **config: Any,
+    ) -> Config:
+        """A device config whose state directory holds a fresh credential (for ``server_url``,
+        if given: the link connects to the credential's server)."""
+        credential = await self.credential(name, rooms)
+        if server_url is not None:
+            credential = dataclasses.replace(credential, server_url=server_url)
+        Store(self.state_dir(name)).save_credential(credential)
+        return device_config(name, self.url, self.state_dir(name), **config)
+
+    async def run_device(
+        self,
+        config: Config,
+        *,
+        inputs: Sequence[Input] = (),
+        pin_factory: object | None = None,
+        observe: bool = False,
+        online: bool = True,
+    ) -> RunningDevice:
+        device = make_device(config, inputs=inputs, pin_factory=pin_factory)
+        if observe:
+            device.observe()
+        self.devices.append(device)
+        await device.start()
+        if online:
+            await device.online()
+        return device
+
+    async def device(
+        self,
+        name: str,
+        rooms: Sequence[str] = (ROOM,),
+        *,
+        inputs: Sequence[Input] = (),
+        pin_factory: object | None = None,
+        observe: bool = False,
+        **config: Any,
+    ) -> RunningDevice:
+        """A paired device, running and online."""
+        cfg = await self.paired_config(name, rooms, **config)
+        return await self.run_device(cfg, inputs=inputs, pin_factory=pin_factory, observe=observe)
+
+    async def listener(self, rooms: Sequence[str] = (ROOM,)) -> Listener:
+        ws = await connect(self.url, compression=None)
+        listener = Listener(ws)
+        self.listeners.append(listener)
+        await listener.logon(rooms)
+        return listener
+
+    def on_close(self, cleanup: Callable[[], Awaitable[object]]) -> None:
+        self._cleanups.append(cleanup)
+
+    async def close(self) -> None:
+        for device in self.devices:
+            with contextlib.suppress(Exception):
+                await device.stop()
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                await listener.close()
+        for cleanup in reversed(self._cleanups):
+            with contextlib.suppress(Exception):
+                await cleanup()
+        await self.stop_server()
+        self.registry.close()
+
+
+# --------------------------------------------------------------------------- a holdable relay
+
+
+class HoldingRelay:
+    """A TCP relay from a device to the server. While :attr:`held`, bytes from the server to the
+    device wait in the relay (the device's requests still reach the server at once)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.released = asyncio.Event()
+        self.released.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}"
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer, None), self._pump(up_reader, writer, self.released)
+            )
+        finally:
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event | None
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if gate is not None:
+                    await gate.wait()
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        self.release()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,223 @@
+"""Each kind of PTT input keys a real device up against the real room server.
+
+The serial PTT accessory is read over a real pty (its slave is the configured port; the test
+writes the accessory's lines to the master), the evdev adapter is fed real
+:class:`evdev.InputEvent` objects through a stand-in for the open input device (there is no
+/dev/input here), and the simulated button is pressed from code, as the demo does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import pytest
+from device_harness import RATE, Rig, RunningDevice, eventually
+from evdev import InputEvent, ecodes
+
+from pttd.radio.config import PttConfig
+from pttd.radio.inputs import Button
+from pttd.radio.inputs.evdev_input import EvdevButton
+from pttd.radio.inputs.serial_ptt import SerialPtt
+from pttd.radio.machine import Talk, Tone
+from pttd.wire import messages as p
+
+
+class Pty:
+    """A pty whose slave is the accessory's port; the test writes the accessory's lines to the
+    master. The slave stays open here too, so that the port sees no hang-up until unplug()."""
+
+    def __init__(self) -> None:
+        self._master, self._slave = os.openpty()
+        self.port = os.ttyname(self._slave)
+        self.plugged = True
+
+    def send(self, data: bytes) -> None:
+        os.write(self._master, data)
+
+    def unplug(self) -> None:
+        if self.plugged:
+            self.plugged = False
+            os.close(self._master)
+
+    def close(self) -> None:
+        self.unplug()
+        os.close(self._slave)
+
+
+@pytest.fixture
+def pty() -> Iterator[Pty]:
+    accessory = Pty()
+    try:
+        yield accessory
+    finally:
+        accessory.close()
+
+
+def serial_input(device: RunningDevice) -> SerialPtt:
+    return next(i for i in device.device.inputs if isinstance(i, SerialPtt))
+
+
+async def serial_device(rig: Rig, port: str, name: str = "device-a") -> RunningDevice:
+    device = await rig.device(name, ptt=[PttConfig(kind="serial", port=port)], observe=True)
+    accessory = serial_input(device)
+    await eventually(lambda: accessory.connected)  # open, and in raw mode: no echo
+    return device
+
+
+async def test_serial_accessory_over_a_pty_keys_the_device_up(rig: Rig, pty: Pty) -> None:
+    a = await serial_device(rig, pty.port)
+    b = await rig.device("device-b")
+    listener = await rig.listener()
+
+    pty.send(b"+PTT=P\r\n")
+    await a.transmitting()
+    assert a.mic.is_open
+    start = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == a.name)
+    await eventually(lambda: b.device.counters.packets_received >= 5)
+    pty.send(b"+PTT=P\r\n")  # a repeated press is not a second talk
+    pty.send(b"noise\r\n\x00+PTT=R\r\n")  # line noise around the release
+    await a.idle()
+    assert not a.mic.is_open
+    await listener.wait_for(p.OnStreamStop, lambda e: e.stream_id == start.stream_id)
+    assert a.device.counters.talks == 1
+
+    # Line endings of every kind, split writes.
+    pty.send(b"+PT")
+    pty.send(b"T=P\n")
+    await a.transmitting()
+    pty.send(b"+PTT=R\r")
+    await a.idle()
+    assert a.device.counters.talks == 2
+    assert all(s.mic_open == s.capture_open == s.transmit_lit for s in a.snaps)
+
+
+async def test_serial_sos_pre_empts_a_normal_talker(rig: Rig, pty: Pty) -> None:
+    a = await serial_device(rig, pty.port)
+    b = await rig.device("device-b")
+    listener = await rig.listener()
+    b.button.press()
+    await b.transmitting()
+    b_start = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == b.name)
+
+    pty.send(b"+SOS=P\r\n")
+    await a.transmitting()
+    emergency = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == a.name)
+    assert emergency.priority == "emergency"
+    preempted = await listener.wait_for(p.OnStreamStop, lambda e: e.stream_id == b_start.stream_id)
+    assert preempted.reason == p.REASON_PREEMPTED
+    # B was cut: its microphone closed, it heard why, and it is not reopened while held.
+    await b.until(lambda m: m.talk is Talk.IDLE)
+    assert not b.mic.is_open and b.machine.blocked
+    assert Tone.BUSY in b.device.counters.tones
+    await b.until(lambda m: emergency.stream_id in m.incoming)
+    await eventually(lambda: b.device.counters.packets_received >= 5)
+
+    pty.send(b"+SOS=R\r\n")
+    await a.idle()
+    await listener.wait_for(p.OnStreamStop, lambda e: e.stream_id == emergency.stream_id)
+    b.button.release()
+    await b.until(lambda m: not m.blocked)
+
+
+async def test_serial_accessory_unplugged_mid_talk_releases_ptt(rig: Rig, pty: Pty) -> None:
+    a = await rig.device("device-a", inputs=[SerialPtt(pty.port, retry_s=0.05)], observe=True)
+    accessory = next(i for i in a.device.inputs if isinstance(i, SerialPtt))
+    await eventually(lambda: accessory.connected)
+    pty.send(b"+PTT=P\r\n")
+    await a.transmitting()
+    pty.unplug()  # the accessory's end goes away: the port hangs up
+    await a.idle()
+    assert not a.mic.is_open and not a.machine.held_buttons
+
+
+# --------------------------------------------------------------------------- evdev
+
+
+class PedalDevice:
+    """Stands in for an open /dev/input device: yields the real evdev events the test pushes."""
+
+    def __init__(self) -> None:
+        self.path = "/dev/input/event-pedal"
+        self.queue: asyncio.Queue[InputEvent] = asyncio.Queue()
+        self.closed = False
+
+    async def events(self) -> AsyncIterator[InputEvent]:
+        while True:
+            yield await self.queue.get()
+
+    def key_down(self, code: int) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def key(self, code: int, value: int) -> None:
+        now = time.time()
+        sec, usec = int(now), int(now % 1 * 1_000_000)
+        self.queue.put_nowait(InputEvent(sec, usec, ecodes.EV_KEY, code, value))
+        self.queue.put_nowait(InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
+
+
+async def test_evdev_pedal_keys_the_device_up(rig: Rig) -> None:
+    pedal = PedalDevice()
+    button = EvdevButton("pedal", "KEY_F13", opener=lambda: pedal)
+    a = await rig.device("device-a", inputs=[button], observe=True)
+    b = await rig.device("device-b")
+    async with asyncio.timeout(10):
+        await button.wait_connected()
+
+    pedal.key(ecodes.KEY_F13, 1)
+    await a.transmitting()
+    pedal.key(ecodes.KEY_F13, 2)  # autorepeat while held: not an edge
+    pedal.key(ecodes.KEY_A, 0)  # another key
+    await eventually(lambda: b.device.counters.packets_received >= 5)
+    assert a.machine.talk is Talk.TRANSMITTING
+    pedal.key(ecodes.KEY_F13, 0)
+    await a.idle()
+    await b.until(lambda m: not m.incoming)
+    assert a.device.counters.talks == 1
+    await a.stop()
+    assert pedal.closed
+
+
+async def test_evdev_emergency_key_asks_for_emergency_priority(rig: Rig) -> None:
+    pedal = PedalDevice()
+    button = EvdevButton("headset", "BTN_0", Button.EMERGENCY, opener=lambda: pedal)
+    a = await rig.device("device-a", inputs=[button])
+    listener = await rig.listener()
+    async with asyncio.timeout(10):
+        await button.wait_connected()
+    pedal.key(ecodes.BTN_0, 1)
+    await a.transmitting()
+    start = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == a.name)
+    assert start.priority == "emergency"
+    pedal.key(ecodes.BTN_0, 0)
+    await a.idle()
+
+
+# --------------------------------------------------------------------------- simulated
+
+
+async def test_simulated_button_talks_and_the_other_device_plays_it(rig: Rig) -> None:
+    a = await rig.device("device-a", observe=True)
+    b = await rig.device("device-b")
+    a.button.press()
+    await a.transmitting()
+    await eventually(lambda: b.device.mixer.stats.played >= 3)
+    since = time.monotonic()
+    await eventually(lambda: b.device.mixer.stats.played >= 30)
+    a.button.release()
+    await a.idle()
+    await b.until(lambda m: not m.incoming)
+    assert a.device.counters.packets_sent == b.device.counters.packets_received
+    assert b.device.mixer.stats.decode_errors == 0
+    # B's speaker played A's 440 Hz 'voice', decoded through its jitter buffer and mixer.
+    heard = np.concatenate([blk.samples for blk in b.speaker.played() if blk.t >= since])
+    assert heard.size >= RATE // 4
+    spectrum = np.abs(np.fft.rfft(heard.astype(np.float64)))
+    peak_hz = float(np.argmax(spectrum)) * RATE / heard.size
+    assert 400 < peak_hz < 480, peak_hz

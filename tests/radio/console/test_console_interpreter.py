@@ -1,0 +1,727 @@
+"""The console interpreter on its own (sans-I/O): every command, its errors, the PIN flows.
+
+The interpreter reaches the device only through its small Backend interface; here a fake of that
+interface stands in (the one test double: the real device is exercised over a pty elsewhere).
+Time is passed in, so the PIN back-off and the idle lock are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pttd import __version__
+from pttd.errors import PairingFailed, StoreError
+from pttd.radio.config import Config, DeviceConfig, KeyInfo, ServerConfig, settable_keys
+from pttd.radio.console.interpreter import (
+    COMMANDS,
+    IDLE_LOCK_S,
+    AudioTestDone,
+    AudioTestRequest,
+    Console,
+    FactoryResetRequest,
+    PairDone,
+    PairRequest,
+    Reply,
+    ResetDone,
+    UnpairDone,
+    UnpairRequest,
+    clean,
+    meter_line,
+    parse_pairing_link,
+)
+from pttd.radio.console.pin import PinRecord
+from pttd.redact import redact
+
+CODE = "K7QW-3MZP-9XTR"
+URL = "ws://radio.example:8080"
+
+
+class FakeBackend:
+    """Implements pttd.radio.console.interpreter.Backend in memory."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {
+            "paired": False,
+            "link": "unpaired",
+            "server": "",
+            "rooms": [],
+            "room": None,
+            "transmitting": False,
+            "mic_open": False,
+            "receiving": False,
+            "last_error": "",
+            "volume": 70,
+            "uptime_s": 3723.4,
+            "packets_sent": 0,
+            "packets_received": 0,
+            "device": "pttd-test",
+            "audio_devices": ["simulated"],
+        }
+        self.cfg = Config(device=DeviceConfig(name="pttd-test"))
+        self.values: dict[str, Any] = {}
+        self.volume_set: list[int] = []
+        self.pin: PinRecord | None = None
+        self.pin_saves = 0
+        self.logs = [f"line {i}" for i in range(100)]
+        self.broken_store = False
+
+    def online(self, rooms: tuple[str, ...] = ("ops", "yard"), room: str = "ops") -> None:
+        self.state.update(paired=True, link="online", server=URL, rooms=list(rooms), room=room)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.state)
+
+    def select_room(self, name: str) -> None:
+        self.state["room"] = name
+
+    def config(self) -> Config:
+        return self.cfg
+
+    def saved_values(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    def _check_store(self) -> None:
+        if self.broken_store:
+            raise StoreError("/var/lib/pttd/settings.json: cannot save (No space left on device)")
+
+    def save_values(self, values: dict[str, Any]) -> None:
+        self._check_store()
+        self.values = dict(values)
+
+    def set_volume(self, volume: int) -> None:
+        self._check_store()
+        self.volume_set.append(volume)
+        self.state["volume"] = volume
+
+    def log_lines(self, count: int) -> list[str]:
+        return self.logs[-count:]
+
+    def load_pin(self) -> PinRecord | None:
+        return self.pin
+
+    def save_pin(self, record: PinRecord | None) -> None:
+        self._check_store()
+        self.pin = record
+        self.pin_saves += 1
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def console(backend: FakeBackend) -> Console:
+    return Console(backend, now=0.0, scrypt_n=16)
+
+
+def say(console: Console, line: str, now: float = 1.0) -> Reply:
+    return console.handle_line(line, now)
+
+
+def text(console: Console, line: str, now: float = 1.0) -> str:
+    reply = say(console, line, now)
+    assert reply.effect is None, reply
+    return reply.text
+
+
+def set_pin(console: Console, pin: str = "2468", now: float = 1.0) -> None:
+    say(console, "pin set", now)
+    say(console, pin, now)
+    assert "PIN set" in say(console, pin, now).text
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_help_lists_every_command(console):
+    out = text(console, "help")
+    for name in COMMANDS:
+        assert name in out
+    assert text(console, "?") == out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help(console, name):
+    detail = text(console, f"help {name}")
+    assert detail.startswith("usage: ")
+    assert text(console, f"{name} --help") == detail
+    assert text(console, f"{name} -h") == detail
+
+
+def test_help_texts_survive_redaction_unchanged():
+    for command in COMMANDS.values():
+        assert redact(command.help()) == command.help()
+
+
+def test_unknown_command_and_empty_line(console):
+    assert text(console, "") == ""
+    assert text(console, "   ") == ""
+    assert text(console, "frobnicate") == "unknown command 'frobnicate': type 'help'"
+    assert text(console, "STATUS").startswith("device:")  # commands are not case-sensitive
+    assert "x" * 30 not in text(console, "x" * 200)
+    assert text(console, 'room "ops').startswith("cannot read that line")
+
+
+def test_a_code_typed_as_a_command_is_not_repeated(console):
+    out = text(console, CODE)
+    assert CODE not in out and "[redacted]" in out
+
+
+def test_version(console):
+    assert text(console, "version") == f"pttd {__version__}"
+
+
+def test_clean_removes_control_and_format_characters_and_secrets():
+    assert clean("a\x1b[2Jb\u202ec\x07\n") == "a?[2Jb?c?\n"
+    assert clean("token=abc") == "token=[redacted]"
+    assert clean(f"code {CODE}") == "code [redacted]"
+
+
+def test_meter_line():
+    assert meter_line(0.0) == f"mic [{'#' * 30}]    0.0 dBFS"
+    assert meter_line(-math.inf) == f"mic [{'.' * 30}]  -60.0 dBFS"
+    assert meter_line(-30.0).count("#") == 15
+    assert meter_line(float("nan")).count("#") == 0
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_text_shows_every_field(console, backend):
+    backend.online()
+    out = text(console, "status")
+    for field in ("device:", "paired:", "server:", "link:", "rooms:", "room:", "transmitting:"):
+        assert field in out
+    for field in ("microphone:", "last error:", "audio:", "version:", "uptime:", "lock:"):
+        assert field in out
+    assert "ops, yard" in out and "online" in out and URL in out
+    assert "simulated" in out and __version__ in out and "1:02:03" in out
+    assert "no PIN set" in out
+
+
+def test_status_json_is_one_line(console, backend):
+    backend.online()
+    out = text(console, "status --json")
+    assert "\n" not in out
+    data = json.loads(out)
+    assert data["paired"] is True and data["link"] == "online"
+    assert data["rooms"] == ["ops", "yard"] and data["room"] == "ops"
+    assert data["transmitting"] is False and data["mic_open"] is False
+    assert data["version"] == __version__
+    assert data["lock"] == {"pin_set": False, "locked": False, "wrong_pins": 0, "wrong_in_a_row": 0}
+
+
+def test_status_usage(console):
+    assert text(console, "status --yaml") == "usage: status [--json]"
+
+
+def test_status_of_a_long_uptime_and_an_error(console, backend):
+    backend.state.update(uptime_s=2 * 86400 + 5, last_error="link lost: \x1b[31mred")
+    out = text(console, "status")
+    assert "2d 0:00:05" in out
+    assert "\x1b" not in out and "link lost: ?[31mred" in out
+
+
+def test_prompt_shows_the_state(console, backend):
+    assert console.prompt(1.0) == "pttd[unpaired]> "
+    backend.state["link"] = "connecting"
+    assert console.prompt(1.0) == "pttd[connecting]> "
+    backend.online()
+    assert console.prompt(1.0) == "pttd[online ops]> "
+    set_pin(console)
+    say(console, "pin lock")
+    assert console.prompt(1.0) == "pttd[online ops locked]> "
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def test_pair_with_url_and_code(console):
+    reply = say(console, f"pair {URL} {CODE}")
+    assert reply.effect == PairRequest(URL, CODE, "pttd-test")
+    assert CODE not in reply.text and URL in reply.text
+    assert CODE not in repr(reply)
+
+
+def test_pair_with_the_link_from_the_qr_code(console):
+    link = f"pttd://pair?server={URL.replace(':', '%3A').replace('/', '%2F')}&code={CODE}"
+    reply = say(console, f"pair {link}")
+    assert reply.effect == PairRequest(URL, CODE, "pttd-test")
+    assert CODE not in reply.text
+
+
+def test_pair_link_without_server_uses_the_configured_one(console, backend):
+    assert text(console, f"pair pttd://pair?code={CODE}") == (
+        "no server address: type 'pair SERVER_URL CODE'"
+    )
+    backend.cfg = replace(backend.cfg, server=ServerConfig(url="wss://conf.example"))
+    reply = say(console, f"pair pttd://pair?code={CODE}")
+    assert reply.effect == PairRequest("wss://conf.example", CODE, "pttd-test")
+    reply = say(console, f"pair {CODE}")
+    assert reply.effect == PairRequest("wss://conf.example", CODE, "pttd-test")
+
+
+def test_pair_asks_for_the_code_as_a_secret(console):
+    reply = say(console, f"pair {URL}")
+    assert reply.effect is None and console.secret_input
+    assert console.prompt(1.0) == "pairing code: "
+    reply = say(console, CODE)
+    assert reply.effect == PairRequest(URL, CODE, "pttd-test")
+    assert not console.secret_input
+
+
+def test_pair_question_can_be_cancelled(console):
+    say(console, f"pair {URL}")
+    assert console.cancel(2.0) == "cancelled"
+    assert console.cancel(2.0) == ""
+    assert console.prompt(2.0) == "pttd[unpaired]> "
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("pair http://example.com CODE", "is not a server address"),
+        ("pair ws:// CODE", "is not a server address"),
+        ("pair pttd://other?code=X", "not a pairing link"),
+        ("pair pttd://pair?server=ws://x", "carries no code"),
+        ("pair a b c", "usage: pair"),
+        ("pair", "no server address"),
+    ],
+)
+def test_pair_refusals(console, line, expected):
+    reply = say(console, line)
+    assert reply.effect is None and expected in reply.text
+
+
+def test_pair_refuses_a_bad_code_without_repeating_it(console):
+    say(console, f"pair {URL}")
+    reply = say(console, "x" * 80)
+    assert reply.effect is None and "x" * 80 not in reply.text and "pairing code" in reply.text
+
+
+def test_pair_when_already_paired(console, backend):
+    backend.online()
+    reply = say(console, f"pair {URL} {CODE}")
+    assert reply.effect is None and "already paired" in reply.text and "unpair" in reply.text
+
+
+def test_parse_pairing_link():
+    assert parse_pairing_link(f"pttd://pair?server=ws%3A%2F%2Fh%3A1&code={CODE}") == (
+        "ws://h:1",
+        CODE,
+    )
+    assert parse_pairing_link(f"PTTD://PAIR?code={CODE}") == (None, CODE)
+    for bad in ("pttd://pair", "http://pair?code=x", f"pttd://pair?code={CODE}&code=x"):
+        with pytest.raises(ValueError) as info:
+            parse_pairing_link(bad)
+        assert CODE not in str(info.value)
+
+
+PAIRING_FAILURES = {
+    "invalid code": PairingFailed("invalid code", "wrong pairing code"),
+    "expired code": PairingFailed(
+        "expired code", "the pairing code has expired: ask for a new one"
+    ),
+    "used code": PairingFailed("used code", "the pairing code was already used"),
+    "unreachable": PairingFailed("unreachable", "cannot reach the server: Connection refused"),
+    "tls": PairingFailed("tls", "TLS certificate not trusted: self-signed certificate"),
+    "store": StoreError("/state/credential.json: cannot save (Read-only file system)"),
+    "cancelled": asyncio.CancelledError(),
+    "timeout": TimeoutError(),
+}
+
+
+def test_every_pairing_failure_has_its_own_message(console):
+    request = PairRequest(URL, CODE, "pttd-test")
+    messages = {k: console.finish(request, v, 2.0).text for k, v in PAIRING_FAILURES.items()}
+    assert len(set(messages.values())) == len(messages)
+    assert "wrong pairing code" in messages["invalid code"]
+    assert "expired" in messages["expired code"]
+    assert "unreachable" in messages["unreachable"] and URL in messages["unreachable"]
+    assert "TLS" in messages["tls"] and "server.ca_file" in messages["tls"]
+    assert "could not be saved" in messages["store"]
+    assert "cancelled" in messages["cancelled"]
+    for message in messages.values():
+        assert CODE not in message
+
+
+def test_pairing_success_message(console):
+    request = PairRequest(URL, CODE, "pttd-test")
+    done = PairDone(URL, "pttd-test-2", ("ops", "yard"), True, "ops")
+    out = console.finish(request, done, 2.0).text
+    assert out == f"paired with {URL} as pttd-test-2\nrooms: ops, yard\nonline in room ops"
+    late = console.finish(request, replace(done, online=False, room=None), 2.0).text
+    assert "still connecting" in late
+
+
+# --------------------------------------------------------------------------- unpair
+
+
+def test_unpair(console):
+    reply = say(console, "unpair")
+    assert reply.effect == UnpairRequest()
+    finish = console.finish
+    assert "server was told" in finish(UnpairRequest(), UnpairDone(True, True), 2).text
+    assert "could not be told" in finish(UnpairRequest(), UnpairDone(True, False), 2).text
+    assert "not paired" in finish(UnpairRequest(), UnpairDone(False, False), 2).text
+    assert "unpair failed" in finish(UnpairRequest(), StoreError("x: cannot remove"), 2).text
+    assert text(console, "unpair now").startswith("usage: unpair")
+
+
+# --------------------------------------------------------------------------- rooms
+
+
+def test_rooms_and_room(console, backend):
+    assert text(console, "rooms") == "no rooms yet (link unpaired)"
+    assert text(console, "room ops") == "no rooms yet (link unpaired)"
+    backend.online()
+    assert text(console, "rooms") == "* ops\n  yard"
+    assert text(console, "room") == "room: ops"
+    assert text(console, "room yard") == "room yard selected"
+    assert backend.state["room"] == "yard"
+    assert text(console, "room yard") == "already in room yard"
+    assert text(console, "room cellar") == "no room 'cellar': the rooms are ops, yard"
+    assert text(console, "room a b").startswith("usage: room")
+
+
+def test_room_not_taken(console, backend):
+    backend.online()
+    backend.select_room = lambda name: None  # type: ignore[method-assign]
+    assert "not selected" in text(console, "room yard")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_show_lists_every_key(console):
+    out = text(console, "config show")
+    for key in settable_keys():
+        assert f"{key} = " in out
+    assert "state.dir" not in out
+    assert text(console, "config") == out
+    audio = text(console, "config show audio.")
+    assert audio and all(line.startswith("audio.") for line in audio.splitlines())
+    assert text(console, "config show nothing") == "no key starts with 'nothing'"
+
+
+def test_config_get(console):
+    out = text(console, "config get talk.mode")
+    assert out.splitlines()[0] == 'talk.mode = "hold"'
+    assert out.splitlines()[1] == 'one of hold, toggle, default "hold"'
+    assert "unknown key" in text(console, "config get talk.mood")
+    assert "did you mean talk.mode" in text(console, "config get talk.mood")
+
+
+def test_config_set_saves_a_validated_value(console, backend):
+    out = text(console, "config set talk.mode toggle")
+    assert out == 'talk.mode = "toggle" (saved; takes effect after a restart)'
+    assert backend.values == {"talk.mode": "toggle"}
+    assert 'saved: "toggle" (after a restart)' in text(console, "config get talk.mode")
+    assert '(saved: "toggle"' in text(console, "config show talk.")
+    text(console, "config set talk.timeout 30")
+    text(console, 'config set device.name "ops radio 1"')
+    assert backend.values == {
+        "talk.mode": "toggle",
+        "talk.timeout": 30.0,
+        "device.name": "ops radio 1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("config set talk.mode shout", "talk.mode: must be one of hold, toggle"),
+        ("config set audio.volume 150", "audio.volume: must be between 0 and 100"),
+        ("config set talk.timeout soon", "talk.timeout: must be a number"),
+        ("config set server.url http://x", "server.url: must start with ws:// or wss://"),
+        ("config set state.dir /tmp", "state.dir: set in the configuration file only"),
+        ("config set no.such 1", "no.such: unknown key"),
+        ("config set audio.frame_ms 25", "audio.frame_ms: must be one of 10, 20, 40, 60"),
+    ],
+)
+def test_config_set_refuses_bad_values(console, backend, line, expected):
+    out = text(console, line)
+    assert out.startswith("not set: ") and expected in out
+    assert backend.values == {}
+
+
+def test_config_set_volume_applies_now(console, backend):
+    assert (
+        text(console, "config set audio.volume 40") == "audio.volume = 40 (applied now, and saved)"
+    )
+    assert backend.volume_set == [40] and backend.values == {}
+
+
+def test_config_unset(console, backend):
+    text(console, "config set talk.mode toggle")
+    assert "saved value removed" in text(console, "config unset talk.mode")
+    assert backend.values == {}
+    assert "no saved value" in text(console, "config unset talk.mode")
+
+
+def test_config_store_failure(console, backend):
+    backend.broken_store = True
+    assert text(console, "config set talk.mode toggle").startswith("not saved: ")
+    assert "not saved" in text(console, "config set audio.volume 10")
+
+
+def test_config_usage(console):
+    assert text(console, "config set talk.mode").startswith("usage: config")
+    assert text(console, "config frob").startswith("usage: config")
+
+
+def test_secret_keys_show_masked():
+    info = KeyInfo("server.auth_token", "server", "auth_token", str, "", "")
+    assert info.secret
+    assert not settable_keys()["server.url"].secret
+    from pttd.radio.console.interpreter import _shown
+
+    assert _shown(info, "abc") == "****"
+    assert _shown(info, "") == '""'
+
+
+# --------------------------------------------------------------------------- audio, log
+
+
+def test_audio_lists_devices_and_starts_a_test(console):
+    assert text(console, "audio") == "audio devices:\n  simulated"
+    reply = say(console, "audio test")
+    assert reply.effect == AudioTestRequest(3.0)
+    assert say(console, "audio test 1.5").effect == AudioTestRequest(1.5)
+    assert "from 0.5 to 30" in text(console, "audio test 99")
+    assert "from 0.5 to 30" in text(console, "audio test soon")
+    assert text(console, "audio play").startswith("usage: audio")
+
+
+def test_audio_test_results(console):
+    r = AudioTestRequest(3.0)
+    finish = console.finish
+    assert "works" in finish(r, AudioTestDone(True, 3.0, 150, -20.0), 2).text
+    assert "no sound" in finish(r, AudioTestDone(True, 3.0, 150, -math.inf), 2).text
+    assert "clipping" in finish(r, AudioTestDone(True, 3.0, 150, -0.1), 2).text
+    assert (
+        "refused: the PTT is in use"
+        in finish(r, AudioTestDone(False, refused="the PTT is in use"), 2).text
+    )
+    assert "stopped" in finish(r, asyncio.CancelledError(), 2).text
+    for outcome in (AudioTestDone(True, 3.0, 1, -20.0), asyncio.CancelledError()):
+        assert "microphone closed" in finish(r, outcome, 2).text
+
+
+def test_log(console):
+    assert text(console, "log") == "\n".join(f"line {i}" for i in range(80, 100))
+    assert text(console, "log 3") == "line 97\nline 98\nline 99"
+    assert "from 1 to 500" in text(console, "log 0")
+    assert "from 1 to 500" in text(console, "log many")
+    assert text(console, "log 1 2").startswith("usage: log")
+
+
+def test_log_lines_are_redacted_again(console, backend):
+    backend.logs = ["auth_token=abc123 leaked", f"code {CODE}"]
+    out = text(console, "log 2")
+    assert "abc123" not in out and CODE not in out
+
+
+# --------------------------------------------------------------------------- PIN
+
+GUARDED = [
+    f"pair {URL} {CODE}",
+    "unpair",
+    "room yard",
+    "config set talk.mode toggle",
+    "config unset talk.mode",
+    "audio test",
+    "factory-reset",
+    "pin set",
+    "pin clear",
+]
+
+
+def test_without_a_pin_nothing_is_locked(console, backend):
+    backend.online()
+    assert text(console, "pin") == "no PIN set"
+    assert text(console, "pin lock") == "no PIN set: 'pin set' first"
+    assert text(console, "pin unlock") == "no PIN set: nothing to unlock"
+    assert text(console, "pin clear") == "no PIN set"
+
+
+def test_pin_set_asks_twice_with_secret_echo(console, backend):
+    say(console, "pin set")
+    assert console.secret_input and console.prompt(1.0) == "new PIN: "
+    assert say(console, "2468").text == ""
+    assert console.secret_input and console.prompt(1.0) == "the new PIN again: "
+    out = say(console, "2468").text
+    assert out.startswith("PIN set") and "2468" not in out
+    assert backend.pin is not None and backend.pin.matches("2468")
+    assert "2468" not in json.dumps(backend.pin.to_json())
+    assert not console.locked(1.0)  # the installer who set it stays in
+
+
+def test_pin_set_refusals(console, backend):
+    say(console, "pin set")
+    assert "4 to 64 characters" in say(console, "12").text
+    say(console, "pin set")
+    say(console, "2468")
+    assert say(console, "2469").text == "the two PINs differ: PIN not changed"
+    assert backend.pin is None
+    backend.broken_store = True
+    say(console, "pin set")
+    say(console, "2468")
+    assert say(console, "2468").text.startswith("PIN not saved")
+
+
+@pytest.mark.parametrize("line", GUARDED)
+def test_locked_console_refuses_every_change(console, backend, line):
+    backend.online()
+    set_pin(console)
+    assert text(console, "pin lock") == "locked"
+    reply = say(console, line)
+    assert reply.effect is None
+    assert reply.text == "locked: type 'pin unlock' first"
+    assert backend.values == {} and backend.state["room"] == "ops"
+
+
+@pytest.mark.parametrize("line", ["status", "status --json", "rooms", "config show", "log 1"])
+def test_locked_console_still_reads(console, backend, line):
+    set_pin(console)
+    say(console, "pin lock")
+    assert "locked:" not in text(console, line)
+
+
+def test_unlock_with_growing_delays(console, backend):
+    set_pin(console, "2468", now=0.0)
+    say(console, "pin lock", now=0.0)
+    say(console, "pin unlock", now=0.0)
+    assert console.secret_input and console.prompt(0.0) == "PIN: "
+    assert (
+        say(console, "0000", now=0.0).text == "wrong PIN (1 in a row): wait 1 s before the next try"
+    )
+    assert text(console, "pin unlock", now=0.5) == "wait 1 s before the next try"
+    say(console, "pin unlock", now=1.0)
+    assert "(2 in a row): wait 2 s" in say(console, "1111", now=1.0).text
+    assert text(console, "pin unlock", now=2.0) == "wait 1 s before the next try"
+    say(console, "pin unlock", now=3.0)
+    assert "(3 in a row): wait 4 s" in say(console, "1111", now=3.0).text
+    assert backend.pin is not None and backend.pin.failures == 3
+    assert "3 wrong PIN(s) (3 in a row)" in text(console, "status", now=3.1)
+    assert json.loads(text(console, "status --json", now=3.1))["lock"]["wrong_pins"] == 3
+    say(console, "pin unlock", now=7.0)
+    assert say(console, "2468", now=7.0).text == "unlocked"
+    assert backend.pin.failures == 0 and backend.pin.wrong_total == 3
+    assert say(console, "room yard", now=7.0).text != "locked: type 'pin unlock' first"
+
+
+def test_delay_is_capped():
+    record = PinRecord(b"s", b"d" * 32, failures=20)
+    assert record.delay == 60.0
+    assert PinRecord(b"s", b"d" * 32).delay == 0.0
+
+
+def test_the_pin_never_appears_in_replies(console, backend):
+    set_pin(console, "97531")
+    replies = [say(console, line) for line in ("pin lock", "pin unlock", "97530")]
+    replies += [say(console, line, now=10.0) for line in ("pin unlock", "97531")]
+    for reply in replies:
+        assert "97531" not in reply.text and "97530" not in reply.text
+    assert "97531" not in repr(backend.pin)
+
+
+def test_backoff_survives_a_restart(backend):
+    backend.pin = PinRecord.new("2468", n=16).wrong().wrong().wrong()  # next try: 4 s later
+    console = Console(backend, now=100.0, scrypt_n=16)
+    assert console.locked(100.0)
+    assert text(console, "pin unlock", now=101.0) == "wait 3 s before the next try"
+    say(console, "pin unlock", now=104.0)
+    assert say(console, "2468", now=104.0).text == "unlocked"
+
+
+def test_idle_and_new_sessions_lock(console, backend):
+    set_pin(console, now=0.0)
+    assert not console.locked(1.0)
+    assert not console.locked(IDLE_LOCK_S)
+    assert console.locked(1.0 + IDLE_LOCK_S + 1)
+    say(console, "pin unlock", now=2000.0)
+    say(console, "2468", now=2000.0)
+    assert not console.locked(2000.0)
+    console.start_session(2001.0)
+    assert console.locked(2001.0)
+
+
+def test_pin_clear(console, backend):
+    set_pin(console)
+    assert text(console, "pin") == "PIN set, unlocked; 0 wrong PIN(s)"
+    assert text(console, "pin clear") == "PIN removed: every command works without it"
+    assert backend.pin is None and not console.locked(1.0)
+
+
+def test_changing_the_pin_needs_the_old_one(console, backend):
+    set_pin(console, "2468")
+    say(console, "pin lock")
+    assert text(console, "pin set") == "locked: type 'pin unlock' first"
+    say(console, "pin unlock")
+    say(console, "2468")
+    set_pin(console, "1357")
+    assert backend.pin is not None and backend.pin.matches("1357")
+
+
+def test_pin_usage(console):
+    assert text(console, "pin frob").startswith("usage: pin")
+    assert text(console, "pin set now").startswith("usage: pin")
+
+
+# --------------------------------------------------------------------------- reset, exit
+
+
+def test_factory_reset_asks_first(console, backend):
+    out = text(console, "factory-reset")
+    assert "wipes the pairing" in out
+    assert console.prompt(1.0) == "type 'yes' to wipe it all: " and not console.secret_input
+    assert text(console, "no") == "factory reset cancelled: nothing changed"
+    say(console, "factory-reset")
+    reply = say(console, "YES")
+    assert reply.effect == FactoryResetRequest()
+
+
+def test_factory_reset_result_forgets_the_pin(console, backend):
+    set_pin(console)
+    backend.pin = None  # what the reset did to the store
+    out = console.finish(FactoryResetRequest(), ResetDone(True), 2.0).text
+    assert "factory reset done" in out and "server was told" in out
+    assert text(console, "pin") == "no PIN set"
+    assert "failed" in console.finish(FactoryResetRequest(), StoreError("x"), 2.0).text
+
+
+def test_factory_reset_can_be_cancelled_with_ctrl_c(console):
+    say(console, "factory-reset")
+    assert console.cancel(1.0) == "cancelled"
+    assert console.prompt(1.0) == "pttd[unpaired]> "
+
+
+def test_exit_ends_the_session(console):
+    assert text(console, "exit") == "bye (press Enter to start again)"
+    assert console.prompt(1.0) == ""
+    out = text(console, "status")  # any line starts a new session: the greeting, not status
+    assert out.startswith(f"pttd {__version__} installer console on pttd-test")
+    assert console.prompt(1.0) == "pttd[unpaired]> "
+    assert text(console, "quit") == "bye (press Enter to start again)"
+
+
+def test_exit_locks(console):
+    set_pin(console)
+    say(console, "exit")
+    say(console, "")
+    assert console.locked(1.0)
+
+
+def test_start_session_greets_and_drops_a_question(console):
+    say(console, f"pair {URL}")
+    banner = console.start_session(5.0)
+    assert banner.startswith("pttd ") and "help" in banner
+    assert not console.secret_input and console.prompt(5.0) == "pttd[unpaired]> "

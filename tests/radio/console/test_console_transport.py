@@ -1,0 +1,131 @@
+"""The console's transport on its own terms: pyserial URLs, an absent port, a terminal that reads
+nothing, a line that echoes everything back, and the audio devices the status lists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+import types
+from dataclasses import replace
+from pathlib import Path
+
+from console_harness import PROMPT, Pty, Terminal, console_rig
+
+from pttd.demo import make_sim_device, sim_config
+from pttd.radio.config import AudioConfig, Config, ConsoleConfig
+from pttd.radio.console.device_backend import DeviceBackend, build_console
+from pttd.sim.audio import silence
+
+JSON_LINE = re.compile(rb"\r\n(\{\"audio_devices\".*\})\r\n")
+
+
+def console_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("pttd console")]
+
+
+async def loop_lag(seconds: float = 0.3) -> float:
+    """The worst delay of a 10 ms timer over ``seconds``: how blocked the event loop is."""
+    worst = 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.monotonic()
+        await asyncio.sleep(0.01)
+        worst = max(worst, time.monotonic() - t - 0.01)
+    return worst
+
+
+async def test_no_console_without_a_port(tmp_path: Path) -> None:
+    sim = make_sim_device(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
+    assert build_console(sim.device) is None
+
+
+async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Path, caplog) -> None:
+    """loop:// sends back all the console writes: the greeting comes back as lines, the
+    answers to those come back, and so on. The guard stops it and the daemon stays responsive."""
+    config = replace(sim_config("a", "", tmp_path), console=ConsoleConfig(port="loop://"))
+    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    await sim.start()
+    console = build_console(sim.device, retry_s=0.05, read_timeout_s=0.05, mute_s=0.5)
+    assert console is not None
+    try:
+        with caplog.at_level(logging.WARNING, logger="pttd.radio.console"):
+            await console.start()
+            assert await loop_lag(1.5) < 0.5
+        assert console.connected and console.sessions == 1
+        assert console.mutes == 1  # once muted, the echo died out: nothing more to answer
+        assert "muted for 0.5 s" in caplog.text
+        assert sim.device.status()["link"] == "unpaired"
+    finally:
+        await console.close()
+        await sim.stop()
+    assert console_threads() == []
+
+
+async def test_absent_port_is_retried_and_close_is_prompt(tmp_path: Path, caplog) -> None:
+    config = replace(
+        sim_config("a", "", tmp_path), console=ConsoleConfig(port=str(tmp_path / "ttyNONE"))
+    )
+    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    console = build_console(sim.device, retry_s=0.02)
+    assert console is not None
+    with caplog.at_level(logging.WARNING, logger="pttd.radio.console"):
+        await console.start()
+        await asyncio.sleep(0.1)
+    assert not console.connected and console.sessions == 0
+    assert caplog.text.count("cannot open") == 1  # said once, not every retry
+    started = time.monotonic()
+    await console.close()
+    assert time.monotonic() - started < 2.0
+    assert console_threads() == []
+
+
+async def test_a_terminal_that_reads_nothing_does_not_block_the_daemon(tmp_path: Path) -> None:
+    async with console_rig(tmp_path, write_timeout_s=1.0, max_lines_per_s=10**9) as rig:
+        rig.terminal.close()  # the laptop stops reading; the pty's buffer fills up
+        stalled = Terminal.__new__(Terminal)  # a writer only
+        stalled.pty = rig.pty
+        for _ in range(300):
+            stalled.write(b"help\r")  # ~1 KiB of answer each
+        # Were writes made on the loop, each would hold it for the 1 s write time-out.
+        assert await loop_lag(1.0) < 0.5
+        assert rig.sim.device.status()["link"] == "unpaired"
+        rig.terminal = Terminal(rig.pty)  # reading again: the console answers
+        await asyncio.sleep(1.5)  # what was dropped is dropped; the rest drains
+        mark = rig.terminal.mark()
+        rig.terminal.write(b"\x03status --json\r")
+        out = await rig.terminal.wait_for(JSON_LINE, mark)
+        match = JSON_LINE.search(out)
+        assert match is not None and json.loads(match.group(1))["link"] == "unpaired"
+
+
+async def test_console_on_a_plain_pty_path(tmp_path: Path) -> None:
+    """No symlink: the pts path itself, as a device path in the config would be."""
+    pty = Pty()
+    terminal = Terminal(pty)
+    config = replace(sim_config("plain", "", tmp_path), console=ConsoleConfig(port=pty.path))
+    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    await sim.start()
+    console = build_console(sim.device, read_timeout_s=0.05)
+    assert console is not None
+    try:
+        await console.start()
+        await terminal.wait_for(PROMPT)
+        assert await terminal.command("version") != ""
+    finally:
+        await console.close()
+        await sim.stop()
+        terminal.close()
+        pty.close()
+
+
+def test_audio_devices_listed_for_portaudio_without_failing(tmp_path: Path) -> None:
+    config = Config(audio=AudioConfig(backend="sounddevice"))
+    device = types.SimpleNamespace(config=config)
+    names = DeviceBackend(device).audio_devices()  # type: ignore[arg-type]
+    assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+    sim = types.SimpleNamespace(config=Config(audio=AudioConfig(backend="sim")))
+    assert DeviceBackend(sim).audio_devices() == ["simulated"]  # type: ignore[arg-type]

@@ -1,0 +1,200 @@
+"""The serial PTT accessory over a real pty (the adapter opens the slave, the test is the
+accessory writing on the master), plus the line parser on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pttd.radio.inputs import Button
+from pttd.radio.inputs.serial_ptt import LineParser, SerialPtt
+
+TIMEOUT = 5.0
+PTT_DOWN, PTT_UP = (Button.PTT, True), (Button.PTT, False)
+SOS_DOWN, SOS_UP = (Button.EMERGENCY, True), (Button.EMERGENCY, False)
+
+
+class Pty:
+    """A pseudo-terminal: ``path`` is the slave the adapter opens; the test writes the master."""
+
+    def __init__(self) -> None:
+        self.master, slave = os.openpty()
+        self.path = os.ttyname(slave)
+        os.close(slave)  # the adapter opens it by path; the pts lives while the master is open
+        self.open = True
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.master)
+
+
+@pytest.fixture
+def pty() -> Iterator[Pty]:
+    pty = Pty()
+    yield pty
+    pty.close()
+
+
+@contextlib.asynccontextmanager
+async def running(port: str, recorder) -> AsyncIterator[SerialPtt]:
+    ptt = SerialPtt(port, 9600, retry_s=0.02, read_timeout_s=0.2)
+    await ptt.start(recorder)
+    try:
+        await recorder.eventually(lambda: ptt.connected)
+        yield ptt
+    finally:
+        await asyncio.wait_for(ptt.close(), TIMEOUT)
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n", b"\r"], ids=["CRLF", "LF", "CR"])
+async def test_press_and_release(pty, recorder, eol):
+    async with running(pty.path, recorder):
+        pty.write(b"+PTT=P" + eol)
+        edges = await recorder.wait_for(1)
+        pty.write(b"+PTT=R" + eol + b"+PTT=P" + eol + b"+PTT=R" + eol)
+        await recorder.wait_for(4)
+    assert recorder.summary() == [PTT_DOWN, PTT_UP] * 2
+    assert edges[0].source == f"serial:{pty.path}"
+    recorder.check_delivery()
+
+
+async def test_sos_and_ptt_together(pty, recorder):
+    async with running(pty.path, recorder):
+        pty.write(b"+PTT=P\r\n+SOS=P\r\n+SOS=R\r\n+PTT=R\r\n")
+        await recorder.wait_for(4)
+    assert recorder.summary() == [PTT_DOWN, SOS_DOWN, SOS_UP, PTT_UP]
+
+
+async def test_garbage_is_ignored(pty, recorder, caplog):
+    with caplog.at_level(logging.DEBUG, logger="pttd.radio.inputs.serial_ptt"):
+        async with running(pty.path, recorder):
+            pty.write(b"AT+BRSF=0\r\nOK\r\n\xff\xfe\x80garbage\r\n\r\n\n")
+            pty.write(b"x" * 5000 + b"+PTT=P\r\n")  # overlong: ignored whole
+            pty.write(b"+PTT=X\r\n+FOO=P\r\n+PTTP\r\n")
+            pty.write(b"\x00\x00+PTT=P\x00\r\n")  # noise around a token: still counts
+            await recorder.wait_for(1)
+            pty.write(b"\xff+PTT=R\r\n")
+            await recorder.wait_for(2)
+    assert recorder.summary() == [PTT_DOWN, PTT_UP]
+    assert "ignored line b'OK'" in caplog.text
+    assert "over 128 bytes" in caplog.text
+
+
+async def test_lines_split_across_writes(pty, recorder):
+    async with running(pty.path, recorder):
+        for piece in (b"+P", b"TT", b"=P\r", b"\n+PTT", b"=R"):
+            pty.write(piece)
+            await asyncio.sleep(0.02)  # separate reads on the adapter's side
+        await recorder.settle()
+        assert recorder.summary() == [PTT_DOWN]  # the release is not terminated yet
+        pty.write(b"\r\n")
+        await recorder.wait_for(2)
+    assert recorder.summary() == [PTT_DOWN, PTT_UP]
+
+
+async def test_repeated_press_is_one_edge(pty, recorder):
+    async with running(pty.path, recorder):
+        pty.write(b"+PTT=P\r\n+PTT=P\r\n+PTT=P\r\n+PTT=R\r\n+PTT=R\r\n")
+        await recorder.wait_for(2)
+        await asyncio.sleep(0.05)
+        await recorder.settle()
+    assert recorder.summary() == [PTT_DOWN, PTT_UP]
+
+
+async def test_port_vanishing_mid_press_releases_then_reconnects(tmp_path: Path, recorder):
+    """Cable pulled while the button is held: a release; then the port comes back."""
+    first, second = Pty(), Pty()
+    link = tmp_path / "ttyPTT"  # a stable name, as udev gives a Bluetooth rfcomm port
+    link.symlink_to(first.path)
+    try:
+        async with running(str(link), recorder) as ptt:
+            first.write(b"+PTT=P\r\n+SOS=P\r\n")
+            await recorder.wait_for(2)
+            first.close()  # hang-up
+            edges = await recorder.wait_for(4)
+            assert sorted(recorder.summary()[2:], key=str) == sorted([PTT_UP, SOS_UP], key=str)
+            assert {edge.source for edge in edges} == {f"serial:{link}"}
+            await recorder.eventually(lambda: not ptt.connected)
+            replacement = tmp_path / "new"
+            replacement.symlink_to(second.path)
+            replacement.replace(link)
+            await recorder.eventually(lambda: ptt.connected)
+            second.write(b"+PTT=P\r\n")
+            await recorder.wait_for(5)
+        await recorder.wait_for(6)  # closing releases it
+    finally:
+        first.close()
+        second.close()
+    assert recorder.summary()[4:] == [PTT_DOWN, PTT_UP]
+    recorder.check_delivery()
+
+
+async def test_absent_port_retries_until_closed(tmp_path: Path, recorder):
+    ptt = SerialPtt(str(tmp_path / "no-such-tty"), retry_s=0.01)
+    await ptt.start(recorder)
+    await asyncio.sleep(0.05)
+    assert not ptt.connected
+    await asyncio.wait_for(ptt.close(), TIMEOUT)
+    assert recorder.edges == []
+
+
+async def test_loop_url(recorder):
+    """pyserial URLs work too: loop:// echoes what is written to it."""
+    async with running("loop://", recorder) as ptt:
+        with ptt._lock:
+            port = ptt._serial
+        port.write(b"+PTT=P\n+PTT=R\n")
+        await recorder.wait_for(2)
+    assert recorder.summary() == [PTT_DOWN, PTT_UP]
+
+
+def test_parser_tokens_and_terminators():
+    parser = LineParser()
+    assert parser.feed(b"+PTT=P\r\n+ptt=r\n+SOS=P\r+SOS=R\r\n") == [
+        PTT_DOWN,
+        PTT_UP,
+        SOS_DOWN,
+        SOS_UP,
+    ]
+    assert parser.feed(b"+PTT=PX\r\n+PTT=\r\n") == []  # not tokens
+    assert parser.feed(b"+PTT=P+PTT=R\n") == [PTT_DOWN, PTT_UP]
+
+
+def test_parser_overlong_line_is_dropped_up_to_its_end():
+    parser = LineParser(max_line=16)
+    assert parser.feed(b"A" * 10) == []
+    assert parser.feed(b"B" * 10 + b"+PTT=P") == []  # now over 16: discarding
+    assert parser.feed(b"+PTT=P\r\n") == []  # still the same overlong line
+    assert parser.feed(b"+PTT=P\r\n") == [PTT_DOWN]
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_parser_never_raises_and_keeps_bounded_state(chunks):
+    parser = LineParser(max_line=64)
+    for chunk in chunks:
+        for button, pressed in parser.feed(chunk):
+            assert button in (Button.PTT, Button.EMERGENCY)
+            assert isinstance(pressed, bool)
+        assert len(parser._buffer) <= 64
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_parser_token_split_anywhere(before, after):
+    """A terminated line arrives the same however the bytes are split into reads."""
+    noise = bytes(b for b in before + after if b not in b"\r\n+")
+    line = noise[:20] + b" +PTT=R " + noise[20:] + b"\r\n"
+    for cut in range(len(line) + 1):
+        parser = LineParser()
+        assert parser.feed(line[:cut]) + parser.feed(line[cut:]) == [PTT_UP]

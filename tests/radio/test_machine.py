@@ -1,0 +1,511 @@
+"""The device state machine: scripted rules, then a stateful property test of its invariants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from pttd.radio.machine import (
+    REQUEST_TIMER,
+    TALK_TIMER,
+    Action,
+    AudioTest,
+    CancelTimer,
+    CapturedFrame,
+    ChangeRoom,
+    CloseCapture,
+    CredentialRefused,
+    DeviceMachine,
+    IncomingStart,
+    IncomingStop,
+    Link,
+    LinkDown,
+    LinkUp,
+    MachineSettings,
+    MutePlayback,
+    OpenCapture,
+    OwnStreamStopped,
+    PlayTone,
+    PttPressed,
+    PttReleased,
+    Report,
+    RoomSelected,
+    SendAudio,
+    SendStartStream,
+    SendStopStream,
+    SetLed,
+    Shutdown,
+    StartTimer,
+    StopLink,
+    StreamGranted,
+    StreamRefused,
+    Talk,
+    TextArrived,
+    TimerFired,
+    Tone,
+    Unpaired,
+)
+
+
+def online(toggle: bool = False, **kw: Any) -> DeviceMachine:
+    m = DeviceMachine(MachineSettings(toggle=toggle, **kw))
+    m.handle(LinkUp(0.0, ("ops", "yard")))
+    return m
+
+
+def of(actions: list[Action], kind: type[Any]) -> list[Any]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def press_and_grant(m: DeviceMachine, stream_id: int = 7) -> list[Action]:
+    start = of(m.handle(PttPressed(1.0)), SendStartStream)[0]
+    return m.handle(StreamGranted(1.1, start.request, stream_id))
+
+
+# ---------------------------------------------------------------------------- scripted rules
+
+
+def test_press_opens_capture_at_once_and_asks_for_the_floor() -> None:
+    m = online()
+    actions = m.handle(PttPressed(1.0))
+    assert isinstance(actions[0], OpenCapture)
+    assert SendStartStream(1, "ops", "normal") in actions
+    assert StartTimer(TALK_TIMER, 60.0) in actions
+    assert MutePlayback(True) in actions
+    assert SetLed("transmit", "on") in actions
+    assert m.capture_open and m.talk is Talk.REQUESTING
+
+
+def test_frames_before_the_grant_are_held_then_sent_first() -> None:
+    m = online()
+    m.handle(PttPressed(1.0))
+    for i in range(3):
+        assert m.handle(CapturedFrame(1.0 + i * 0.02, bytes([i]))) == []
+    actions = m.handle(StreamGranted(1.1, 1, 42))
+    sent = of(actions, SendAudio)
+    assert [(s.stream_id, s.payload) for s in sent] == [(42, b"\0"), (42, b"\1"), (42, b"\2")]
+    assert PlayTone(Tone.TALK_PERMIT) in actions
+    assert actions.index(PlayTone(Tone.TALK_PERMIT)) < actions.index(sent[0])
+    assert m.handle(CapturedFrame(1.2, b"live")) == [SendAudio(42, b"live", 1.2)]
+
+
+def test_refusal_closes_capture_drops_held_audio_and_plays_busy() -> None:
+    m = online()
+    m.handle(PttPressed(1.0))
+    m.handle(CapturedFrame(1.02, b"secret"))
+    actions = m.handle(StreamRefused(1.1, 1, "busy", "bob"))
+    assert isinstance(actions[0], CloseCapture)
+    assert PlayTone(Tone.BUSY) in actions
+    assert not of(actions, SendAudio)
+    assert m.held_frames == 0 and not m.capture_open
+    assert "bob" in m.last_error
+    # Still holding the button: nothing reopens; a fresh press after release does.
+    assert of(m.handle(PttPressed(1.2)), OpenCapture) == []
+    m.handle(PttReleased(1.3))
+    assert of(m.handle(PttPressed(1.4)), OpenCapture) == [OpenCapture()]
+
+
+def test_release_before_the_answer_cancels_and_a_late_grant_is_stopped() -> None:
+    m = online()
+    m.handle(PttPressed(1.0))
+    m.handle(CapturedFrame(1.02, b"held"))
+    actions = m.handle(PttReleased(1.05))
+    assert isinstance(actions[0], CloseCapture)
+    assert not of(actions, SendStopStream)  # nothing granted yet
+    late = m.handle(StreamGranted(1.2, 1, 9))
+    assert late[0] == SendStopStream(9, None)
+    assert not of(late, SendAudio) and not m.capture_open
+
+
+def test_release_after_grant_stops_the_stream() -> None:
+    m = online(roger_beep=True)
+    press_and_grant(m)
+    actions = m.handle(PttReleased(2.0))
+    assert actions[0] == PlayTone(Tone.ROGER) or isinstance(actions[0], CloseCapture)
+    assert actions.index(CloseCapture()) < actions.index(SendStopStream(7, "ops"))
+    assert MutePlayback(False) in actions and SetLed("transmit", "off") in actions
+
+
+def test_transmit_timeout_closes_stops_warns_and_needs_a_new_press() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(TimerFired(61.0, TALK_TIMER))
+    assert actions[0] == CloseCapture()
+    assert SendStopStream(7, "ops") in actions
+    assert PlayTone(Tone.TIMEOUT_WARNING) in actions
+    assert m.handle(CapturedFrame(61.1, b"x")) == []
+    m.handle(PttReleased(62.0))
+    assert OpenCapture() in m.handle(PttPressed(63.0))
+
+
+def test_toggle_mode_press_starts_press_stops_and_timeout_unlatches() -> None:
+    m = online(toggle=True)
+    m.handle(PttPressed(1.0))
+    m.handle(PttReleased(1.1))
+    assert m.capture_open  # latched
+    m.handle(StreamGranted(1.2, 1, 5))
+    actions = m.handle(PttPressed(2.0))
+    assert actions[0] == CloseCapture() and SendStopStream(5, "ops") in actions
+    m.handle(PttReleased(2.1))
+    m.handle(PttPressed(3.0))
+    m.handle(PttReleased(3.1))
+    m.handle(TimerFired(63.0, TALK_TIMER))
+    assert not m.capture_open
+    assert OpenCapture() in m.handle(PttPressed(64.0))  # a new press works at once
+
+
+def test_link_loss_closes_capture_first() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(LinkDown(2.0, "server gone"))
+    assert actions[0] == CloseCapture()
+    assert not of(actions, SendStopStream)  # no link to send it on
+    assert PlayTone(Tone.DISCONNECTED) in actions
+    assert SetLed("online", "blink") in actions
+    assert m.link is Link.CONNECTING
+    m.handle(LinkUp(3.0, ("ops",)))
+    assert not m.capture_open  # still held, but a new press is needed
+
+
+def test_press_while_offline_or_unpaired_plays_error_and_opens_nothing() -> None:
+    for m in (DeviceMachine(), DeviceMachine(paired=False)):
+        actions = m.handle(PttPressed(1.0))
+        assert PlayTone(Tone.ERROR) in actions
+        assert not of(actions, OpenCapture) and not of(actions, SendStartStream)
+
+
+def test_credential_refused_shows_unpaired_and_stops_the_link() -> None:
+    m = online()
+    actions = m.handle(CredentialRefused(1.0))
+    assert StopLink() in actions and SetLed("error", "blink") in actions
+    assert m.link is Link.UNPAIRED
+    m.handle(LinkUp(2.0, ("ops",)))  # a stale event cannot bring it online
+    assert m.link is Link.UNPAIRED
+
+
+def test_room_change_closes_capture_and_selects() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(ChangeRoom(2.0, step=1))
+    assert actions[0] == CloseCapture()
+    assert RoomSelected("yard") in actions and PlayTone(Tone.ROOM) in actions
+    assert m.room == "yard"
+    assert RoomSelected("ops") in m.handle(ChangeRoom(3.0, step=1))  # wraps around
+    assert PlayTone(Tone.ERROR) in m.handle(ChangeRoom(4.0, name="nowhere"))
+
+
+def test_server_ending_our_stream() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(OwnStreamStopped(30.0, 7, "preempted"))
+    assert actions[0] == CloseCapture()
+    assert not of(actions, SendStopStream)
+    assert PlayTone(Tone.BUSY) in actions
+
+
+def test_no_answer_to_start_stream_gives_up() -> None:
+    m = online()
+    m.handle(PttPressed(1.0))
+    actions = m.handle(TimerFired(6.0, REQUEST_TIMER))
+    assert actions[0] == CloseCapture() and PlayTone(Tone.ERROR) in actions
+
+
+def test_receive_led_and_incoming_streams() -> None:
+    m = online()
+    assert SetLed("receive", "on") in m.handle(IncomingStart(1.0, 3, "ops", "bob"))
+    assert SetLed("receive", "off") in m.handle(IncomingStop(2.0, 3))
+
+
+def test_audio_test_opens_capture_but_never_sends() -> None:
+    m = online()
+    actions = m.handle(AudioTest(1.0, True))
+    assert OpenCapture() in actions and SetLed("transmit", "on") in actions
+    assert m.handle(CapturedFrame(1.1, b"x")) == []
+    assert CloseCapture() in m.handle(AudioTest(2.0, False))
+
+
+def test_shutdown_closes_capture_then_stops_stream() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(Shutdown(5.0))
+    assert actions[0] == CloseCapture() and SendStopStream(7, "ops") in actions
+    assert CancelTimer(TALK_TIMER) in actions
+
+
+def reports(actions: list[Action]) -> list[str]:
+    return [a.text for a in of(actions, Report)]
+
+
+def test_the_operators_log_says_who_where_and_why() -> None:
+    m = online()
+    assert reports(m.handle(PttPressed(1.0))) == ["PTT pressed: asking to talk in ops"]
+    assert reports(m.handle(StreamGranted(1.1, 1, 7))) == ["talk permitted in ops"]
+    assert reports(m.handle(PttReleased(2.0))) == ["talk in ops ended: PTT released"]
+    m.handle(PttPressed(3.0, emergency=True))
+    assert reports(m.handle(StreamRefused(3.1, 2, "busy", "bob"))) == [
+        "talk in ops refused: busy (bob is talking)"
+    ]
+    assert reports(m.handle(PttReleased(3.2, emergency=True))) == ["emergency button released"]
+    assert reports(m.handle(IncomingStart(4.0, 3, "yard", "bob"))) == ["bob talks in yard"]
+    assert reports(m.handle(IncomingStop(5.0, 3))) == ["bob stopped talking in yard"]
+    assert reports(m.handle(IncomingStop(5.1, 3))) == []  # a stream it never heard start
+    assert reports(m.handle(TextArrived(6.0, "ops", "bob", 11))) == [
+        "text message from bob in ops (11 characters)"
+    ]
+    assert reports(m.handle(ChangeRoom(7.0, name="yard"))) == ["room yard selected"]
+    press_and_grant(m)
+    assert reports(m.handle(TimerFired(70.0, TALK_TIMER))) == [
+        "talk in yard cut: transmit time-out"
+    ]
+    assert reports(m.handle(PttPressed(71.0))) == ["PTT pressed: ignored until every button is up"]
+
+
+def test_an_emergency_press_and_a_press_that_cannot_talk_are_reported() -> None:
+    m = online()
+    assert reports(m.handle(PttPressed(1.0, emergency=True))) == [
+        "emergency button pressed: asking to talk in ops with emergency priority"
+    ]
+    assert reports(m.handle(LinkDown(2.0, "gone"))) == ["talk in ops cut: link lost"]
+    m.handle(PttReleased(2.5, emergency=True))
+    assert reports(m.handle(PttPressed(3.0))) == ["PTT pressed: cannot talk: link connecting"]
+    assert reports(DeviceMachine(paired=False).handle(PttPressed(1.0))) == [
+        "PTT pressed: cannot talk: link unpaired, no room"
+    ]
+
+
+def test_toggle_mode_reports_presses_not_releases() -> None:
+    m = online(toggle=True)
+    assert reports(m.handle(PttPressed(1.0))) == ["PTT pressed: asking to talk in ops"]
+    assert reports(m.handle(PttReleased(1.1))) == []
+    assert reports(m.handle(PttPressed(2.0))) == ["talk in ops ended: PTT pressed again"]
+
+
+@pytest.mark.parametrize("event", [CredentialRefused(2.0), Unpaired(2.0)])
+def test_losing_the_credential_forgets_the_rooms_and_the_selected_room(event: Any) -> None:
+    m = online()
+    m.handle(ChangeRoom(1.0, name="yard"))
+    m.handle(IncomingStart(1.5, 3, "ops", "bob"))
+    actions = m.handle(event)
+    assert RoomSelected(None) in actions  # the daemon forgets the saved one too
+    assert m.rooms == () and m.room is None and not m.incoming
+    assert of(m.handle(event), RoomSelected) == []  # once
+
+
+# ---------------------------------------------------------------------------- stateful property
+
+
+class Machine(RuleBasedStateMachine):
+    """Random event sequences; after each, the invariants of the issue must hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = DeviceMachine(MachineSettings(toggle=False))
+        self.held = False
+        self.emergency = False
+        self.spoiled = False  # the current press went nowhere (refused, timed out, cut…)
+        self.request: int | None = None
+        self.granted: int | None = None
+        self.next_stream = 100
+        self.epoch = 0  # counts capture openings
+        self.frame_epoch: dict[bytes, int] = {}
+        self.frames = 0
+        self.leds: dict[str, str] = {}
+        self.open_count = 0
+
+    def feed(self, event: Any) -> list[Action]:
+        actions = self.m.handle(event)
+        for i, a in enumerate(actions):
+            if isinstance(a, OpenCapture):
+                self.open_count += 1
+                assert self.open_count == 1, "capture opened twice"
+                self.epoch += 1
+            elif isinstance(a, CloseCapture):
+                self.open_count -= 1
+                assert self.open_count == 0, "capture closed twice"
+                later = actions[i:]
+                assert not of(later, SendAudio), "audio sent after capture closed"
+            elif isinstance(a, SendStartStream):
+                assert self.request is None and self.granted is None, "two streams at once"
+                self.request = a.request
+            elif isinstance(a, SendStopStream):
+                assert not [x for x in actions[i:] if isinstance(x, OpenCapture)]
+                if a.stream_id == self.granted:
+                    self.granted = None
+            elif isinstance(a, SendAudio):
+                assert self.m.talk is Talk.TRANSMITTING and a.stream_id == self.granted
+                assert self.frame_epoch[a.payload] == self.epoch, "audio of an earlier talk"
+            elif isinstance(a, SetLed):
+                self.leds[a.led] = a.mode
+        if CloseCapture() in actions:
+            close_at = actions.index(CloseCapture())
+            stops = [i for i, a in enumerate(actions) if isinstance(a, SendStopStream)]
+            assert all(close_at < i for i in stops), "capture must close first"
+        if self.m.talk is Talk.IDLE:
+            self.request = None
+            self.granted = None
+        return actions
+
+    def can_talk(self) -> bool:
+        return self.m.link is Link.ONLINE and self.m.room is not None
+
+    @rule(emergency=st.booleans())
+    def press(self, emergency: bool) -> None:
+        if self.held:
+            return
+        self.held = True
+        self.emergency = emergency
+        self.spoiled = not self.can_talk()
+        self.feed(PttPressed(0.0, emergency=emergency))
+        if self.m.talk is not Talk.IDLE:
+            self.spoiled = False
+
+    @rule()
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.spoiled = False
+        self.feed(PttReleased(0.0, emergency=self.emergency))
+
+    @rule(rooms=st.lists(st.sampled_from(["ops", "yard", "dock"]), unique=True, max_size=3))
+    def link_up(self, rooms: list[str]) -> None:
+        before = self.m.room
+        if self.m.link is not Link.UNPAIRED and before is not None and before not in rooms:
+            self.spoil_if_held()  # the room we talk in is gone: that is a room change
+        self.feed(LinkUp(0.0, tuple(rooms)))
+
+    @rule()
+    def link_down(self) -> None:
+        self.spoil_if_held()
+        self.feed(LinkDown(0.0, "test"))
+
+    @rule()
+    def credential_refused(self) -> None:
+        self.spoil_if_held()
+        self.feed(CredentialRefused(0.0))
+
+    @rule()
+    def paired(self) -> None:
+        from pttd.radio.machine import Paired
+
+        self.feed(Paired(0.0))
+
+    @precondition(lambda self: self.request is not None)
+    @rule(stale=st.booleans())
+    def grant(self, stale: bool) -> None:
+        assert self.request is not None
+        self.next_stream += 1
+        request = self.request - 1 if stale else self.request
+        if not stale:  # the held frames go out while the grant is handled: it is granted now
+            self.granted = self.next_stream
+        actions = self.feed(StreamGranted(0.0, request, self.next_stream))
+        if not stale and self.m.stream_id == self.next_stream:
+            self.request = None
+        else:
+            if self.granted == self.next_stream:
+                self.granted = None
+            assert SendStopStream(self.next_stream, None) in actions or stale
+
+    @precondition(lambda self: self.request is not None)
+    @rule()
+    def refuse(self) -> None:
+        assert self.request is not None
+        self.spoil_if_held()
+        self.feed(StreamRefused(0.0, self.request, "busy", "x"))
+
+    @precondition(lambda self: self.granted is not None)
+    @rule()
+    def server_ends_stream(self) -> None:
+        assert self.granted is not None
+        self.spoil_if_held()
+        self.feed(OwnStreamStopped(0.0, self.granted, "timeout"))
+
+    @rule(name=st.sampled_from([TALK_TIMER, REQUEST_TIMER]))
+    def timer(self, name: str) -> None:
+        if name == TALK_TIMER and self.m.talk is not Talk.IDLE:
+            self.spoil_if_held()
+        if name == REQUEST_TIMER and self.m.talk is Talk.REQUESTING:
+            self.spoil_if_held()
+        self.feed(TimerFired(0.0, name))
+
+    @rule()
+    def frame(self) -> None:
+        self.frames += 1
+        payload = self.frames.to_bytes(4, "big")
+        self.frame_epoch[payload] = self.epoch if self.m.capture_open else -1
+        self.feed(CapturedFrame(0.0, payload))
+
+    @rule(step=st.sampled_from([1, -1]), name=st.sampled_from(["", "ops", "dock", "nowhere"]))
+    def change_room(self, step: int, name: str) -> None:
+        before = self.m.room
+        self.feed(ChangeRoom(0.0, step=step, name=name))
+        if self.m.room != before:
+            self.spoil_if_held()
+
+    @rule(sid=st.integers(1, 3), start=st.booleans())
+    def incoming(self, sid: int, start: bool) -> None:
+        self.feed(IncomingStart(0.0, sid, "ops", "bob") if start else IncomingStop(0.0, sid))
+
+    @rule(on=st.booleans())
+    def audio_test(self, on: bool) -> None:
+        self.feed(AudioTest(0.0, on))
+
+    @rule()
+    def shutdown(self) -> None:
+        self.spoil_if_held()
+        self.feed(Shutdown(0.0))
+
+    def spoil_if_held(self) -> None:
+        if self.held:
+            self.spoiled = True
+
+    @invariant()
+    def capture_open_exactly_while_it_should(self) -> None:
+        should_talk = self.held and self.can_talk() and not self.spoiled
+        assert self.m.capture_open == (should_talk or self.m.audio_test)
+        assert (self.m.talk is not Talk.IDLE) == should_talk
+
+    @invariant()
+    def transmit_led_follows_capture(self) -> None:
+        assert self.leds.get("transmit", "off") == ("on" if self.m.capture_open else "off")
+
+    @invariant()
+    def at_most_one_stream(self) -> None:
+        assert not (self.m.request is not None and self.m.stream_id is not None)
+
+
+TestMachineProperties = Machine.TestCase
+TestMachineProperties.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+@pytest.mark.parametrize("toggle", [True])
+def test_toggle_mode_never_opens_without_a_latch(toggle: bool) -> None:
+    m = online(toggle=toggle)
+    for _ in range(3):
+        m.handle(PttPressed(1.0))
+        m.handle(PttReleased(1.1))
+        m.handle(PttPressed(2.0))
+        m.handle(PttReleased(2.1))
+        assert not m.capture_open
+
+
+def test_unpaired_closes_capture_first_and_shows_unpaired_without_an_error() -> None:
+    m = online()
+    m.handle(PttPressed(1.0))
+    m.handle(StreamGranted(1.1, m.request or 0, 7))
+    actions = m.handle(Unpaired(2.0))
+    assert isinstance(actions[0], CloseCapture)
+    assert of(actions, SendStopStream) and not of(actions, StopLink)
+    assert m.link is Link.UNPAIRED and not m.paired and not m.capture_open
+    assert m.last_error == "" and m.rooms == ()
+    assert SetLed("error", "blink") in actions and SetLed("transmit", "off") in actions
+    assert m.handle(LinkUp(3.0, ("ops",))) == [] and m.link is Link.UNPAIRED  # a stale logon
+    m.handle(PttReleased(3.5))
+    m.handle(AudioTest(4.0, True))
+    assert m.capture_open  # the installer's audio test still works unpaired
+    m.handle(Unpaired(5.0))
+    assert not m.capture_open and not m.audio_test
