@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from xml.sax.saxutils import escape
 
-from pttd.boards import HEADER, load_profile
+from pttd.radio.boards import HEADER, load_profile
 
 PROFILE = "generic-pi"
 
