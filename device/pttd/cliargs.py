@@ -49,36 +49,33 @@ def port(value: str) -> int:
     return number
 
 
+def _number(value: str, kind: type[float] | type[int], least: float, strict: bool) -> float:
+    """``value`` as a finite ``kind`` above (``strict``) or at least ``least``."""
+    try:
+        number = kind(value)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+    low_ok = number > least if strict else number >= least
+    if not low_ok or number == float("inf"):
+        bound = f"above {least:g}" if strict else f"of {least:g} or more"
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number {bound}")
+    return number
+
+
 def positive_float(value: str) -> float:
     """A number of seconds (or a rate) above zero."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not number > 0 or number == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} must be a finite number above 0")
-    return number
+    return float(_number(value, float, 0, strict=True))
 
 
 def non_negative_float(value: str) -> float:
     """A number of zero or more (0 often means "no limit")."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not number >= 0 or number == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} must be a finite number of 0 or more")
-    return number
+    return float(_number(value, float, 0, strict=False))
 
 
 def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{number} must be 1 or more")
-    return number
+    """A count of one or more."""
+    return int(_number(value, int, 1, strict=False))
 
 
 def readable_file(value: str) -> Path:

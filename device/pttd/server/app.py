@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -83,16 +83,8 @@ class ServerSettings:
     registry_poll: float = 0.5  # seconds between looks for admin changes (revocations)
 
     def core(self) -> CoreSettings:
-        """The numbers the connection rules use."""
-        return CoreSettings(
-            max_talk_time=self.max_talk_time,
-            stream_idle_timeout=self.stream_idle_timeout,
-            logon_timeout=self.logon_timeout,
-            max_text_rate=self.max_text_rate,
-            max_packet_rate=self.max_packet_rate,
-            auth_failures=self.auth_failures,
-            auth_window=self.auth_window,
-        )
+        """The numbers the connection rules use (the fields both have, by name)."""
+        return CoreSettings(**{f.name: getattr(self, f.name) for f in fields(CoreSettings)})
 
 
 def server_tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
