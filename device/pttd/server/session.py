@@ -35,7 +35,7 @@ import logging
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from pttd.errors import ProtocolError
 from pttd.server.rooms import Granted, Room, Stream
@@ -360,10 +360,11 @@ class ServerCore(Generic[C]):
         out.append(Send((session.conn,), p.OnError(error).to_json()))
         out.append(Close(session.conn, CLOSE_POLICY, why))
 
-    def _send(
-        self, session: Session[C], message: p.Response | p.OnError, out: list[Action[C]]
-    ) -> None:
-        out.append(Send((session.conn,), message.to_json()))
+    @staticmethod
+    def _answer(session: Session[C], seq: int | None, out: list[Action[C]], **fields: Any) -> None:
+        """Answer a request: a ``Response`` with its ``seq`` (none for a request without one)."""
+        if seq is not None:
+            out.append(Send((session.conn,), p.Response(seq=seq, **fields).to_json()))
 
     # ------------------------------------------------------------------ text frames
 
@@ -419,12 +420,10 @@ class ServerCore(Generic[C]):
         try:
             if principal is None and self.auth_failures.blocked(session.address, now):
                 log.warning("logon from %s refused: too many failed attempts", session.address)
-                if m.seq is not None:  # a reason, so a device does not take it for a revocation
-                    self._send(
-                        session,
-                        p.Response(m.seq, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED),
-                        out,
-                    )
+                # With a reason, so that a device does not take it for a revocation.
+                self._answer(
+                    session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED
+                )
                 return out
             if principal is None:
                 self.auth_failures.record(session.address, now)
@@ -464,8 +463,7 @@ class ServerCore(Generic[C]):
             ", ".join(m.channels),
             " (listen only)" if m.listen_only else "",
         )
-        if m.seq is not None:
-            self._send(session, p.Response(seq=m.seq, refresh_token=refresh_token), out)
+        self._answer(session, m.seq, out, refresh_token=refresh_token)
         for name in m.channels:
             room = self.directory.room(name)
             room.join(session)
@@ -520,25 +518,21 @@ class ServerCore(Generic[C]):
         )
         if not isinstance(outcome, Granted):
             log.info("floor of %s refused to %s: %s", room.name, session.name, outcome.reason)
-            if m.seq is not None:
-                self._send(
-                    session,
-                    p.Response(
-                        seq=m.seq,
-                        error=p.FAILED_TO_START_STREAM,
-                        reason=outcome.reason,
-                        talker=outcome.talker,
-                    ),
-                    out,
-                )
+            self._answer(
+                session,
+                m.seq,
+                out,
+                error=p.FAILED_TO_START_STREAM,
+                reason=outcome.reason,
+                talker=outcome.talker,
+            )
             return
         if outcome.preempted is not None:
             self._end_stream(outcome.preempted, p.REASON_PREEMPTED, out)
         stream = outcome.stream
         self.streams[stream.stream_id] = stream
         log.info("%s has the floor of %s (stream %d)", session.name, room.name, stream.stream_id)
-        if m.seq is not None:
-            self._send(session, p.Response(seq=m.seq, stream_id=stream.stream_id), out)
+        self._answer(session, m.seq, out, stream_id=stream.stream_id)
         out.append(
             Send(tuple(s.conn for s in stream.recipients), self._stream_start(stream).to_json())
         )
@@ -576,8 +570,7 @@ class ServerCore(Generic[C]):
             self._end_stream(stream, None, out)
         elif m.stream_id not in session.ended_streams:  # else: the server ended it already
             raise ProtocolError(p.FAILED_TO_STOP_STREAM, f"stream {m.stream_id}", m.seq)
-        if m.seq is not None:
-            self._send(session, p.Response(seq=m.seq), out)
+        self._answer(session, m.seq, out)
 
     # text, pairing -------------------------------------------------------
 
@@ -594,13 +587,12 @@ class ServerCore(Generic[C]):
             if s is not session and (m.for_ is None or (s.principal and s.principal.name == m.for_))
         )
         out.append(Send(to, event.to_json()))
-        if m.seq is not None:
-            self._send(session, p.Response(seq=m.seq), out)
+        self._answer(session, m.seq, out)
 
     def _on_pair(self, session: Session[C], m: p.Pair, now: float, out: list[Action[C]]) -> None:
         if self.auth_failures.blocked(session.address, now):
             log.warning("pairing from %s refused: too many failed attempts", session.address)
-            self._answer_pair_error(session, m, p.REASON_RATE_LIMITED, out)
+            self._answer(session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED)
             return
         out.append(RedeemCode(session.conn, m))
 
@@ -620,27 +612,18 @@ class ServerCore(Generic[C]):
                 return out
             self.auth_failures.record(session.address, now)
             log.info("pairing from %s refused: %s", session.address, result.reason)
-            self._answer_pair_error(session, m, result.reason, out)
+            self._answer(session, m.seq, out, error=p.NOT_AUTHORIZED, reason=result.reason)
             return out
         log.info("device %s paired from %s", result.device_name, session.address)
-        if m.seq is not None:
-            self._send(
-                session,
-                p.Response(
-                    seq=m.seq,
-                    auth_token=result.auth_token,
-                    channels=result.rooms,
-                    device_name=result.device_name,
-                ),
-                out,
-            )
+        self._answer(
+            session,
+            m.seq,
+            out,
+            auth_token=result.auth_token,
+            channels=result.rooms,
+            device_name=result.device_name,
+        )
         return out
-
-    def _answer_pair_error(
-        self, session: Session[C], m: p.Pair, reason: str, out: list[Action[C]]
-    ) -> None:
-        if m.seq is not None:
-            self._send(session, p.Response(seq=m.seq, error=p.NOT_AUTHORIZED, reason=reason), out)
 
     def _on_unpair(self, session: Session[C], m: p.Unpair, out: list[Action[C]]) -> None:
         principal = session.principal
@@ -655,8 +638,7 @@ class ServerCore(Generic[C]):
         if session is None:
             return out
         log.info("device %s unpaired itself", session.name)
-        if m.seq is not None:
-            self._send(session, p.Response(seq=m.seq), out)
+        self._answer(session, m.seq, out)
         out += self.disconnected(conn)
         out.append(Close(conn, CLOSE_NORMAL, "unpaired"))
         return out
