@@ -31,7 +31,7 @@ import numpy as np
 
 from pttd.errors import AudioStreamError
 from pttd.radio.audio import FrameHandler, Pcm
-from pttd.radio.audio.devices import AudioDevice, DeviceSpec, portaudio, select_input_device
+from pttd.radio.audio.devices import AudioDevice, DeviceSpec, PortAudioStream, portaudio
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,20 @@ def first_sample_time(
     return now - (max(lag, block) if from_portaudio else block), from_portaudio
 
 
-class SoundDeviceInput:
+class SoundDeviceInput(PortAudioStream):
     """Mono int16 capture at ``sample_rate``, ``frame_samples`` per frame, from ``device``.
 
-    ``device`` (index, name substring or ``None``: see :mod:`pttd.radio.audio.devices`) is chosen
-    and
-    checked for mono int16 at ``sample_rate`` when this object is built, so a wrong config fails
-    at start-up rather than at the first press of the button; an :class:`AudioDevice` is used as
-    it is. :meth:`open` and :meth:`close` must be called on the asyncio loop's thread.
+    ``device``: an index, a name substring or ``None`` (see :mod:`pttd.radio.audio.devices`), or
+    an :class:`AudioDevice` used as it is. :meth:`open` and :meth:`close` must be called on the
+    asyncio loop's thread.
 
     Counters (read them on the loop thread; the callback only increments): ``overflows`` (blocks
     PortAudio flagged with an input overflow: samples were lost before this block),
     ``clock_fallbacks`` (blocks timed from the block duration rather than PortAudio's clock),
     ``frames_delivered``.
     """
+
+    direction = "input"
 
     def __init__(
         self,
@@ -79,19 +79,12 @@ class SoundDeviceInput:
         frame_samples: int = 960,
         latency: float | str = "low",
     ) -> None:
-        self.sample_rate = sample_rate
-        self.frame_samples = frame_samples
-        self.latency = latency
-        self.device: AudioDevice = (
-            device
-            if isinstance(device, AudioDevice)
-            else select_input_device(device, sample_rate=sample_rate)
+        super().__init__(
+            device, sample_rate=sample_rate, frame_samples=frame_samples, latency=latency
         )
         self.overflows = 0
         self.clock_fallbacks = 0
         self.frames_delivered = 0
-        self.stream_latency: float | None = None
-        """Input latency PortAudio reported for the open stream, in seconds."""
         self._stream: Any = None
         self._deliver: FrameHandler | None = None
         self._generation = 0
@@ -109,32 +102,15 @@ class SoundDeviceInput:
         if self._stream is not None:
             raise RuntimeError("audio input is already open")
         loop = asyncio.get_running_loop()
-        sd = portaudio()
         self._generation += 1
         self._deliver = deliver
-        callback = self._make_callback(loop, self._generation)
-        stream: Any = None
         try:
-            stream = sd.InputStream(
-                device=self.device.index,
-                samplerate=self.sample_rate,
-                channels=1,
-                dtype="int16",
-                blocksize=self.frame_samples,
-                latency=self.latency,
-                callback=callback,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
+            stream = self._open_stream(self._make_callback(loop, self._generation))
+        except AudioStreamError:
             self._generation += 1
             self._deliver = None
-            if stream is not None:
-                stream.close(ignore_errors=True)
-            raise AudioStreamError(
-                f"cannot open input device {self.device.describe()}: {exc}"
-            ) from exc
+            raise
         self._stream = stream
-        self.stream_latency = float(stream.latency)
         log.debug("capture open: %s, latency %.1f ms", self.device.name, stream.latency * 1e3)
 
     def close(self) -> None:

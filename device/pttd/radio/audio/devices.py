@@ -19,9 +19,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
-from pttd.errors import AudioDeviceError, AudioError
+from pttd.errors import AudioDeviceError, AudioError, AudioStreamError
 
 log = logging.getLogger(__name__)
 
@@ -218,3 +218,55 @@ def select_input_device(spec: DeviceSpec, *, sample_rate: int) -> AudioDevice:
 def select_output_device(spec: DeviceSpec, *, sample_rate: int) -> AudioDevice:
     """The playback device ``spec`` names, checked for mono int16 at ``sample_rate``."""
     return select_device(spec, "output", sample_rate=sample_rate)
+
+
+class PortAudioStream:
+    """What capture and playback share: the device, chosen and checked for mono int16 at
+    ``sample_rate`` when the object is built (so a wrong config fails at start-up, not at the
+    first press), the block size, and the opening of a started PortAudio stream."""
+
+    direction: str = "input"  # or "output": which kind of device and stream
+
+    def __init__(
+        self,
+        device: DeviceSpec | AudioDevice = None,
+        *,
+        sample_rate: int = 48000,
+        frame_samples: int = 960,
+        latency: float | str = "low",
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.frame_samples = frame_samples
+        self.latency = latency
+        select = select_input_device if self.direction == "input" else select_output_device
+        self.device: AudioDevice = (
+            device if isinstance(device, AudioDevice) else select(device, sample_rate=sample_rate)
+        )
+        self.stream_latency: float | None = None
+        """The latency PortAudio reported for the open stream, in seconds."""
+
+    def _open_stream(self, callback: Any) -> Any:
+        """A started mono int16 PortAudio stream running ``callback``; :class:`AudioStreamError`
+        naming the device when PortAudio cannot open or start it."""
+        sd = portaudio()
+        kind = sd.InputStream if self.direction == "input" else sd.OutputStream
+        stream: Any = None
+        try:
+            stream = kind(
+                device=self.device.index,
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self.frame_samples,
+                latency=self.latency,
+                callback=callback,
+            )
+            stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            if stream is not None:
+                stream.close(ignore_errors=True)
+            raise AudioStreamError(
+                f"cannot open {self.direction} device {self.device.describe()}: {exc}"
+            ) from exc
+        self.stream_latency = float(stream.latency)
+        return stream

@@ -15,25 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from pttd.errors import AudioStreamError
 from pttd.radio.audio import PullFn
-from pttd.radio.audio.devices import AudioDevice, DeviceSpec, portaudio, select_output_device
+from pttd.radio.audio.devices import AudioDevice, DeviceSpec, PortAudioStream, portaudio
 
 log = logging.getLogger(__name__)
 
 
-class SoundDeviceOutput:
-    """Mono int16 playback at ``sample_rate`` in blocks of ``frame_samples`` to ``device``.
-
-    ``device`` (index, name substring or ``None``: see :mod:`pttd.radio.audio.devices`) is chosen
-    and
-    checked for mono int16 at ``sample_rate`` when this object is built; an :class:`AudioDevice`
-    is used as it is.
+class SoundDeviceOutput(PortAudioStream):
+    """Mono int16 playback at ``sample_rate`` in blocks of ``frame_samples`` to ``device``
+    (as :class:`SoundDeviceInput` takes it).
 
     Counters, incremented by the callback: ``blocks`` (blocks played), ``underflows`` (callbacks
     PortAudio flagged with an output underflow: the device ran dry and played a gap),
     ``pull_errors`` (blocks replaced by silence because ``pull`` failed).
     """
+
+    direction = "output"
 
     def __init__(
         self,
@@ -43,19 +40,12 @@ class SoundDeviceOutput:
         frame_samples: int = 960,
         latency: float | str = "low",
     ) -> None:
-        self.sample_rate = sample_rate
-        self.frame_samples = frame_samples
-        self.latency = latency
-        self.device: AudioDevice = (
-            device
-            if isinstance(device, AudioDevice)
-            else select_output_device(device, sample_rate=sample_rate)
+        super().__init__(
+            device, sample_rate=sample_rate, frame_samples=frame_samples, latency=latency
         )
         self.blocks = 0
         self.underflows = 0
         self.pull_errors = 0
-        self.stream_latency: float | None = None
-        """Output latency PortAudio reported for the running stream, in seconds."""
         self._stream: Any = None
 
     @property
@@ -70,27 +60,8 @@ class SoundDeviceOutput:
         """
         if self._stream is not None:
             raise RuntimeError("audio output is already started")
-        sd = portaudio()
-        stream: Any = None
-        try:
-            stream = sd.OutputStream(
-                device=self.device.index,
-                samplerate=self.sample_rate,
-                channels=1,
-                dtype="int16",
-                blocksize=self.frame_samples,
-                latency=self.latency,
-                callback=self._make_callback(pull),
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            if stream is not None:
-                stream.close(ignore_errors=True)
-            raise AudioStreamError(
-                f"cannot open output device {self.device.describe()}: {exc}"
-            ) from exc
+        stream = self._open_stream(self._make_callback(pull))
         self._stream = stream
-        self.stream_latency = float(stream.latency)
         log.debug("playback started: %s, latency %.1f ms", self.device.name, stream.latency * 1e3)
 
     def stop(self) -> None:
