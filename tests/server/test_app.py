@@ -414,6 +414,42 @@ async def test_revoked_device_is_disconnected_and_refused(
     assert (await again.logon(("alpha",), auth_token=token)).error == p.NOT_AUTHORIZED
 
 
+async def test_revoked_then_paired_again_under_its_name_the_old_connection_goes(
+    connect_client: Connect, registry: Registry
+) -> None:
+    """Revocation follows the credential: pairing a new radio under the revoked one's name (which
+    replaces the revoked row) must not leave the old connection talking."""
+    token = pair_device(registry, "radio-7")
+    c = await connect_client()
+    assert (await c.logon(("alpha",), auth_token=token)).success
+    with Registry(registry.path) as admin:  # another process, at once: no poll in between
+        admin.revoke_device("radio-7")
+        code = admin.create_pair_code(["alpha"])
+        assert admin.redeem_pair_code(code.code, "radio-7").device_name == "radio-7"
+    assert (await c.next_of(p.OnError, timeout=3)).error == p.NOT_AUTHORIZED
+    await asyncio.wait_for(c.closed.wait(), 3)
+    assert c.ws.close_code == 1008 and c.ws.close_reason == "revoked"
+
+
+async def test_a_removed_room_is_left_by_its_members(
+    logged_on: LoggedOn, registry: Registry
+) -> None:
+    alice = await logged_on("alice", ("alpha", "beta"))
+    bob = await logged_on("bob", ("beta",))
+    stream_id = (await alice.start("beta")).stream_id
+    assert stream_id is not None
+    await bob.next_of(p.OnStreamStart)
+    with Registry(registry.path) as admin:  # `pttd server room remove beta`
+        admin.remove_room("beta")
+    status = await alice.next_of(p.OnChannelStatus, timeout=3)
+    while status.status == "online":  # bob's arrival, told before
+        status = await alice.next_of(p.OnChannelStatus, timeout=3)
+    assert (status.channel, status.status) == ("beta", "offline")
+    assert (await bob.next_of(p.OnStreamStop, timeout=3)).reason == p.REASON_DISCONNECTED
+    assert (await alice.start("beta")).error == p.NOT_AUTHORIZED
+    assert (await alice.start("alpha")).success
+
+
 async def test_device_unpairs_itself(connect_client: Connect, registry: Registry) -> None:
     token = pair_device(registry, "radio-3")
     c = await connect_client()

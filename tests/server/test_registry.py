@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -213,7 +214,8 @@ def test_pairing_full_cycle(reg: Registry) -> None:
     assert pairing.auth_token not in repr(pairing)
 
     principal = reg.check_device_token(pairing.auth_token)
-    assert principal == Principal("device", "radio", frozenset({"ops", "logistics"}))
+    token_hash = hashlib.sha256(pairing.auth_token.encode()).hexdigest()
+    assert principal == Principal("device", "radio", frozenset({"ops", "logistics"}), token_hash)
     assert reg.check_device_token("not a token") is None
 
     [info] = reg.list_devices()
@@ -462,8 +464,28 @@ def test_refresh_token_rooms_follow_owner(reg: Registry) -> None:
     reg.remove_room("ops")
     assert reg.check_refresh_token(user_token) == Principal("user", "ann", frozenset({"logistics"}))
     assert reg.check_refresh_token(device_token) == Principal(
-        "device", "radio", frozenset({"logistics"})
+        "device", "radio", frozenset({"logistics"}), device.credential
     )
+    assert device.credential  # the device's token, by its hash
+
+
+def test_current_follows_the_credential_not_the_name(reg: Registry) -> None:
+    """What the server checks live connections against: a device revoked and paired again
+    under its name has a new credential; the old one is no longer good."""
+    old = reg.check_device_token(pair(reg, "radio", ("ops", "logistics")))
+    reg.add_user("ann", "pw", ["logistics"])
+    ann = reg.check_password("ann", "pw")
+    assert ann is not None and old is not None
+    assert reg.current([ann, old]) == {ann: ann, old: old}
+    reg.remove_room("ops")
+    assert reg.current([old])[old] == Principal(
+        "device", "radio", frozenset({"logistics"}), old.credential
+    )
+    reg.revoke_device("radio")
+    assert reg.current([old]) == {old: None}
+    new = reg.check_device_token(pair(reg, "radio", ("logistics",)))
+    assert new is not None and new.name == "radio" and new.credential != old.credential
+    assert reg.current([old, new]) == {old: None, new: new}
 
 
 def test_refresh_token_for_unknown_owner(reg: Registry) -> None:

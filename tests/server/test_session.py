@@ -366,12 +366,27 @@ def test_a_revoked_device_is_closed_and_relays_nothing_after() -> None:
     stream = h.talk("v").stream_id or 0
     h.audio("v", stream)
     h.revoked.add("van")
-    h.run(h.core.revoked({"van"}))
+    h.run(h.core.principals_changed({VAN: None}))
     assert h.closed == {"v": (CLOSE_POLICY, "revoked")}
     assert h.of("v", p.OnError)[-1].error == p.NOT_AUTHORIZED
     assert [s.reason for s in h.of("b", p.OnStreamStop)] == [p.REASON_DISCONNECTED]
     assert h.audio("v", stream) == [] and len(h.of("b", p.AudioPacket)) == 1
     assert h.logon("v2", VAN).error == p.NOT_AUTHORIZED
+
+
+def test_a_room_taken_away_is_left_at_once() -> None:
+    h = Harness()
+    h.logon("a", ANN, ("ops", "yard"))
+    h.logon("b", BOB)
+    stream = h.talk("a", room="ops").stream_id or 0
+    h.run(h.core.principals_changed({ANN: Principal("user", "ann", frozenset({"yard"}))}))
+    offline = [s for s in h.of("a", p.OnChannelStatus) if s.status == "offline"]
+    assert [s.channel for s in offline] == ["ops"]
+    assert [s.reason for s in h.of("b", p.OnStreamStop)] == [p.REASON_DISCONNECTED]
+    assert h.audio("a", stream) == []  # in flight: dropped quietly, relayed to no one
+    assert h.talk("a", room="ops", seq=5).error == p.NOT_AUTHORIZED
+    assert h.talk("a", room="yard", seq=6).success
+    assert h.core.directory.room("ops").users_online == 1
 
 
 def test_a_device_unpairs_itself() -> None:
@@ -480,7 +495,9 @@ class ServerRules(RuleBasedStateMachine):
     def revoke(self, device: str) -> None:
         self.h.revoked.add(device)
         self.revoked_at.setdefault(device, len(self.h.sent))
-        self.h.run(self.h.core.revoked(self.h.revoked))
+        live = self.h.core.live_principals()
+        current = {x: None if x.name in self.h.revoked else x for x in live}
+        self.h.run(self.h.core.principals_changed(current))
         self._check_sends()
 
     @rule(conn=st.sampled_from(CONNS))

@@ -303,7 +303,8 @@ class RoomServer:
         return None
 
     async def _watch_registry(self) -> None:
-        """Notice what admin commands (other processes) changed: revoked devices go at once."""
+        """Notice what admin commands (other processes) changed: a revoked credential's
+        connections go at once, and a connection leaves rooms it may no longer be in."""
         version = await asyncio.to_thread(self.registry.data_version)
         while True:
             await asyncio.sleep(self.settings.registry_poll)
@@ -311,8 +312,9 @@ class RoomServer:
             if now_version == version:
                 continue
             version = now_version
-            revoked = await asyncio.to_thread(self.registry.revoked_devices)
-            self._apply(self.core.revoked(revoked))
+            live = self.core.live_principals()
+            current = await asyncio.to_thread(self.registry.current, live)
+            self._apply(self.core.principals_changed(current))
 
 
 async def run_server(

@@ -30,9 +30,9 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Final
 
@@ -464,7 +464,7 @@ class Registry:
             name: str = row[0]
             db.execute("UPDATE devices SET last_seen = ? WHERE name = ?", (time.time(), name))
             rooms = self._rooms_of(db, "device_rooms", "device", name)
-        return Principal("device", name, frozenset(rooms))
+        return Principal("device", name, frozenset(rooms), credential=token_hash)
 
     def list_devices(self) -> list[DeviceInfo]:
         """Every paired device, revoked ones included, sorted by name."""
@@ -503,6 +503,29 @@ class Registry:
         """Names of every revoked device."""
         with self._read() as db:
             return {row[0] for row in db.execute("SELECT name FROM devices WHERE revoked = 1")}
+
+    def current(self, principals: Iterable[Principal]) -> dict[Principal, Principal | None]:
+        """Each principal as the registry has it now: with its current rooms, or None when its
+        credential is no longer good (a device revoked, unpaired, or paired again with a new
+        token; a user removed). What the server checks live connections against."""
+        out: dict[Principal, Principal | None] = {}
+        with self._read() as db:
+            for p in principals:
+                if p.kind == "device":
+                    row = db.execute(
+                        "SELECT 1 FROM devices WHERE name = ? AND token_hash = ? AND revoked = 0",
+                        (p.name, p.credential),
+                    ).fetchone()
+                    table = "device_rooms"
+                else:
+                    row = db.execute("SELECT 1 FROM users WHERE name = ?", (p.name,)).fetchone()
+                    table = "user_rooms"
+                if row is None:
+                    out[p] = None
+                    continue
+                rooms = frozenset(self._rooms_of(db, table, p.kind, p.name))
+                out[p] = p if rooms == p.rooms else replace(p, rooms=rooms)
+        return out
 
     def unpair_device(self, name: str) -> None:
         """The device gives up its credential: delete it and its refresh tokens. NotFound."""
@@ -558,15 +581,14 @@ class Registry:
             if user is not None:
                 rooms = self._rooms_of(db, "user_rooms", "user", user)
                 return Principal("user", user, frozenset(rooms))
-            if (
-                db.execute(
-                    "UPDATE devices SET last_seen = ? WHERE name = ? AND revoked = 0", (now, device)
-                ).rowcount
-                == 0
-            ):
+            found = db.execute(
+                "SELECT token_hash FROM devices WHERE name = ? AND revoked = 0", (device,)
+            ).fetchone()
+            if found is None:
                 return None
+            db.execute("UPDATE devices SET last_seen = ? WHERE name = ?", (now, device))
             rooms = self._rooms_of(db, "device_rooms", "device", device)
-            return Principal("device", device, frozenset(rooms))
+            return Principal("device", device, frozenset(rooms), credential=found[0])
 
     # --- pairing codes -----------------------------------------------------------------------
 

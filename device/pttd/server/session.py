@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
@@ -53,11 +53,21 @@ BACKLOG_CHECK_EVERY = 25  # packets of a stream between looks at the listeners' 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a logon or a credential belongs to, and the rooms they may join."""
+    """Who a logon or a credential belongs to, and the rooms they may join.
+
+    ``credential`` names the credential itself (for a device, its token's hash), so that a
+    revocation follows the credential, not the name: a device revoked and then paired again under
+    the same name has a new credential, and the old one's connections still go."""
 
     kind: Literal["user", "device"]
     name: str
     rooms: frozenset[str]
+    credential: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Who it is, whatever the credential and rooms: (kind, name)."""
+        return (self.kind, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +458,12 @@ class ServerCore(Generic[C]):
             return out
         if principal.kind == "device":
             # A device that reconnects replaces its old, possibly half-dead, connection.
-            for other in [s for s in self.sessions.values() if s.principal == principal]:
+            others = [
+                s
+                for s in self.sessions.values()
+                if s.principal and s.principal.key == principal.key
+            ]
+            for other in others:
                 log.info("%s logged on again; closing its older connection", principal.name)
                 out += self.disconnected(other.conn)
                 out.append(Close(other.conn, CLOSE_NORMAL, "replaced by a new logon"))
@@ -717,17 +732,39 @@ class ServerCore(Generic[C]):
                 self._end_stream(stream, p.REASON_IDLE, out)
         return out
 
-    def revoked(self, devices: Iterable[str]) -> list[Action[C]]:
-        """Devices an admin revoked: their connections are told and closed, and from now on
-        nothing they send is relayed or answered."""
-        names = set(devices)
+    def live_principals(self) -> set[Principal]:
+        """Whose connections are logged on: what to look up when the registry changes."""
+        return {s.principal for s in self.sessions.values() if s.principal is not None}
+
+    def principals_changed(self, current: Mapping[Principal, Principal | None]) -> list[Action[C]]:
+        """What the registry says of logged-on principals now (see :meth:`live_principals`).
+
+        None: the credential is no longer good (a device revoked, unpaired or paired again with
+        a new token; a user removed): its connections are told and closed at once, and nothing
+        they send is relayed or answered after. Fewer rooms (a room removed, a grant taken
+        back): the connection leaves those rooms, told by ``on_channel_status`` ``offline``;
+        a talk it held there ends for the others."""
         out: list[Action[C]] = []
         for session in list(self.sessions.values()):
-            principal = session.principal
-            if principal and principal.kind == "device" and principal.name in names:
-                log.warning("device %s revoked: disconnecting it", principal.name)
+            old = session.principal
+            if old is None or old not in current:
+                continue
+            new = current[old]
+            if new is None:
+                log.warning("%s %s revoked: disconnecting it", old.kind, old.name)
                 out += self.disconnected(session.conn)
                 self._kick(session, p.NOT_AUTHORIZED, "revoked", out)
+                continue
+            session.principal = new
+            for name in [r for r in session.rooms if r not in new.rooms]:
+                log.info("%s may no longer be in %s: it leaves", old.name, name)
+                room = session.rooms.pop(name)
+                ended = room.leave(session)
+                if ended is not None:
+                    session.ended_streams.append(ended.stream_id)
+                    self._end_stream(ended, p.REASON_DISCONNECTED, out, notify_talker=False)
+                out.append(Send((session.conn,), p.OnChannelStatus(name, "offline").to_json()))
+                self._announce_status(room, out)
         return out
 
     def shutdown(self) -> list[Action[C]]:
