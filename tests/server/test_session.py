@@ -182,6 +182,27 @@ def test_failed_logons_block_passwords_from_that_address_but_not_device_tokens()
     assert h.logon("later", ANN).success
 
 
+def test_attempts_sent_at_once_count_before_they_are_checked() -> None:
+    """Many password guesses sent together: only as many get a password check as the limit
+    allows; the rest are refused without one. A right one gives its reservation back."""
+    h = Harness(auth_failures=5)
+    checks: list[CheckLogon[str]] = []
+    for i in range(30):
+        h.connect(f"g{i}")
+        guess = p.Logon(("ops",), seq=1, username="ann", password=f"guess-{i}")
+        checks += [
+            a for a in h.core.text(f"g{i}", guess.to_json(), h.now) if isinstance(a, CheckLogon)
+        ]
+    assert len(checks) == 30 and sum(c.password_allowed for c in checks) == 5
+    for check in checks:  # the registry's answers come back, all wrong
+        h.run(h.core.logon_checked(check.conn, check.logon, None, h.now))
+    reasons = [h.answer(c.conn, 1).reason for c in checks]
+    assert reasons.count(p.REASON_RATE_LIMITED) == 25 and reasons.count(None) == 5
+    h.later(60.0)
+    assert h.logon("right", ANN).success
+    assert len(h.core.auth_failures) == 0  # the right one counted nothing
+
+
 def test_a_connection_that_does_not_log_on_in_time_is_closed() -> None:
     h = Harness(logon_timeout=30.0)
     h.connect("idle")

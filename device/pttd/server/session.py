@@ -30,6 +30,7 @@ implementation shared by several server instances plugs in beside it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -147,7 +148,8 @@ class FailureLog:
             return False
         return len(times) >= self.limit
 
-    def record(self, address: str, now: float) -> None:
+    def record(self, address: str, now: float) -> float:
+        """Count a failure (or reserve an attempt: see :meth:`forgive`); returns its stamp."""
         if now - self._swept >= self.window:
             # Once a window, forget addresses gone quiet: one try from each of many addresses
             # (an IPv6 prefix has plenty) must not grow this without end.
@@ -156,6 +158,16 @@ class FailureLog:
             for quiet in [a for a, times in self._failures.items() if times[-1] <= cutoff]:
                 del self._failures[quiet]
         self._failures.setdefault(address, deque()).append(now)
+        return now
+
+    def forgive(self, address: str, stamp: float) -> None:
+        """Take back an attempt reserved by :meth:`record` that turned out right."""
+        times = self._failures.get(address)
+        if times is not None:
+            with contextlib.suppress(ValueError):
+                times.remove(stamp)
+            if not times:
+                del self._failures[address]
 
 
 # --------------------------------------------------------------------------- sessions
@@ -166,6 +178,7 @@ class Session(Generic[C]):
 
     __slots__ = (
         "address",
+        "attempt",
         "closing",
         "conn",
         "ended_streams",
@@ -181,6 +194,9 @@ class Session(Generic[C]):
         self.conn = conn
         self.address = address
         self.principal: Principal | None = None
+        # A password or pairing attempt being checked, counted as failed until it proves right:
+        # many attempts sent at once must not all be checked before the first failure counts.
+        self.attempt: float | None = None
         self.rooms: dict[str, Room[Session[C]]] = {}
         self.listen_only = False
         self.logon_deadline: float | None = now + settings.logon_timeout
@@ -417,6 +433,8 @@ class ServerCore(Generic[C]):
         # guess) still logs on from it: someone guessing passwords from a site's shared address
         # (a NAT, a carrier's CGNAT) must not lock the site's radios out.
         blocked = self.auth_failures.blocked(session.address, now)
+        if m.password is not None and not blocked:
+            session.attempt = self.auth_failures.record(session.address, now)
         out.append(CheckLogon(session.conn, m, password_allowed=not blocked))
 
     def logon_checked(
@@ -427,8 +445,15 @@ class ServerCore(Generic[C]):
         session = self.sessions.get(conn)
         if session is None or session.closing or session.principal is not None:
             return out  # the client left meanwhile, or a second logon raced this one
+        attempt, session.attempt = session.attempt, None
+        if principal is not None and attempt is not None:
+            self.auth_failures.forgive(session.address, attempt)
         try:
-            if principal is None and self.auth_failures.blocked(session.address, now):
+            if (
+                principal is None
+                and attempt is None
+                and self.auth_failures.blocked(session.address, now)
+            ):
                 log.warning("logon from %s refused: too many failed attempts", session.address)
                 # With a reason, so that a device does not take it for a revocation.
                 self._answer(
@@ -436,7 +461,8 @@ class ServerCore(Generic[C]):
                 )
                 return out
             if principal is None:
-                self.auth_failures.record(session.address, now)
+                if attempt is None:  # a token nobody knows: counted now
+                    self.auth_failures.record(session.address, now)
                 raise ProtocolError(p.NOT_AUTHORIZED, "bad credentials", m.seq)
             not_allowed = [r for r in m.channels if r not in principal.rooms]
             if not_allowed:
@@ -609,6 +635,7 @@ class ServerCore(Generic[C]):
             log.warning("pairing from %s refused: too many failed attempts", session.address)
             self._answer(session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED)
             return
+        session.attempt = self.auth_failures.record(session.address, now)
         out.append(RedeemCode(session.conn, m))
 
     def pair_done(
@@ -619,13 +646,15 @@ class ServerCore(Generic[C]):
         session = self.sessions.get(conn)
         if session is None or session.closing:
             return out
+        attempt, session.attempt = session.attempt, None
+        if attempt is not None and not (isinstance(result, PairRefused) and result.reason):
+            self.auth_failures.forgive(session.address, attempt)  # paired, or a bad name only
         if isinstance(result, PairRefused):
             if result.reason is None:  # a device name that cannot be used
                 exc = ProtocolError(p.INVALID_REQUEST, result.detail, m.seq)
                 log.info("refused from %s: %s", session.name, exc)
                 out.append(Send((conn,), p.error_response(exc)))
                 return out
-            self.auth_failures.record(session.address, now)
             log.info("pairing from %s refused: %s", session.address, result.reason)
             self._answer(session, m.seq, out, error=p.NOT_AUTHORIZED, reason=result.reason)
             return out
