@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -106,6 +106,22 @@ def server_tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
     return tls
 
 
+class _Connection(ServerConnection):
+    """A websockets server connection that a peer cannot make hold its replies without bound.
+
+    websockets answers pings (and closes) by itself, below the frames :class:`RoomServer` sees;
+    a peer that sends pings and never reads would grow its backlog unseen. After every chunk of
+    input, a backlog over ``max_backlog`` cuts the connection."""
+
+    max_backlog = 512 * 1024
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.get_write_buffer_size() > self.max_backlog:
+            log.warning("dropping %s: replies to it not read", self.remote_address[0])
+            self.transport.abort()
+
+
 class RoomServer:
     """The room server. ``async with RoomServer(registry, settings) as server: server.url``."""
 
@@ -128,6 +144,7 @@ class RoomServer:
         cannot be loaded or the address cannot be listened on."""
         s = self.settings
         tls = None if s.tls_cert is None else server_tls_context(s.tls_cert, s.tls_key)
+        connection = type("Connection", (_Connection,), {"max_backlog": s.max_write_buffer})
         try:
             self._server = await serve(
                 self._serve_connection,
@@ -140,6 +157,7 @@ class RoomServer:
                 close_timeout=s.close_timeout,
                 compression=None,
                 server_header=None,
+                create_connection=connection,
             )
         except socket.gaierror as exc:
             raise ServerStartError(f"cannot listen on {s.host!r}: {exc.strerror}") from exc
@@ -212,30 +230,39 @@ class RoomServer:
         """Carry out sends and closes in order; a registry call (always last) is returned."""
         for action in actions:
             if isinstance(action, Send):
-                to = self._keeping_up(action.to) if action.check_backlog else action.to
-                broadcast(to, action.data)
+                broadcast(self._keeping_up(action.to), action.data)
             elif isinstance(action, Close):
                 self._spawn(action.conn.close(action.code, action.reason))
             else:
                 return action
         return None
 
-    def _keeping_up(self, listeners: tuple[ServerConnection, ...]) -> list[ServerConnection]:
-        """Listeners whose send backlog is within ``max_write_buffer``; the others are dropped as
-        dead peers (the core is told they are gone)."""
+    def _keeping_up(self, receivers: Iterable[ServerConnection]) -> list[ServerConnection]:
+        """Receivers whose send backlog is within ``max_write_buffer``; the others are dropped.
+
+        Every outgoing frame (audio, text, events, answers; pongs: see :class:`_Connection`) goes
+        to a connection only while it reads: one that stops reading holds at most this much of the
+        server's memory, then it is cut (the core is told it is gone)."""
         out = []
         limit = self.settings.max_write_buffer
-        for ws in listeners:
+        for ws in receivers:
             transport = ws.transport
-            backlog = transport.get_write_buffer_size() if transport is not None else 0
-            if backlog > limit:
-                session = self.core.sessions.get(ws)
-                log.warning("dropping %s: %d bytes behind", session or ws, backlog)
-                self._apply(self.core.disconnected(ws))
-                transport.abort()
+            if transport is not None and transport.get_write_buffer_size() > limit:
+                self._drop_behind(ws)
             else:
                 out.append(ws)
         return out
+
+    def _drop_behind(self, ws: ServerConnection) -> None:
+        transport = ws.transport
+        session = self.core.sessions.get(ws)
+        log.warning(
+            "dropping %s: %d bytes behind",
+            session or "a connection",
+            transport.get_write_buffer_size(),
+        )
+        self._apply(self.core.disconnected(ws))
+        transport.abort()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, holding a reference until it is done."""

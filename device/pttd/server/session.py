@@ -49,7 +49,6 @@ C = TypeVar("C", bound=Hashable)  # the I/O layer's handle for a connection (a w
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # policy violation: floods, revoked credentials, logon timeout
 MAX_PACKET_RATE = 250.0  # audio packets/s one client may send: 5x real time at 20 ms (0: no limit)
-BACKLOG_CHECK_EVERY = 25  # packets of a stream between looks at the listeners' backlogs
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,14 +267,11 @@ class LocalRooms(Generic[C]):
 
 @dataclass(frozen=True, slots=True)
 class Send(Generic[C]):
-    """Queue ``data`` (a text frame, or bytes: an audio frame) to each of ``to``, without waiting.
-
-    ``check_backlog``: also look at each receiver's send backlog and drop those too far behind
-    (set every :data:`BACKLOG_CHECK_EVERY` packets of a stream)."""
+    """Queue ``data`` (a text frame, or bytes: an audio frame) to each of ``to``, without waiting
+    (a receiver too far behind is dropped instead: the I/O layer bounds every backlog)."""
 
     to: tuple[C, ...]
     data: str | bytes
-    check_backlog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -718,7 +714,6 @@ class ServerCore(Generic[C]):
             Send(
                 tuple(s.conn for s in stream.recipients),
                 p.renumber_audio_packet(frame, packet_id),
-                check_backlog=packet_id % BACKLOG_CHECK_EVERY == 0,
             )
         )
         return out
