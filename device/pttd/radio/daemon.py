@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from pttd.errors import CodecError, StoreError
 from pttd.radio.audio import AudioInput, AudioOutput, Pcm
@@ -69,6 +71,59 @@ VOLUME_STEP = 10
 BLINK = (0.25, 0.25)
 
 
+KEEP = 256  # the recent values a counter keeps: what the tests and the bench look at
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class Recent(Generic[T]):
+    """The last ``keep`` values of a series, and how many there were in all: bounded memory
+    however long the daemon runs."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self._kept: deque[T] = deque(maxlen=keep)
+        self.total = 0
+
+    def append(self, value: T) -> None:
+        self._kept.append(value)
+        self.total += 1
+
+    def since(self, mark: int) -> list[T]:
+        """The values appended since :attr:`total` was ``mark`` (as many as are kept)."""
+        count = min(self.total - mark, len(self._kept))
+        return list(self._kept)[len(self._kept) - count :] if count > 0 else []
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._kept)
+
+    def __getitem__(self, index: int) -> T:
+        return self._kept[index]
+
+
+class Tally(Recent[K]):
+    """:class:`Recent`, and a count of each value over the whole run (for a few distinct values,
+    such as the tones)."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        super().__init__(keep)
+        self._counts: Counter[K] = Counter()
+
+    def append(self, value: K) -> None:
+        super().append(value)
+        self._counts[value] += 1
+
+    def count(self, value: K) -> int:
+        """How many times ``value`` came, in all."""
+        return self._counts[value]
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._counts
+
+
 @dataclass
 class Counters:
     packets_sent: int = 0
@@ -76,9 +131,9 @@ class Counters:
     streams_heard: int = 0
     texts_received: int = 0
     talks: int = 0
-    access_times: list[float] = field(default_factory=list)  # press edge → talk permit, s
-    online_times: list[float] = field(default_factory=list)  # the link came up (logged on)
-    tones: list[Tone] = field(default_factory=list)
+    access_times: Recent[float] = field(default_factory=Recent)  # press edge → talk permit, s
+    online_times: Recent[float] = field(default_factory=Recent)  # the link came up (logged on)
+    tones: Tally[Tone] = field(default_factory=Tally)
 
 
 class Device:
@@ -194,8 +249,7 @@ class Device:
         # Capture closes first (the machine orders it), the stream stops, then the link closes.
         self.feed(Shutdown(self.clock()))
         for source in self.inputs:
-            with contextlib.suppress(Exception):
-                await source.close()
+            await _closing(f"input {source.name}", source.close)
         await asyncio.sleep(0)  # let the stop_stream reach the socket before closing it
         await self.link.close()
         for task in self._tasks:
@@ -204,9 +258,9 @@ class Device:
                 await task
         for handle in self._timers.values():
             handle.cancel()
-        self.audio_in.close()
-        self.audio_out.stop()
-        self.leds.close()
+        await _closing("the microphone", self.audio_in.close)
+        await _closing("the speaker", self.audio_out.stop)
+        await _closing("the LEDs", self.leds.close)
         log.info("device %s stopped", self.config.device.name)
 
     # -- events in ------------------------------------------------------------------------
@@ -368,3 +422,13 @@ class Device:
             "packets_sent": self.counters.packets_sent,
             "packets_received": self.counters.packets_received,
         }
+
+
+async def _closing(what: str, close: Callable[[], object]) -> None:
+    """Close one part at shutdown; a failure is logged, and the other parts close still."""
+    try:
+        result = close()
+        if isinstance(result, Awaitable):
+            await result
+    except Exception:
+        log.exception("closing %s failed", what)
