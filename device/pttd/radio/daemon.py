@@ -62,6 +62,7 @@ from pttd.radio.machine import (
     Tone,
     Unpaired,
 )
+from pttd.radio.status import DeviceStatus
 from pttd.radio.store import Credential, Store
 from pttd.wire import messages as p
 
@@ -292,12 +293,24 @@ class Device:
         elif edge.pressed and b in (Button.VOLUME_UP, Button.VOLUME_DOWN):
             self.change_volume(VOLUME_STEP if b is Button.VOLUME_UP else -VOLUME_STEP)
 
-    def change_volume(self, delta: int) -> int:
-        volume = max(0, min(100, self.mixer.volume + delta))
+    def set_volume(self, volume: int, *, save: bool = True, tone: bool = False) -> int:
+        """The one way the volume changes (the buttons, the console's ``config set audio.volume``,
+        its factory reset): clamped to 0…100, applied at once, a tone if asked, and saved for
+        the next start unless ``save`` is false. StoreError when saving fails: the volume
+        applies anyway."""
+        volume = max(0, min(100, volume))
         self.mixer.set_volume(volume)
-        self._play(Tone.ROOM)
-        try:
+        if tone:
+            self._play(Tone.ROOM)
+        if save:
             self.store.update_settings(volume=volume)
+        return volume
+
+    def change_volume(self, delta: int) -> int:
+        """A volume button: a step up or down, with a tone; a failed save is logged."""
+        volume = max(0, min(100, self.mixer.volume + delta))
+        try:
+            self.set_volume(volume, tone=True)
         except StoreError as exc:
             log.error("volume not saved: %s", exc)
         return volume
@@ -405,23 +418,24 @@ class Device:
 
     # -- what the console and the demo read --------------------------------------------------
 
-    def status(self) -> dict[str, object]:
-        m = self.machine
-        return {
-            "paired": self._credential is not None and m.link is not Link.UNPAIRED,
-            "link": m.link.value,
-            "server": self._credential.server_url if self._credential else self.config.server.url,
-            "rooms": list(m.rooms),
-            "room": m.room,
-            "transmitting": m.transmitting,
-            "mic_open": m.capture_open,
-            "receiving": bool(m.incoming),
-            "last_error": m.last_error or self.link.last_error,
-            "volume": self.mixer.volume,
-            "uptime_s": round(self.clock() - self.started_at, 1),
-            "packets_sent": self.counters.packets_sent,
-            "packets_received": self.counters.packets_received,
-        }
+    def status(self) -> DeviceStatus:
+        m, credential = self.machine, self._credential
+        return DeviceStatus(
+            device=credential.device_name if credential else self.config.device.name,
+            paired=credential is not None and m.link is not Link.UNPAIRED,
+            link=m.link.value,
+            server=credential.server_url if credential else self.config.server.url,
+            rooms=tuple(m.rooms),
+            room=m.room,
+            transmitting=m.transmitting,
+            mic_open=m.capture_open,
+            receiving=bool(m.incoming),
+            last_error=m.last_error or self.link.last_error,
+            volume=self.mixer.volume,
+            uptime_s=round(self.clock() - self.started_at, 1),
+            packets_sent=self.counters.packets_sent,
+            packets_received=self.counters.packets_received,
+        )
 
 
 async def _closing(what: str, close: Callable[[], object]) -> None:

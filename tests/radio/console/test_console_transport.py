@@ -58,7 +58,7 @@ async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Pa
         assert console.connected and console.sessions == 1
         assert console.mutes == 1  # once muted, the echo died out: nothing more to answer
         assert "muted for 0.5 s" in caplog.text
-        assert sim.device.status()["link"] == "unpaired"
+        assert sim.device.status().link == "unpaired"
     finally:
         await console.close()
         await sim.stop()
@@ -92,7 +92,7 @@ async def test_a_terminal_that_reads_nothing_does_not_block_the_daemon(tmp_path:
             stalled.write(b"help\r")  # ~1 KiB of answer each
         # Were writes made on the loop, each would hold it for the 1 s write time-out.
         assert await loop_lag(1.0) < 0.5
-        assert rig.sim.device.status()["link"] == "unpaired"
+        assert rig.sim.device.status().link == "unpaired"
         rig.terminal = Terminal(rig.pty)  # reading again: the console answers
         await asyncio.sleep(1.5)  # what was dropped is dropped; the rest drains
         mark = rig.terminal.mark()

@@ -9,8 +9,9 @@ cable, flow control stuck) never blocks the loop: after ``write_timeout_s`` the 
 When the port vanishes (cable pulled, USB gadget unplugged) it is reopened every ``retry_s``
 seconds; each opening starts a new session (locked, with a greeting and a prompt).
 
-Effects (pairing, the audio test …) run as tasks on the loop while the console waits for them;
-Ctrl-C cancels one, and anything else typed meanwhile is read after it.
+Effects (pairing, the audio test, saving a setting, hashing a PIN …) run as tasks on the loop
+while the console waits for them; the interpreter may answer one's outcome with the next. Ctrl-C
+cancels one, and anything else typed meanwhile is read after it.
 
 A line that sends back what it receives (``loop://``, a loopback plug, a host-side tty left in
 echo mode with no terminal program on it) would make the console answer its own output for
@@ -271,8 +272,7 @@ class SerialConsole:
             if isinstance(event, Line):
                 reply = self.console.handle_line(event.text, self.clock())
                 self._say(reply.text)
-                if reply.effect is not None:
-                    await self._effect(reply.effect)
+                await self._effects(reply.effect)
                 self._prompt()
                 await asyncio.sleep(0)  # a long paste must not hold up the device's loop
             elif isinstance(event, Cancelled):
@@ -303,7 +303,15 @@ class SerialConsole:
         )
         return True
 
-    async def _effect(self, effect: Effect) -> None:
+    async def _effects(self, effect: Effect | None) -> None:
+        """Carry ``effect`` out, and the effects the interpreter answers its outcome with."""
+        while effect is not None:
+            outcome = await self._effect(effect)
+            reply = self.console.finish(effect, outcome, self.clock())
+            self._say(reply.text)
+            effect = reply.effect
+
+    async def _effect(self, effect: Effect) -> Outcome:
         assert self._inbox is not None
         task = asyncio.create_task(self.runner.run(effect, self._progress))
         try:
@@ -327,7 +335,7 @@ class SerialConsole:
         except Exception as exc:
             log.info("console: %s failed: %s", type(effect).__name__, exc)
             outcome = exc
-        self._say(self.console.finish(effect, outcome, self.clock()).text)
+        return outcome
 
     def _hold_during(self, item: _Item, task: asyncio.Task[Outcome]) -> None:
         """Input that came while an effect runs: Ctrl-C cancels it; the rest waits."""
