@@ -16,7 +16,9 @@ cancels one, and anything else typed meanwhile is read after it.
 A line that sends back what it receives (``loop://``, a loopback plug, a host-side tty left in
 echo mode with no terminal program on it) would make the console answer its own output for
 ever. More than ``max_lines_per_s`` lines in a second — far beyond typing — mutes the console
-for ``mute_s`` seconds: input is read and dropped, nothing is sent, so the echo dies out.
+for ``mute_s`` seconds: input is read and dropped, nothing is sent, so the echo dies out. The
+count is the server's token bucket (:class:`pttd.ratelimit.RateLimiter`): ``max_lines_per_s`` a
+second, bursts as many.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import serial  # type: ignore[import-untyped]
 
 from pttd.radio.console.editor import MAX_LINE, Cancelled, Line, LineEditor, Rejected
 from pttd.radio.console.interpreter import Console, Effect, Outcome
+from pttd.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class SerialConsole:
         self.max_lines_per_s = max_lines_per_s
         self.mute_s = mute_s
         self.mutes = 0  # times an echo storm muted the console
-        self._lines: deque[float] = deque()  # when recent lines ended
+        self._lines = self._line_limit(clock())
         self._muted_until = -math.inf
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _serial: the writer writes, the reader closes
@@ -282,17 +285,17 @@ class SerialConsole:
                 self._say(event.message)
                 self._prompt()
 
+    def _line_limit(self, now: float) -> RateLimiter:
+        return RateLimiter(self.max_lines_per_s, self.max_lines_per_s, now)
+
     def _storm(self) -> bool:
         """Count a line; True (and muted) when lines come faster than anyone types."""
         now = self.clock()
-        self._lines.append(now)
-        while self._lines and self._lines[0] < now - 1.0:
-            self._lines.popleft()
-        if len(self._lines) <= self.max_lines_per_s:
+        if self._lines.allow(now):
             return False
         self.mutes += 1
         self._muted_until = now + self.mute_s
-        self._lines.clear()
+        self._lines = self._line_limit(now)  # a full bucket once the mute ends
         self.editor.reset()
         log.warning(
             "console: over %d lines a second on %s (a line echoing the console's output back?):"
