@@ -275,6 +275,25 @@ def test_status_json_is_one_line(console, backend):
     assert data["rooms"] == ["ops", "yard"] and data["room"] == "ops"
     assert data["transmitting"] is False and data["mic_open"] is False
     assert data["version"] == __version__
+    assert set(data) == {
+        "device",
+        "paired",
+        "link",
+        "server",
+        "rooms",
+        "room",
+        "transmitting",
+        "mic_open",
+        "receiving",
+        "last_error",
+        "volume",
+        "uptime_s",
+        "packets_sent",
+        "packets_received",
+        "audio_devices",
+        "version",
+        "lock",
+    }
     assert data["lock"] == {"pin_set": False, "locked": False, "wrong_pins": 0, "wrong_in_a_row": 0}
 
 
