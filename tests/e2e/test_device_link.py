@@ -405,7 +405,7 @@ async def test_revoked_credential_shows_unpaired_and_stops_retrying(
     refused = next(s for s in a.snaps if isinstance(s.event, CredentialRefused))
     assert not refused.mic_open and not refused.transmit_lit
     status = a.device.status()
-    assert (status["paired"], status["rooms"], status["room"]) == (False, [], None)
+    assert (status.paired, status.rooms, status.room) == (False, (), None)
     assert Store(a.device.config.state.dir).settings().room is None  # nothing kept
     await blinking(error)
     await b.until(lambda m: not m.incoming)  # the server ended A's stream
@@ -444,7 +444,7 @@ async def test_revoked_device_restarts_unpaired_and_a_new_pairing_brings_it_back
     again = await rig.run_device(a.device.config, online=False, observe=True)
     await again.until(lambda m: m.link is Link.UNPAIRED)
     assert again.device.link.connects == 0
-    assert (again.device.status()["rooms"], again.device.status()["room"]) == ([], None)
+    assert (again.device.status().rooms, again.device.status().room) == ((), None)
     assert Store(a.device.config.state.dir).settings().room is None
     assert "logon refused" in again.device.link.last_error
     again.button.press()

@@ -265,7 +265,7 @@ async def test_a_device_over_wss_without_the_ca_keeps_trying_and_says_why(
     await device.start()
     await eventually(lambda: "not trusted" in device.device.link.last_error)
     assert device.machine.link is Link.CONNECTING  # still trying: the admin may fix the CA
-    assert "not trusted" in str(device.device.status()["last_error"])
+    assert "not trusted" in device.device.status().last_error
 
 
 # --------------------------------------------------------------------------- ServerLink

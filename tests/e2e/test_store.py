@@ -10,6 +10,8 @@ random moment of a child that saves credentials in a loop.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import random
@@ -25,9 +27,17 @@ import pytest
 from device_harness import Rig, device_config, make_device
 
 from pttd.errors import PttdError, StoreError
+from pttd.radio.console.pin import hash_pin, pin_matches
 from pttd.radio.leds import MemoryLed
 from pttd.radio.machine import Link
-from pttd.radio.store import CREDENTIAL_FILE, SETTINGS_FILE, Credential, Settings, Store
+from pttd.radio.store import (
+    CREDENTIAL_FILE,
+    PIN_FILE,
+    SETTINGS_FILE,
+    Credential,
+    Settings,
+    Store,
+)
 
 CREDENTIAL = Credential(
     server_url="ws://127.0.0.1:9",
@@ -103,13 +113,76 @@ def test_settings_round_trip_and_update(tmp_path: Path) -> None:
     assert store.settings() == Settings()
 
 
-def test_wipe_removes_credential_and_settings(tmp_path: Path) -> None:
+def test_wipe_removes_credential_settings_and_the_pin(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.save_credential(CREDENTIAL)
     store.update_settings(room="demo")
+    store.save_pin(hash_pin("2468", n=16))
     store.wipe()
-    assert store.credential() is None and store.settings() == Settings()
+    assert store.credential() is None and store.settings() == Settings() and store.pin() is None
+    assert sorted(os.listdir(tmp_path)) == []
     store.wipe()  # nothing there: fine
+
+
+def test_pin_record_round_trip_is_0600(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    assert store.pin() is None
+    record = hash_pin("2468", n=16).wrong().wrong().right().wrong()
+    store.save_pin(record)
+    assert stat.S_IMODE((tmp_path / "state" / PIN_FILE).stat().st_mode) == 0o600
+    again = store.pin()
+    assert again == record and (again.failures, again.wrong_total) == (1, 3)
+    assert pin_matches(again, "2468") and not pin_matches(again, "2469")
+    assert again.hash not in repr(again)
+    store.wipe_pin()
+    assert store.pin() is None and leftovers(tmp_path / "state") == []
+
+
+def test_a_pin_record_of_the_first_format_still_unlocks(tmp_path: Path) -> None:
+    """What the console saved before pttd.kdf: salt and hash in base64, the parameters apart. It
+    verifies as it is, and is saved in the hash-string format at the next change."""
+    salt = bytes(range(16))
+    digest = hashlib.scrypt(b"2468", salt=salt, n=2**10, r=8, p=1, dklen=32)
+    first = {
+        "scheme": "scrypt",
+        "salt": base64.b64encode(salt).decode(),
+        "hash": base64.b64encode(digest).decode(),
+        "n": 2**10,
+        "r": 8,
+        "p": 1,
+        "failures": 2,
+        "wrong_total": 5,
+    }
+    (tmp_path / PIN_FILE).write_text(json.dumps(first))
+    store = Store(tmp_path)
+    record = store.pin()
+    assert record is not None and (record.failures, record.wrong_total) == (2, 5)
+    assert pin_matches(record, "2468") and not pin_matches(record, "1357")
+    store.save_pin(record.right())
+    saved = json.loads((tmp_path / PIN_FILE).read_text())
+    assert saved == {"hash": record.hash, "failures": 0, "wrong_total": 5}
+    assert record.hash.startswith(f"scrypt${2**10}$8$1${salt.hex()}$")
+    assert pin_matches(Store(tmp_path).pin(), "2468")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "{not json",
+        "[]",
+        "{}",
+        '{"hash": "scrypt$16$8$1$zz$00"}',
+        '{"hash": 7}',
+        '{"hash": "scrypt$16$8$1$0011$0011", "failures": -1}',
+        '{"scheme": "scrypt", "salt": "!!", "hash": "AA==", "n": 16, "r": 8, "p": 1}',
+    ],
+)
+def test_a_damaged_pin_record_is_a_store_error_naming_the_file(
+    tmp_path: Path, damaged: str
+) -> None:
+    (tmp_path / PIN_FILE).write_text(damaged)
+    with pytest.raises(StoreError, match=PIN_FILE):
+        Store(tmp_path).pin()
 
 
 def test_a_write_that_fails_part_way_keeps_the_old_credential(tmp_path: Path) -> None:
@@ -198,7 +271,7 @@ async def test_a_damaged_credential_starts_the_daemon_unpaired(rig: Rig, tmp_pat
     await device.start()
     await device.until(lambda m: m.link is Link.UNPAIRED)
     assert device.device.credential is None
-    assert device.device.status()["paired"] is False
+    assert device.device.status().paired is False
     error = device.device.leds.error
     assert isinstance(error, MemoryLed) and error.state.mode == "blink"
     # It does not try to connect; a press gives the error tone and opens nothing.

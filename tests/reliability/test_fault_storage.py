@@ -206,16 +206,32 @@ async def test_console_config_set_on_a_full_disk_says_so(
         await radio.wait_online()
         await eventually(lambda: (state / SETTINGS_FILE).exists(), what="room saved")
         before = (state / SETTINGS_FILE).read_bytes()
-        console = interpreter.Console(device_backend.DeviceBackend(radio.sim.device))
-        console.handle_line("", 0.0)  # the banner
+        backend = device_backend.DeviceBackend(radio.sim.device)
+        console = interpreter.Console(backend)
+
+        async def say(line: str, now: float) -> str:
+            """The line, and its effects carried out by the device's back-end (as the
+            transport does)."""
+            reply = console.handle_line(line, now)
+            texts = [reply.text]
+            while (effect := reply.effect) is not None:
+                try:
+                    outcome = await backend.run(effect, lambda _: None)
+                except Exception as exc:
+                    outcome = exc
+                reply = console.finish(effect, outcome, now)
+                texts.append(reply.text)
+            return "\n".join(texts)
+
+        await say("", 0.0)  # the banner
         full_disk.fill()
-        reply = console.handle_line("config set talk.timeout 30", 1.0)
-        assert "not saved" in reply.text and str(state / SETTINGS_FILE) in reply.text, reply
-        assert os.strerror(errno.ENOSPC) in reply.text
+        out = await say("config set talk.timeout 30", 1.0)
+        assert "not saved" in out and str(state / SETTINGS_FILE) in out, out
+        assert os.strerror(errno.ENOSPC) in out
         assert (state / SETTINGS_FILE).read_bytes() == before
         full_disk.free()
-        reply = console.handle_line("config set talk.timeout 30", 2.0)
-        assert "saved" in reply.text and "not saved" not in reply.text, reply
+        out = await say("config set talk.timeout 30", 2.0)
+        assert "saved" in out and "not saved" not in out, out
         assert Store(state).settings().values.get("talk.timeout") == 30.0
         assert replace(Store(state).settings(), values={}).room == "alpha"
     finally:

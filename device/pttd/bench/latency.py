@@ -182,7 +182,7 @@ class Press:
 async def one_press(a: SimDevice, b: SimDevice, reference: Pcm) -> Press:
     impulse_at = round(IMPULSE_AT_S * RATE)
     b.speaker.clear()
-    accesses = len(a.device.counters.access_times)
+    accesses = a.device.counters.access_times.total
     t_press = time.monotonic()
     a.button.press()
     heard = await poll(
@@ -200,7 +200,7 @@ async def one_press(a: SimDevice, b: SimDevice, reference: Pcm) -> Press:
     t_ear = b.speaker.first_above(IMPULSE_THRESHOLD, since=t_press)
     t_mouth = a.mic.time_of(impulse_at)
     t_first = a.mic.time_of(0)
-    access = a.device.counters.access_times[accesses:]
+    access = a.device.counters.access_times.since(accesses)
     if t_ear is None or t_mouth is None or t_first is None or not access:
         raise BenchError("a press left no impulse, capture time or talk permit to measure")
     return Press(

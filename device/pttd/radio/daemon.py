@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from pttd.errors import CodecError, StoreError
 from pttd.radio.audio import AudioInput, AudioOutput, Pcm
@@ -60,6 +62,7 @@ from pttd.radio.machine import (
     Tone,
     Unpaired,
 )
+from pttd.radio.status import DeviceStatus
 from pttd.radio.store import Credential, Store
 from pttd.wire import messages as p
 
@@ -69,6 +72,59 @@ VOLUME_STEP = 10
 BLINK = (0.25, 0.25)
 
 
+KEEP = 256  # the recent values a counter keeps: what the tests and the bench look at
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class Recent(Generic[T]):
+    """The last ``keep`` values of a series, and how many there were in all: bounded memory
+    however long the daemon runs."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self._kept: deque[T] = deque(maxlen=keep)
+        self.total = 0
+
+    def append(self, value: T) -> None:
+        self._kept.append(value)
+        self.total += 1
+
+    def since(self, mark: int) -> list[T]:
+        """The values appended since :attr:`total` was ``mark`` (as many as are kept)."""
+        count = min(self.total - mark, len(self._kept))
+        return list(self._kept)[len(self._kept) - count :] if count > 0 else []
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._kept)
+
+    def __getitem__(self, index: int) -> T:
+        return self._kept[index]
+
+
+class Tally(Recent[K]):
+    """:class:`Recent`, and a count of each value over the whole run (for a few distinct values,
+    such as the tones)."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        super().__init__(keep)
+        self._counts: Counter[K] = Counter()
+
+    def append(self, value: K) -> None:
+        super().append(value)
+        self._counts[value] += 1
+
+    def count(self, value: K) -> int:
+        """How many times ``value`` came, in all."""
+        return self._counts[value]
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._counts
+
+
 @dataclass
 class Counters:
     packets_sent: int = 0
@@ -76,9 +132,9 @@ class Counters:
     streams_heard: int = 0
     texts_received: int = 0
     talks: int = 0
-    access_times: list[float] = field(default_factory=list)  # press edge → talk permit, s
-    online_times: list[float] = field(default_factory=list)  # the link came up (logged on)
-    tones: list[Tone] = field(default_factory=list)
+    access_times: Recent[float] = field(default_factory=Recent)  # press edge → talk permit, s
+    online_times: Recent[float] = field(default_factory=Recent)  # the link came up (logged on)
+    tones: Tally[Tone] = field(default_factory=Tally)
 
 
 class Device:
@@ -194,8 +250,7 @@ class Device:
         # Capture closes first (the machine orders it), the stream stops, then the link closes.
         self.feed(Shutdown(self.clock()))
         for source in self.inputs:
-            with contextlib.suppress(Exception):
-                await source.close()
+            await _closing(f"input {source.name}", source.close)
         await asyncio.sleep(0)  # let the stop_stream reach the socket before closing it
         await self.link.close()
         for task in self._tasks:
@@ -204,9 +259,9 @@ class Device:
                 await task
         for handle in self._timers.values():
             handle.cancel()
-        self.audio_in.close()
-        self.audio_out.stop()
-        self.leds.close()
+        await _closing("the microphone", self.audio_in.close)
+        await _closing("the speaker", self.audio_out.stop)
+        await _closing("the LEDs", self.leds.close)
         log.info("device %s stopped", self.config.device.name)
 
     # -- events in ------------------------------------------------------------------------
@@ -238,12 +293,24 @@ class Device:
         elif edge.pressed and b in (Button.VOLUME_UP, Button.VOLUME_DOWN):
             self.change_volume(VOLUME_STEP if b is Button.VOLUME_UP else -VOLUME_STEP)
 
-    def change_volume(self, delta: int) -> int:
-        volume = max(0, min(100, self.mixer.volume + delta))
+    def set_volume(self, volume: int, *, save: bool = True, tone: bool = False) -> int:
+        """The one way the volume changes (the buttons, the console's ``config set audio.volume``,
+        its factory reset): clamped to 0…100, applied at once, a tone if asked, and saved for
+        the next start unless ``save`` is false. StoreError when saving fails: the volume
+        applies anyway."""
+        volume = max(0, min(100, volume))
         self.mixer.set_volume(volume)
-        self._play(Tone.ROOM)
-        try:
+        if tone:
+            self._play(Tone.ROOM)
+        if save:
             self.store.update_settings(volume=volume)
+        return volume
+
+    def change_volume(self, delta: int) -> int:
+        """A volume button: a step up or down, with a tone; a failed save is logged."""
+        volume = max(0, min(100, self.mixer.volume + delta))
+        try:
+            self.set_volume(volume, tone=True)
         except StoreError as exc:
             log.error("volume not saved: %s", exc)
         return volume
@@ -351,20 +418,31 @@ class Device:
 
     # -- what the console and the demo read --------------------------------------------------
 
-    def status(self) -> dict[str, object]:
-        m = self.machine
-        return {
-            "paired": self._credential is not None and m.link is not Link.UNPAIRED,
-            "link": m.link.value,
-            "server": self._credential.server_url if self._credential else self.config.server.url,
-            "rooms": list(m.rooms),
-            "room": m.room,
-            "transmitting": m.transmitting,
-            "mic_open": m.capture_open,
-            "receiving": bool(m.incoming),
-            "last_error": m.last_error or self.link.last_error,
-            "volume": self.mixer.volume,
-            "uptime_s": round(self.clock() - self.started_at, 1),
-            "packets_sent": self.counters.packets_sent,
-            "packets_received": self.counters.packets_received,
-        }
+    def status(self) -> DeviceStatus:
+        m, credential = self.machine, self._credential
+        return DeviceStatus(
+            device=credential.device_name if credential else self.config.device.name,
+            paired=credential is not None and m.link is not Link.UNPAIRED,
+            link=m.link.value,
+            server=credential.server_url if credential else self.config.server.url,
+            rooms=tuple(m.rooms),
+            room=m.room,
+            transmitting=m.transmitting,
+            mic_open=m.capture_open,
+            receiving=bool(m.incoming),
+            last_error=m.last_error or self.link.last_error,
+            volume=self.mixer.volume,
+            uptime_s=round(self.clock() - self.started_at, 1),
+            packets_sent=self.counters.packets_sent,
+            packets_received=self.counters.packets_received,
+        )
+
+
+async def _closing(what: str, close: Callable[[], object]) -> None:
+    """Close one part at shutdown; a failure is logged, and the other parts close still."""
+    try:
+        result = close()
+        if isinstance(result, Awaitable):
+            await result
+    except Exception:
+        log.exception("closing %s failed", what)

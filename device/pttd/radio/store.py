@@ -1,4 +1,5 @@
-"""Persisted device state, apart from the static config: the credential and a few settings.
+"""Persisted device state, apart from the static config: the credential, a few settings, and the
+installer console's PIN record. Every file of device state is written here, and only here.
 
 Files live in the state directory, each JSON, written atomically (a temporary file in the same
 directory, fsync, rename, fsync of the directory), so a power cut leaves the old or the new
@@ -8,22 +9,25 @@ directory) raises :class:`StoreError` naming the file, and the old state stays i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pttd import kdf
 from pttd.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 CREDENTIAL_FILE = "credential.json"
 SETTINGS_FILE = "settings.json"
+PIN_FILE = "console-pin.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,54 @@ class Settings:
     room: str | None = None
     volume: int | None = None
     values: dict[str, Any] = field(default_factory=dict)  # console `config set` overrides
+
+
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    """The installer PIN as saved: its hash (a :mod:`pttd.kdf` string: scrypt, a salt of its own)
+    and the wrong tries, so that a restart does not reset the back-off."""
+
+    hash: str = field(repr=False)
+    failures: int = 0  # wrong PINs in a row (they set the back-off)
+    wrong_total: int = 0  # wrong PINs since this PIN was set
+
+    def wrong(self) -> PinRecord:
+        return replace(self, failures=self.failures + 1, wrong_total=self.wrong_total + 1)
+
+    def right(self) -> PinRecord:
+        return replace(self, failures=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "failures": self.failures, "wrong_total": self.wrong_total}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PinRecord:
+        """The record :meth:`to_json` wrote, or the one versions before :mod:`pttd.kdf` wrote
+        (``scheme``, base64 ``salt`` and ``hash``, ``n``, ``r``, ``p``: carried over to the hash
+        string, and saved so at the next change); ValueError for anything else."""
+        try:
+            stored = data["hash"]
+            if data.get("scheme") == "scrypt":  # the first format
+                stored = kdf.encode(
+                    int(data["n"]),
+                    int(data["r"]),
+                    int(data["p"]),
+                    base64.b64decode(data["salt"], validate=True),
+                    base64.b64decode(stored, validate=True),
+                )
+            if not isinstance(stored, str):
+                raise TypeError("the hash is not a string")
+            kdf.parse(stored)
+            record = cls(
+                stored,
+                failures=int(data.get("failures", 0)),
+                wrong_total=int(data.get("wrong_total", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"damaged PIN record: {exc}") from None
+        if record.failures < 0 or record.wrong_total < 0:
+            raise ValueError("damaged PIN record: negative counts")
+        return record
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -175,7 +227,27 @@ class Store:
         self.save_settings(new)
         return new
 
+    # -- the installer PIN ------------------------------------------------------------------------
+
+    def pin(self) -> PinRecord | None:
+        """The console's PIN record; None when no PIN is set. StoreError when it cannot be read
+        or is damaged."""
+        data = self._read(PIN_FILE)
+        if data is None:
+            return None
+        try:
+            return PinRecord.from_json(data)
+        except ValueError as exc:
+            raise StoreError(f"{self.dir / PIN_FILE}: {exc}") from None
+
+    def save_pin(self, record: PinRecord) -> None:
+        self._write(PIN_FILE, record.to_json())
+
+    def wipe_pin(self) -> None:
+        self._remove(PIN_FILE)
+
     def wipe(self) -> None:
-        """Factory reset: credential and settings."""
+        """Factory reset: credential, settings and the installer PIN."""
         self.wipe_credential()
         self._remove(SETTINGS_FILE)
+        self.wipe_pin()

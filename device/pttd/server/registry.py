@@ -9,8 +9,9 @@ polling :meth:`Registry.data_version`, which is cheap.
 Secrets never stored in clear (anyone who can read the file must learn nothing they can log on
 with) and never logged:
 
-* passwords: scrypt with a random salt per user; the KDF parameters are stored with the hash
-  (``scrypt$n$r$p$<salt hex>$<hash hex>``) so that they can be raised later;
+* passwords: scrypt with a random salt per user (:mod:`pttd.kdf`, which the device's installer PIN
+  uses too); the KDF parameters are stored with the hash (``scrypt$n$r$p$<salt hex>$<hash hex>``)
+  so that they can be raised later;
 * device auth tokens and refresh tokens: 256 random bits, so a fast hash is enough; only their
   SHA-256 is stored, indexed, so that a token can be looked up;
 * pairing codes: 60 random bits in Crockford base32 (``XXXX-XXXX-XXXX``), short-lived and single
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Final
 
+from pttd import kdf
 from pttd.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -56,14 +57,6 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 5000
-
-# scrypt: 2**14 * 8 * 128 bytes = 16 MiB of memory, ~50 ms per hash.
-SCRYPT_N: Final = 2**14
-SCRYPT_R: Final = 8
-SCRYPT_P: Final = 1
-SCRYPT_DKLEN: Final = 32
-SCRYPT_SALT_BYTES: Final = 16
-_SCRYPT_MAXMEM: Final = 256 * 1024 * 1024  # ceiling for stored parameters raised later
 
 TOKEN_BYTES: Final = 32  # device auth tokens and refresh tokens
 DEFAULT_REFRESH_TTL: Final = 7 * 86400.0
@@ -189,38 +182,19 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _scrypt(password: str, *, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=_SCRYPT_MAXMEM
-    )
-
-
 def hash_password(password: str) -> str:
-    """``scrypt$n$r$p$<salt hex>$<hash hex>`` for a new random salt."""
-    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
-    digest = _scrypt(password, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_DKLEN)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+    """``scrypt$n$r$p$<salt hex>$<hash hex>`` for a new random salt (:func:`pttd.kdf.hash_secret`:
+    16 MiB of memory, ~50 ms)."""
+    return kdf.hash_secret(password)
 
 
 def verify_password(password: str, stored: str) -> bool:
     """True if ``password`` matches ``stored`` (from :func:`hash_password`), in constant time."""
     try:
-        scheme, n, r, p, salt_hex, hash_hex = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = bytes.fromhex(hash_hex)
-        digest = _scrypt(
-            password,
-            salt=bytes.fromhex(salt_hex),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            dklen=len(expected),
-        )
+        return kdf.verify(password, stored)
     except ValueError:  # a damaged row: refuse, never crash the logon path
         logger.error("unreadable password hash in the registry")
         return False
-    return hmac.compare_digest(digest, expected)
 
 
 @functools.cache

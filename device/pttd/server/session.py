@@ -12,8 +12,9 @@ The rules, each in one place:
 
 * logon first: before a logon (or a pairing) a connection may do nothing else; a connection that
   has not logged on within ``logon_timeout`` is closed;
-* throttling: control messages and audio packets per connection (token buckets), failed logons
-  and pairings per address (:class:`FailureLog`; a blocked address still logs on with a device
+* throttling: control messages and audio packets per connection (token buckets,
+  :class:`~pttd.ratelimit.RateLimiter`), failed logons and pairings per address
+  (:class:`~pttd.ratelimit.FailureLog`; a blocked address still logs on with a device
   token, which nobody can guess, but gets no password checked);
 * rooms: a principal joins only rooms it was given; a device that logs on again replaces its
   older connection; a member that joins mid-talk hears the talk (late entry); a listen-only
@@ -30,7 +31,6 @@ implementation shared by several server instances plugs in beside it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from collections import deque
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from pttd.errors import ProtocolError
+from pttd.ratelimit import FailureLog, RateLimiter
 from pttd.server.rooms import Granted, Room, Stream
 from pttd.wire import messages as p
 
@@ -96,77 +97,6 @@ class CoreSettings:
     max_packet_rate: float = MAX_PACKET_RATE
     auth_failures: int = 5  # failed logons or pairings per address …
     auth_window: float = 60.0  # … within this many seconds, before further tries are refused
-
-
-# --------------------------------------------------------------------------- throttling
-
-
-class RateLimiter:
-    """A token bucket: ``rate`` per second, bursts of ``burst``; rate 0 means unlimited."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def allow(self, now: float) -> bool:
-        if self.rate <= 0:
-            return True
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class FailureLog:
-    """Failed logons/pairings per client address within a sliding window."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._swept = float("-inf")
-
-    def __len__(self) -> int:
-        """Addresses with failures on record."""
-        return len(self._failures)
-
-    def blocked(self, address: str, now: float) -> bool:
-        times = self._failures.get(address)
-        if not times:
-            return False
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[address]
-            return False
-        return len(times) >= self.limit
-
-    def record(self, address: str, now: float) -> float:
-        """Count a failure (or reserve an attempt: see :meth:`forgive`); returns its stamp."""
-        if now - self._swept >= self.window:
-            # Once a window, forget addresses gone quiet: one try from each of many addresses
-            # (an IPv6 prefix has plenty) must not grow this without end.
-            self._swept = now
-            cutoff = now - self.window
-            for quiet in [a for a, times in self._failures.items() if times[-1] <= cutoff]:
-                del self._failures[quiet]
-        self._failures.setdefault(address, deque()).append(now)
-        return now
-
-    def forgive(self, address: str, stamp: float) -> None:
-        """Take back an attempt reserved by :meth:`record` that turned out right."""
-        times = self._failures.get(address)
-        if times is not None:
-            with contextlib.suppress(ValueError):
-                times.remove(stamp)
-            if not times:
-                del self._failures[address]
 
 
 # --------------------------------------------------------------------------- sessions

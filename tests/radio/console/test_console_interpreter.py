@@ -1,8 +1,10 @@
 """The console interpreter on its own (sans-I/O): every command, its errors, the PIN flows.
 
-The interpreter reaches the device only through its small Backend interface; here a fake of that
-interface stands in (the one test double: the real device is exercised over a pty elsewhere).
-Time is passed in, so the PIN back-off and the idle lock are tested without sleeping.
+The interpreter reads the device only through its small read-only DeviceView, and every change it
+makes is an effect it returns; here a fake device stands in for both (the one test double: the
+real device is exercised over a pty elsewhere), carrying the quick effects out in memory as the
+transport's back-end would, scrypt included (at a tiny cost). Time is passed in, so the PIN
+back-off and the idle lock are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -23,46 +25,63 @@ from pttd.radio.console.interpreter import (
     IDLE_LOCK_S,
     AudioTestDone,
     AudioTestRequest,
+    CheckPin,
+    ClearPin,
     Console,
+    Done,
+    Effect,
     FactoryResetRequest,
+    HashPin,
+    Outcome,
     PairDone,
     PairRequest,
+    PinChecked,
+    PinHashed,
+    RemoveValue,
     Reply,
     ResetDone,
+    SavePin,
+    SaveValue,
+    SelectRoom,
+    SetVolume,
     UnpairDone,
     UnpairRequest,
     clean,
     meter_line,
     parse_pairing_link,
 )
-from pttd.radio.console.pin import PinRecord
+from pttd.radio.console.pin import MAX_DELAY_S, hash_pin, pin_matches, retry_delay
+from pttd.radio.status import DeviceStatus
+from pttd.radio.store import PinRecord
 from pttd.redact import redact
 
 CODE = "K7QW-3MZP-9XTR"
 URL = "ws://radio.example:8080"
+LONG = (PairRequest, UnpairRequest, AudioTestRequest, FactoryResetRequest)
 
 
-class FakeBackend:
-    """Implements pttd.radio.console.interpreter.Backend in memory."""
+class FakeDevice:
+    """Implements pttd.radio.console.interpreter.DeviceView in memory, and carries out the quick
+    effects (the long ones, pairing and such, the tests finish themselves)."""
 
     def __init__(self) -> None:
-        self.state: dict[str, Any] = {
-            "paired": False,
-            "link": "unpaired",
-            "server": "",
-            "rooms": [],
-            "room": None,
-            "transmitting": False,
-            "mic_open": False,
-            "receiving": False,
-            "last_error": "",
-            "volume": 70,
-            "uptime_s": 3723.4,
-            "packets_sent": 0,
-            "packets_received": 0,
-            "device": "pttd-test",
-            "audio_devices": ["simulated"],
-        }
+        self.state = DeviceStatus(
+            device="pttd-test",
+            paired=False,
+            link="unpaired",
+            server="",
+            rooms=(),
+            room=None,
+            transmitting=False,
+            mic_open=False,
+            receiving=False,
+            last_error="",
+            volume=70,
+            uptime_s=3723.4,
+            packets_sent=0,
+            packets_received=0,
+        )
+        self.devices = ["simulated"]
         self.cfg = Config(device=DeviceConfig(name="pttd-test"))
         self.values: dict[str, Any] = {}
         self.volume_set: list[int] = []
@@ -70,15 +89,22 @@ class FakeBackend:
         self.pin_saves = 0
         self.logs = [f"line {i}" for i in range(100)]
         self.broken_store = False
+        self.room_taken = True
+        self.effects: list[Effect] = []  # every effect carried out, in order
 
     def online(self, rooms: tuple[str, ...] = ("ops", "yard"), room: str = "ops") -> None:
-        self.state.update(paired=True, link="online", server=URL, rooms=list(rooms), room=room)
+        self.update(paired=True, link="online", server=URL, rooms=rooms, room=room)
 
-    def status(self) -> dict[str, Any]:
-        return dict(self.state)
+    def update(self, **changes: Any) -> None:
+        self.state = replace(self.state, **changes)
 
-    def select_room(self, name: str) -> None:
-        self.state["room"] = name
+    # -- DeviceView ------------------------------------------------------------------------
+
+    def status(self) -> DeviceStatus:
+        return self.state
+
+    def audio_devices(self) -> list[str]:
+        return self.devices
 
     def config(self) -> Config:
         return self.cfg
@@ -86,43 +112,77 @@ class FakeBackend:
     def saved_values(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def log_lines(self, count: int) -> list[str]:
+        return self.logs[-count:]
+
+    # -- the quick effects -----------------------------------------------------------------
+
     def _check_store(self) -> None:
         if self.broken_store:
             raise StoreError("/var/lib/pttd/settings.json: cannot save (No space left on device)")
 
-    def save_values(self, values: dict[str, Any]) -> None:
-        self._check_store()
-        self.values = dict(values)
-
-    def set_volume(self, volume: int) -> None:
-        self._check_store()
-        self.volume_set.append(volume)
-        self.state["volume"] = volume
-
-    def log_lines(self, count: int) -> list[str]:
-        return self.logs[-count:]
-
-    def load_pin(self) -> PinRecord | None:
-        return self.pin
-
-    def save_pin(self, record: PinRecord | None) -> None:
-        self._check_store()
-        self.pin = record
-        self.pin_saves += 1
+    def run(self, effect: Effect) -> Outcome:
+        self.effects.append(effect)
+        match effect:
+            case SelectRoom():
+                if self.room_taken:
+                    self.update(room=effect.name)
+            case SaveValue():
+                self._check_store()
+                self.values[effect.key] = effect.value
+            case RemoveValue():
+                self._check_store()
+                del self.values[effect.key]
+            case SetVolume():
+                self.update(volume=effect.volume)  # applied first, as Device.set_volume does
+                self._check_store()
+                self.volume_set.append(effect.volume)
+            case HashPin():
+                return PinHashed(hash_pin(effect.pin, n=effect.n))
+            case CheckPin():
+                return PinChecked(pin_matches(effect.record, effect.pin))
+            case SavePin():
+                self._check_store()
+                self.pin = effect.record
+                self.pin_saves += 1
+            case ClearPin():
+                self._check_store()
+                self.pin = None
+            case _:
+                raise AssertionError(f"{effect!r} is the test's to finish")
+        return Done()
 
 
 @pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
+def backend() -> FakeDevice:
+    return FakeDevice()
 
 
 @pytest.fixture
-def console(backend: FakeBackend) -> Console:
+def console(backend: FakeDevice) -> Console:
     return Console(backend, now=0.0, scrypt_n=16)
 
 
+def carry_out(console: Console, reply: Reply, now: float) -> Reply:
+    """What the transport does with ``reply``: its quick effects carried out (by the fake) and
+    finished, one after the other; the texts joined, and the long effect left for the test."""
+    device = console.view
+    assert isinstance(device, FakeDevice)
+    texts, effect = [reply.text], reply.effect
+    while effect is not None and not isinstance(effect, LONG):
+        outcome: Outcome
+        try:
+            outcome = device.run(effect)
+        except StoreError as exc:
+            outcome = exc
+        reply = console.finish(effect, outcome, now)
+        texts.append(reply.text)
+        effect = reply.effect
+    return Reply("\n".join(t for t in texts if t), effect)
+
+
 def say(console: Console, line: str, now: float = 1.0) -> Reply:
-    return console.handle_line(line, now)
+    return carry_out(console, console.handle_line(line, now), now)
 
 
 def text(console: Console, line: str, now: float = 1.0) -> str:
@@ -215,6 +275,25 @@ def test_status_json_is_one_line(console, backend):
     assert data["rooms"] == ["ops", "yard"] and data["room"] == "ops"
     assert data["transmitting"] is False and data["mic_open"] is False
     assert data["version"] == __version__
+    assert set(data) == {
+        "device",
+        "paired",
+        "link",
+        "server",
+        "rooms",
+        "room",
+        "transmitting",
+        "mic_open",
+        "receiving",
+        "last_error",
+        "volume",
+        "uptime_s",
+        "packets_sent",
+        "packets_received",
+        "audio_devices",
+        "version",
+        "lock",
+    }
     assert data["lock"] == {"pin_set": False, "locked": False, "wrong_pins": 0, "wrong_in_a_row": 0}
 
 
@@ -223,7 +302,7 @@ def test_status_usage(console):
 
 
 def test_status_of_a_long_uptime_and_an_error(console, backend):
-    backend.state.update(uptime_s=2 * 86400 + 5, last_error="link lost: \x1b[31mred")
+    backend.update(uptime_s=2 * 86400 + 5, last_error="link lost: \x1b[31mred")
     out = text(console, "status")
     assert "2d 0:00:05" in out
     assert "\x1b" not in out and "link lost: ?[31mred" in out
@@ -231,7 +310,7 @@ def test_status_of_a_long_uptime_and_an_error(console, backend):
 
 def test_prompt_shows_the_state(console, backend):
     assert console.prompt(1.0) == "pttd[unpaired]> "
-    backend.state["link"] = "connecting"
+    backend.update(link="connecting")
     assert console.prompt(1.0) == "pttd[connecting]> "
     backend.online()
     assert console.prompt(1.0) == "pttd[online ops]> "
@@ -384,8 +463,11 @@ def test_rooms_and_room(console, backend):
     backend.online()
     assert text(console, "rooms") == "* ops\n  yard"
     assert text(console, "room") == "room: ops"
-    assert text(console, "room yard") == "room yard selected"
-    assert backend.state["room"] == "yard"
+    reply = console.handle_line("room yard", 1.0)
+    assert reply == Reply("", SelectRoom("yard"))  # the interpreter asks; the device changes
+    assert backend.state.room == "ops"
+    assert carry_out(console, reply, 1.0).text == "room yard selected"
+    assert backend.state.room == "yard"
     assert text(console, "room yard") == "already in room yard"
     assert text(console, "room cellar") == "no room 'cellar': the rooms are ops, yard"
     assert text(console, "room a b").startswith("usage: room")
@@ -393,8 +475,8 @@ def test_rooms_and_room(console, backend):
 
 def test_room_not_taken(console, backend):
     backend.online()
-    backend.select_room = lambda name: None  # type: ignore[method-assign]
-    assert "not selected" in text(console, "room yard")
+    backend.room_taken = False
+    assert text(console, "room yard") == "room yard not selected (still ops): see 'status'"
 
 
 # --------------------------------------------------------------------------- config
@@ -420,7 +502,9 @@ def test_config_get(console):
 
 
 def test_config_set_saves_a_validated_value(console, backend):
-    out = text(console, "config set talk.mode toggle")
+    reply = console.handle_line("config set talk.mode toggle", 1.0)
+    assert reply == Reply("", SaveValue("talk.mode", "toggle")) and backend.values == {}
+    out = carry_out(console, reply, 1.0).text
     assert out == 'talk.mode = "toggle" (saved; takes effect after a restart)'
     assert backend.values == {"talk.mode": "toggle"}
     assert 'saved: "toggle" (after a restart)' in text(console, "config get talk.mode")
@@ -453,14 +537,17 @@ def test_config_set_refuses_bad_values(console, backend, line, expected):
 
 
 def test_config_set_volume_applies_now(console, backend):
+    assert console.handle_line("config set audio.volume 40", 1.0) == Reply("", SetVolume(40))
     assert (
         text(console, "config set audio.volume 40") == "audio.volume = 40 (applied now, and saved)"
     )
     assert backend.volume_set == [40] and backend.values == {}
+    assert "volume = 40" in text(console, "config get audio.volume")
 
 
 def test_config_unset(console, backend):
     text(console, "config set talk.mode toggle")
+    assert console.handle_line("config unset talk.mode", 1.0) == Reply("", RemoveValue("talk.mode"))
     assert "saved value removed" in text(console, "config unset talk.mode")
     assert backend.values == {}
     assert "no saved value" in text(console, "config unset talk.mode")
@@ -469,7 +556,9 @@ def test_config_unset(console, backend):
 def test_config_store_failure(console, backend):
     backend.broken_store = True
     assert text(console, "config set talk.mode toggle").startswith("not saved: ")
-    assert "not saved" in text(console, "config set audio.volume 10")
+    out = text(console, "config set audio.volume 10")
+    assert out.startswith("volume 10 applied, but not saved: /var/lib/pttd/settings.json")
+    assert backend.state.volume == 10
 
 
 def test_config_usage(console):
@@ -559,8 +648,9 @@ def test_pin_set_asks_twice_with_secret_echo(console, backend):
     assert console.secret_input and console.prompt(1.0) == "the new PIN again: "
     out = say(console, "2468").text
     assert out.startswith("PIN set") and "2468" not in out
-    assert backend.pin is not None and backend.pin.matches("2468")
+    assert backend.pin is not None and pin_matches(backend.pin, "2468")
     assert "2468" not in json.dumps(backend.pin.to_json())
+    assert backend.pin.hash.startswith("scrypt$16$8$1$")  # the parameters travel with the hash
     assert not console.locked(1.0)  # the installer who set it stays in
 
 
@@ -585,7 +675,8 @@ def test_locked_console_refuses_every_change(console, backend, line):
     reply = say(console, line)
     assert reply.effect is None
     assert reply.text == "locked: type 'pin unlock' first"
-    assert backend.values == {} and backend.state["room"] == "ops"
+    assert backend.values == {} and backend.state.room == "ops"
+    assert [type(e) for e in backend.effects] == [HashPin, SavePin]  # setting the PIN only
 
 
 @pytest.mark.parametrize("line", ["status", "status --json", "rooms", "config show", "log 1"])
@@ -615,13 +706,13 @@ def test_unlock_with_growing_delays(console, backend):
     say(console, "pin unlock", now=7.0)
     assert say(console, "2468", now=7.0).text == "unlocked"
     assert backend.pin.failures == 0 and backend.pin.wrong_total == 3
+    assert backend.pin_saves == 1 + 3 + 1  # set, three wrong, the right one after them
     assert say(console, "room yard", now=7.0).text != "locked: type 'pin unlock' first"
 
 
 def test_delay_is_capped():
-    record = PinRecord(b"s", b"d" * 32, failures=20)
-    assert record.delay == 60.0
-    assert PinRecord(b"s", b"d" * 32).delay == 0.0
+    assert retry_delay(20) == MAX_DELAY_S == 60.0
+    assert retry_delay(0) == 0.0 and retry_delay(1) == 1.0 and retry_delay(3) == 4.0
 
 
 def test_the_pin_never_appears_in_replies(console, backend):
@@ -634,8 +725,8 @@ def test_the_pin_never_appears_in_replies(console, backend):
 
 
 def test_backoff_survives_a_restart(backend):
-    backend.pin = PinRecord.new("2468", n=16).wrong().wrong().wrong()  # next try: 4 s later
-    console = Console(backend, now=100.0, scrypt_n=16)
+    backend.pin = hash_pin("2468", n=16).wrong().wrong().wrong()  # next try: 4 s later
+    console = Console(backend, pin=backend.pin, now=100.0, scrypt_n=16)
     assert console.locked(100.0)
     assert text(console, "pin unlock", now=101.0) == "wait 3 s before the next try"
     say(console, "pin unlock", now=104.0)
@@ -668,12 +759,69 @@ def test_changing_the_pin_needs_the_old_one(console, backend):
     say(console, "pin unlock")
     say(console, "2468")
     set_pin(console, "1357")
-    assert backend.pin is not None and backend.pin.matches("1357")
+    assert backend.pin is not None and pin_matches(backend.pin, "1357")
 
 
 def test_pin_usage(console):
     assert text(console, "pin frob").startswith("usage: pin")
     assert text(console, "pin set now").startswith("usage: pin")
+
+
+def test_scrypt_is_an_effect_never_run_by_the_interpreter(console, backend):
+    """Setting and checking a PIN: the interpreter asks for the hash (the back-end runs scrypt in
+    a worker thread) and words what comes back; the PIN is in no effect's repr."""
+    say(console, "pin set")
+    say(console, "97531")
+    reply = console.handle_line("97531", 1.0)
+    assert reply == Reply("", HashPin("97531", 16)) and "97531" not in repr(reply)
+    record = hash_pin("97531", n=16)
+    reply = console.finish(HashPin("97531", 16), PinHashed(record), 1.0)
+    assert reply == Reply("", SavePin(record, new=True))
+    assert console.finish(reply.effect, Done(), 1.0).text.startswith("PIN set")
+    assert backend.effects == []  # nothing was done but through the effects
+    say(console, "pin lock")
+    say(console, "pin unlock")
+    reply = console.handle_line("97531", 2.0)
+    assert reply == Reply("", CheckPin("97531", record)) and "97531" not in repr(reply)
+    assert console.finish(reply.effect, PinChecked(True), 2.0) == Reply("unlocked")
+    assert not console.locked(2.0)
+
+
+def test_a_pin_check_that_did_not_finish_is_not_a_try(console, backend):
+    set_pin(console)
+    say(console, "pin lock")
+    say(console, "pin unlock")
+    check = console.handle_line("1111", 2.0).effect
+    assert isinstance(check, CheckPin)
+    out = console.finish(check, asyncio.CancelledError(), 2.0).text
+    assert out == "PIN not checked: cancelled; still locked"
+    assert console.locked(2.0) and text(console, "pin unlock", now=2.0) == ""  # no back-off
+    assert "PIN not checked" in console.finish(check, ValueError("damaged"), 2.0).text
+
+
+def test_wrong_pins_count_in_memory_when_the_store_fails(console, backend):
+    set_pin(console)
+    say(console, "pin lock")
+    backend.broken_store = True
+    say(console, "pin unlock", now=2.0)
+    assert say(console, "0000", now=2.0).text == (
+        "wrong PIN (1 in a row): wait 1 s before the next try"
+    )
+    assert text(console, "pin unlock", now=2.5) == "wait 1 s before the next try"
+    assert "1 wrong PIN(s)" in text(console, "status", now=2.5)
+
+
+def test_pin_clear_that_cannot_be_saved(console, backend):
+    set_pin(console)
+    assert console.handle_line("pin clear", 1.0) == Reply("", ClearPin())
+    backend.broken_store = True
+    assert text(console, "pin clear").startswith("PIN not removed: ")
+    assert text(console, "pin") == "PIN set, unlocked; 0 wrong PIN(s)"
+
+
+def test_saved_values_stay_out_of_effect_reprs():
+    assert "s3cret" not in repr(SaveValue("server.token", "s3cret"))
+    assert CODE not in repr(PairRequest(URL, CODE, "pttd-test"))
 
 
 # --------------------------------------------------------------------------- reset, exit
@@ -696,6 +844,15 @@ def test_factory_reset_result_forgets_the_pin(console, backend):
     assert "factory reset done" in out and "server was told" in out
     assert text(console, "pin") == "no PIN set"
     assert "failed" in console.finish(FactoryResetRequest(), StoreError("x"), 2.0).text
+
+
+def test_a_failed_factory_reset_keeps_the_pin_and_locks(console, backend):
+    set_pin(console)
+    out = console.finish(FactoryResetRequest(), StoreError("/state: cannot remove"), 2.0).text
+    assert out == "factory reset failed: /state: cannot remove"
+    assert (
+        console.locked(2.0) and text(console, "pin", now=2.0) == "PIN set, locked; 0 wrong PIN(s)"
+    )
 
 
 def test_factory_reset_can_be_cancelled_with_ctrl_c(console):

@@ -1,10 +1,10 @@
 """Power loss while the console saves: its own files are the old or the new version, never broken.
 
-tests/device/test_store.py cuts the power (SIGKILL) under Store.save_credential; this adds the
-two files the console writes: the installer PIN record (console-pin.json, written by the console's
-backend) and the ``config set`` values (settings.json). A child process saves both in a loop through
-the console backend's own methods; it is killed at a random moment, and the files must parse and
-hold one of the versions it wrote.
+tests/e2e/test_store.py cuts the power (SIGKILL) under Store.save_credential; this adds the two
+files the console changes: the installer PIN record (console-pin.json) and the ``config set``
+values (settings.json). Both go through the store, as the console's back-end writes them (its
+SavePin and SaveValue effects). A child process saves both in a loop; it is killed at a random
+moment, and the files must parse and hold one of the versions it wrote.
 """
 
 from __future__ import annotations
@@ -18,30 +18,24 @@ import textwrap
 import time
 from pathlib import Path
 
-from pttd.radio.console.device_backend import PIN_FILE
-from pttd.radio.console.pin import PinRecord
-from pttd.radio.store import SETTINGS_FILE
+from pttd.radio.console.pin import pin_matches
+from pttd.radio.store import PIN_FILE, SETTINGS_FILE, PinRecord
 
 SAVE_FOREVER = """
     import sys
-    import types
     from pathlib import Path
 
-    from pttd.radio.config import Config, StateConfig
-    from pttd.radio.console.device_backend import DeviceBackend
-    from pttd.radio.console.pin import PinRecord
+    from pttd.radio.console.pin import hash_pin
     from pttd.radio.store import Store
 
-    state = Path(sys.argv[1])
+    store = Store(Path(sys.argv[1]))
     start = int(sys.argv[2])
-    # What DeviceBackend reads of a device to save these two: its config and its store.
-    config = Config(state=StateConfig(dir=str(state)))
-    device = types.SimpleNamespace(config=config, store=Store(state))
-    backend = DeviceBackend(device)
     i = start
     while True:
-        backend.save_values({"talk.timeout": float(i), "device.name": "gate-" + "x" * (i % 200)})
-        backend.save_pin(PinRecord.new(f"pin-{i}", n=16))
+        store.update_settings(
+            values={"talk.timeout": float(i), "device.name": "gate-" + "x" * (i % 200)}
+        )
+        store.save_pin(hash_pin(f"pin-{i}", n=16))
         if i == start:
             print("saving", flush=True)
         i += 1
@@ -74,6 +68,6 @@ def test_power_loss_leaves_the_old_or_the_new_console_files(tmp_path: Path) -> N
         assert values["device.name"] == "gate-" + "x" * (written % 200)
         record = PinRecord.from_json(json.loads((state / PIN_FILE).read_bytes()))
         # The PIN saved right after those values, or the one before them.
-        assert record.matches(f"pin-{written}") or record.matches(f"pin-{written - 1}")
+        assert pin_matches(record, f"pin-{written}") or pin_matches(record, f"pin-{written - 1}")
         assert stat.S_IMODE((state / PIN_FILE).stat().st_mode) == 0o600
         start = written + 1

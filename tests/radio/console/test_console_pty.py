@@ -24,11 +24,10 @@ from console_harness import PROMPT, ROOMS, TIMEOUT, Pty, Terminal, console_rig, 
 from pttd import __version__, cli
 from pttd.radio import run
 from pttd.radio.config import AudioConfig, Config, ConsoleConfig, StateConfig
-from pttd.radio.console.device_backend import PIN_FILE
 from pttd.radio.console.interpreter import COMMANDS
 from pttd.radio.machine import Link
 from pttd.radio.run import with_saved_settings
-from pttd.radio.store import CREDENTIAL_FILE, SETTINGS_FILE, Store
+from pttd.radio.store import CREDENTIAL_FILE, PIN_FILE, SETTINGS_FILE, Store
 from pttd.server.admin import pairing_link
 from pttd.server.app import RoomServer, ServerSettings
 

@@ -1,5 +1,6 @@
 """The console's transport on its own terms: pyserial URLs, an absent port, a terminal that reads
-nothing, a line that echoes everything back, and the audio devices the status lists."""
+nothing, a line that echoes everything back, the audio devices the status lists, and scrypt kept
+off the event loop."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import re
 import threading
 import time
 import types
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from console_harness import PROMPT, Pty, Terminal, console_rig
 
 from pttd.demo import make_sim_device, sim_config
 from pttd.radio.config import AudioConfig, Config, ConsoleConfig
+from pttd.radio.console import device_backend
 from pttd.radio.console.device_backend import DeviceBackend, build_console
+from pttd.radio.console.interpreter import CheckPin, HashPin, PinChecked, PinHashed
 from pttd.sim.audio import silence
 
 JSON_LINE = re.compile(rb"\r\n(\{\"audio_devices\".*\})\r\n")
@@ -58,7 +63,7 @@ async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Pa
         assert console.connected and console.sessions == 1
         assert console.mutes == 1  # once muted, the echo died out: nothing more to answer
         assert "muted for 0.5 s" in caplog.text
-        assert sim.device.status()["link"] == "unpaired"
+        assert sim.device.status().link == "unpaired"
     finally:
         await console.close()
         await sim.stop()
@@ -92,7 +97,7 @@ async def test_a_terminal_that_reads_nothing_does_not_block_the_daemon(tmp_path:
             stalled.write(b"help\r")  # ~1 KiB of answer each
         # Were writes made on the loop, each would hold it for the 1 s write time-out.
         assert await loop_lag(1.0) < 0.5
-        assert rig.sim.device.status()["link"] == "unpaired"
+        assert rig.sim.device.status().link == "unpaired"
         rig.terminal = Terminal(rig.pty)  # reading again: the console answers
         await asyncio.sleep(1.5)  # what was dropped is dropped; the rest drains
         mark = rig.terminal.mark()
@@ -129,3 +134,25 @@ def test_audio_devices_listed_for_portaudio_without_failing(tmp_path: Path) -> N
     assert isinstance(names, list) and all(isinstance(n, str) for n in names)
     sim = types.SimpleNamespace(config=Config(audio=AudioConfig(backend="sim")))
     assert DeviceBackend(sim).audio_devices() == ["simulated"]  # type: ignore[arg-type]
+
+
+async def test_scrypt_runs_in_a_worker_thread_not_on_the_loop(tmp_path: Path, monkeypatch) -> None:
+    """The back-end hashes and checks a PIN off the event loop, where the audio runs."""
+    sim = make_sim_device(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
+    backend = DeviceBackend(sim.device)
+    threads: list[int] = []
+
+    def in_thread(real: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return real(*args, **kwargs)
+
+        return spy
+
+    monkeypatch.setattr(device_backend, "hash_pin", in_thread(device_backend.hash_pin))
+    monkeypatch.setattr(device_backend, "pin_matches", in_thread(device_backend.pin_matches))
+    hashed = await backend.run(HashPin("2468", 16), lambda _: None)
+    assert isinstance(hashed, PinHashed)
+    assert await backend.run(CheckPin("2468", hashed.record), lambda _: None) == PinChecked(True)
+    assert await backend.run(CheckPin("2469", hashed.record), lambda _: None) == PinChecked(False)
+    assert len(threads) == 3 and threading.get_ident() not in threads

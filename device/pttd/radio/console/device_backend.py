@@ -1,21 +1,21 @@
-"""The console's side of a running :class:`~pttd.radio.daemon.Device`: the interpreter's backend,
-and
-the effects (pairing, unpairing, the audio test, the factory reset) carried out on the loop.
+"""The console's side of a running :class:`~pttd.radio.daemon.Device`: what the interpreter reads
+(:class:`~pttd.radio.console.interpreter.DeviceView`), and the runner of the effects it returns.
 
-Everything here runs on the event loop thread, as the device wants. The audio test never opens
-capture itself: it asks the state machine (:class:`~pttd.radio.machine.AudioTest`), which opens it,
-lights the transmit LED, and closes both when the test ends however it ends.
+Everything here runs on the event loop thread, as the device wants, but for scrypt (hashing and
+checking a PIN), which runs in a worker thread so that the loop keeps the audio going. What the
+console changes goes through the device (:meth:`~pttd.radio.daemon.Device.set_volume`,
+:meth:`~pttd.radio.daemon.Device.feed`) or its store; nothing here writes a file itself. The audio
+test never opens capture itself: it asks the state machine (:class:`~pttd.radio.machine.AudioTest`),
+which opens it, lights the transmit LED, and closes both when the test ends however it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -26,29 +26,40 @@ from pttd.radio.config import Config
 from pttd.radio.console.interpreter import (
     AudioTestDone,
     AudioTestRequest,
+    CheckPin,
+    ClearPin,
     Console,
+    Done,
     Effect,
     FactoryResetRequest,
+    HashPin,
     Outcome,
     PairDone,
     PairRequest,
+    PinChecked,
+    PinHashed,
+    RemoveValue,
     ResetDone,
+    SavePin,
+    SaveValue,
+    SelectRoom,
+    SetVolume,
     UnpairDone,
     UnpairRequest,
     meter_line,
 )
-from pttd.radio.console.pin import PinRecord
+from pttd.radio.console.pin import hash_pin, pin_matches
 from pttd.radio.console.serial_console import SerialConsole
 from pttd.radio.daemon import Device
 from pttd.radio.link import pair
 from pttd.radio.machine import AudioTest, ChangeRoom, Link
-from pttd.radio.store import write_atomically
+from pttd.radio.status import DeviceStatus
+from pttd.radio.store import PinRecord
 from pttd.redact import LOG_BUFFER, LogBuffer
 from pttd.sim.audio import sine
 
 log = logging.getLogger(__name__)
 
-PIN_FILE: Final = "console-pin.json"
 ONLINE_WAIT_S: Final = 10.0  # after pairing: how long to wait for the logon and the rooms
 METER_INTERVAL_S: Final = 0.1
 TEST_TONE_HZ: Final = 1000.0
@@ -60,8 +71,8 @@ def dbfs(peak: int) -> float:
 
 
 class DeviceBackend:
-    """The console's view of ``device`` (:class:`~pttd.radio.console.interpreter.Backend`) and the
-    runner of its effects."""
+    """The console's view of ``device`` (:class:`~pttd.radio.console.interpreter.DeviceView`) and
+    the runner of its effects."""
 
     def __init__(
         self,
@@ -77,19 +88,10 @@ class DeviceBackend:
         self.meter_interval_s = meter_interval_s
         self._audio_devices: list[str] | None = None
 
-    @property
-    def pin_path(self) -> Path:
-        return Path(self.device.config.state.dir) / PIN_FILE
+    # -- DeviceView -------------------------------------------------------------------------
 
-    # -- Backend ----------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        d = self.device
-        status = d.status()
-        credential = d.credential
-        status["device"] = credential.device_name if credential else d.config.device.name
-        status["audio_devices"] = self.audio_devices()
-        return status
+    def status(self) -> DeviceStatus:
+        return self.device.status()
 
     def audio_devices(self) -> list[str]:
         """Names of the audio devices (read once: PortAudio lists them once per process)."""
@@ -117,52 +119,27 @@ class DeviceBackend:
             names.append(f"#{d.index} {d.name} ({ways}{marks})")
         return names
 
-    def select_room(self, name: str) -> None:
-        self.device.feed(ChangeRoom(self.device.clock(), name=name))
-
     def config(self) -> Config:
         return self.device.config
 
-    def saved_values(self) -> dict[str, Any]:
-        return dict(self.device.store.settings().values)
-
-    def save_values(self, values: dict[str, Any]) -> None:
-        self.device.store.update_settings(values=values)
-
-    def set_volume(self, volume: int) -> None:
-        self.device.mixer.set_volume(volume)
-        self.device.store.update_settings(volume=volume)
+    def saved_values(self) -> Mapping[str, Any]:
+        return self.device.store.settings().values
 
     def log_lines(self, count: int) -> list[str]:
         return self.log_buffer.lines(count)
 
     def load_pin(self) -> PinRecord | None:
-        path = self.pin_path
+        """The PIN record in the store; a damaged one is logged and the console runs without."""
         try:
-            data = json.loads(path.read_bytes())
-            return PinRecord.from_json(data)
-        except FileNotFoundError:
+            return self.device.store.pin()
+        except StoreError as exc:
+            log.error("%s: the console runs without a PIN", exc)
             return None
-        except (OSError, ValueError, AttributeError) as exc:
-            log.error("%s: unreadable (%s): the console runs without a PIN", path, exc)
-            return None
-
-    def save_pin(self, record: PinRecord | None) -> None:
-        path = self.pin_path
-        try:
-            if record is None:  # with the copies a crash may have left mid-write
-                for stale in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
-                    stale.unlink(missing_ok=True)
-                return
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomically(path, json.dumps(record.to_json()).encode(), mode=0o600)
-        except OSError as exc:
-            log.error("%s: cannot save the PIN: %s", path, exc.strerror or exc)
-            raise StoreError(f"{path}: cannot save ({exc.strerror or exc})") from exc
 
     # -- effects ----------------------------------------------------------------------------
 
     async def run(self, effect: Effect, progress: Callable[[str], None]) -> Outcome:
+        d = self.device
         match effect:
             case PairRequest():
                 return await self.pair(effect)
@@ -172,6 +149,35 @@ class DeviceBackend:
                 return await self.audio_test(effect.seconds, progress)
             case FactoryResetRequest():
                 return await self.factory_reset()
+            case SelectRoom():
+                d.feed(ChangeRoom(d.clock(), name=effect.name))
+            case SaveValue():
+                values = dict(d.store.settings().values)
+                values[effect.key] = effect.value
+                d.store.update_settings(values=values)
+            case RemoveValue():
+                values = dict(d.store.settings().values)
+                values.pop(effect.key, None)
+                d.store.update_settings(values=values)
+            case SetVolume():
+                d.set_volume(effect.volume)
+            case HashPin():  # scrypt: a fraction of a second of CPU, never on the loop
+                return PinHashed(await asyncio.to_thread(hash_pin, effect.pin, n=effect.n))
+            case CheckPin():
+                return PinChecked(await asyncio.to_thread(pin_matches, effect.record, effect.pin))
+            case SavePin():
+                self._pin_change(lambda: d.store.save_pin(effect.record))
+            case ClearPin():
+                self._pin_change(d.store.wipe_pin)
+        return Done()
+
+    @staticmethod
+    def _pin_change(change: Callable[[], None]) -> None:
+        try:
+            change()
+        except StoreError as exc:
+            log.error("cannot save the console PIN: %s", exc)
+            raise
 
     async def pair(self, request: PairRequest) -> PairDone:
         d = self.device
@@ -211,9 +217,8 @@ class DeviceBackend:
     async def factory_reset(self) -> ResetDone:
         d = self.device
         told = await self._give_up_credential()
-        d.store.wipe()
-        self.save_pin(None)
-        d.mixer.set_volume(d.config.audio.volume)
+        d.store.wipe()  # the credential (again), the settings and the PIN
+        d.set_volume(d.config.audio.volume, save=False)
         log.warning("factory reset from the console")
         return ResetDone(told)
 
@@ -279,7 +284,7 @@ def build_console(
     if not port:
         return None
     backend = DeviceBackend(device, log_buffer=log_buffer)
-    console = Console(backend, now=device.clock())
+    console = Console(backend, pin=backend.load_pin(), now=device.clock())
     return SerialConsole(
         port,
         console,

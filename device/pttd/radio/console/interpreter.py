@@ -2,10 +2,14 @@
 
 :meth:`Console.handle_line` takes one line typed at the console and the time (monotonic), and
 returns a :class:`Reply`: text to print, and sometimes an *effect* for the transport to carry out
-on the event loop (pairing, unpairing, the audio test, the factory reset). The transport hands
-the outcome back to :meth:`Console.finish`, which words the result. Everything the interpreter
-reads or changes on the device goes through the small :class:`Backend` interface; nothing here
-sleeps, reads a clock, opens a file or a socket.
+(:data:`Effect`). Every change the console makes is such an effect — pairing, unpairing, the
+audio test, the factory reset, selecting a room, ``config set`` and ``unset``, the volume, saving
+or clearing the PIN — and so is the slow part of checking or setting a PIN (scrypt), which the
+transport's back-end runs in a worker thread. The transport hands the outcome back to
+:meth:`Console.finish`, which words the result and may return the next effect (a PIN hashed is
+then saved). The interpreter reads the device through the small, read-only :class:`DeviceView`
+(a :class:`~pttd.radio.status.DeviceStatus` snapshot, the config, the saved values, the log);
+nothing here sleeps, reads a clock, opens a file or a socket, or changes the device.
 
 Secrets: a pairing code or PIN is never put in a reply (nor in an effect's ``repr``); every
 reply also passes through :func:`pttd.redact.redact` and loses control characters, so that
@@ -20,13 +24,12 @@ wait 1 s, 2 s, 4 s … (the reply says how long; nothing sleeps).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import shlex
 import unicodedata
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeAlias
 
@@ -41,7 +44,9 @@ from pttd.radio.config import (
     parse_value,
     settable_keys,
 )
-from pttd.radio.console.pin import SCRYPT_N, PinRecord, pin_problem
+from pttd.radio.console.pin import SCRYPT_N, pin_problem, retry_delay
+from pttd.radio.status import DeviceStatus
+from pttd.radio.store import PinRecord
 from pttd.redact import redact
 
 IDLE_LOCK_S: Final = 15 * 60.0
@@ -54,40 +59,26 @@ MASK: Final = "****"
 METER_FLOOR_DB: Final = -60.0
 
 
-class Backend(Protocol):
-    """What the interpreter needs of the device (the daemon's adapter, or a test's fake)."""
+class DeviceView(Protocol):
+    """What the interpreter reads of the device (the daemon's back-end, or a test's fake). Reads
+    only: every change goes out as an :data:`Effect`."""
 
-    def status(self) -> dict[str, Any]:
-        """The device's status (:meth:`pttd.radio.daemon.Device.status`), plus ``device`` (its name)
-        and ``audio_devices`` (names)."""
+    def status(self) -> DeviceStatus: ...
+
+    def audio_devices(self) -> Sequence[str]:
+        """Names of the audio devices, for ``status`` and ``audio``."""
         ...
-
-    def select_room(self, name: str) -> None: ...
 
     def config(self) -> Config:
         """The configuration the daemon runs with (the file, with saved values laid over)."""
         ...
 
-    def saved_values(self) -> dict[str, Any]:
+    def saved_values(self) -> Mapping[str, Any]:
         """Values saved by ``config set`` (dotted keys), applied at the next start."""
-        ...
-
-    def save_values(self, values: dict[str, Any]) -> None:
-        """Persist ``values`` atomically; StoreError when that fails."""
-        ...
-
-    def set_volume(self, volume: int) -> None:
-        """Apply and persist the volume now; StoreError when saving fails."""
         ...
 
     def log_lines(self, count: int) -> list[str]:
         """The last ``count`` log lines, redacted."""
-        ...
-
-    def load_pin(self) -> PinRecord | None: ...
-
-    def save_pin(self, record: PinRecord | None) -> None:
-        """Persist (or, with None, remove) the PIN record; StoreError when that fails."""
         ...
 
 
@@ -96,6 +87,8 @@ class Backend(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PairRequest:
+    """Pair with the server, store the credential, wait for the logon → :class:`PairDone`."""
+
     server_url: str
     code: str = field(repr=False)
     device_name: str
@@ -103,20 +96,97 @@ class PairRequest:
 
 @dataclass(frozen=True, slots=True)
 class UnpairRequest:
-    pass
+    """Tell the server (if online), wipe the credential → :class:`UnpairDone`."""
 
 
 @dataclass(frozen=True, slots=True)
 class AudioTestRequest:
+    """A tone and the microphone measured for ``seconds`` → :class:`AudioTestDone`."""
+
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class FactoryResetRequest:
-    pass
+    """Unpair, wipe the credential, settings and PIN, the volume back to the config's →
+    :class:`ResetDone`."""
 
 
-Effect: TypeAlias = PairRequest | UnpairRequest | AudioTestRequest | FactoryResetRequest
+@dataclass(frozen=True, slots=True)
+class SelectRoom:
+    """Ask the state machine for room ``name`` → :class:`Done` (the status tells if it took)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveValue:
+    """``config set``: save ``key = value`` for the next start → :class:`Done`."""
+
+    key: str
+    value: Any = field(repr=False)  # a secret key's value must not reach a log
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveValue:
+    """``config unset``: forget the saved value of ``key`` → :class:`Done`."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetVolume:
+    """Apply the volume now and save it (:meth:`pttd.radio.daemon.Device.set_volume`) →
+    :class:`Done`."""
+
+    volume: int
+
+
+@dataclass(frozen=True, slots=True)
+class HashPin:
+    """Hash a new PIN (scrypt: in a worker thread) → :class:`PinHashed`."""
+
+    pin: str = field(repr=False)
+    n: int = SCRYPT_N
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPin:
+    """Check ``pin`` against ``record`` (scrypt: in a worker thread) → :class:`PinChecked`."""
+
+    pin: str = field(repr=False)
+    record: PinRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SavePin:
+    """Save the PIN record through the store → :class:`Done`. ``new``: a PIN just set (the reply
+    says whether it was saved); otherwise the counts of wrong tries (a failure is only logged:
+    they stay in memory)."""
+
+    record: PinRecord
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPin:
+    """Remove the PIN record → :class:`Done`."""
+
+
+Effect: TypeAlias = (
+    PairRequest
+    | UnpairRequest
+    | AudioTestRequest
+    | FactoryResetRequest
+    | SelectRoom
+    | SaveValue
+    | RemoveValue
+    | SetVolume
+    | HashPin
+    | CheckPin
+    | SavePin
+    | ClearPin
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +218,31 @@ class ResetDone:
     told_server: bool
 
 
-Outcome: TypeAlias = PairDone | UnpairDone | AudioTestDone | ResetDone | BaseException
+@dataclass(frozen=True, slots=True)
+class PinHashed:
+    record: PinRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PinChecked:
+    matches: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """An effect with nothing to report but that it was carried out."""
+
+
+Outcome: TypeAlias = (
+    PairDone
+    | UnpairDone
+    | AudioTestDone
+    | ResetDone
+    | PinHashed
+    | PinChecked
+    | Done
+    | BaseException
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +294,18 @@ def server_problem(url: str) -> str | None:
     return None
 
 
+def _failure(outcome: Outcome) -> str:
+    """Why an effect did not do what it should: a store error's own words (they name the file),
+    ``cancelled`` (Ctrl-C), or the exception's type and text."""
+    if isinstance(outcome, StoreError):
+        return str(outcome)
+    if isinstance(outcome, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(outcome, BaseException):
+        return f"{type(outcome).__name__}: {outcome}"
+    return f"unexpected {type(outcome).__name__}"
+
+
 def _duration(seconds: float) -> str:
     s = max(0, int(seconds))
     days, s = divmod(s, 86400)
@@ -242,11 +348,19 @@ class _Command:
 class Console:
     """One installer console. Feed it lines; print what it returns, then :meth:`prompt`."""
 
-    def __init__(self, backend: Backend, *, now: float = 0.0, scrypt_n: int = SCRYPT_N) -> None:
-        self.backend = backend
+    def __init__(
+        self,
+        view: DeviceView,
+        *,
+        pin: PinRecord | None = None,
+        now: float = 0.0,
+        scrypt_n: int = SCRYPT_N,
+    ) -> None:
+        """``pin``: the PIN record the store holds (None: no PIN set)."""
+        self.view = view
         self.scrypt_n = scrypt_n
-        self._pin = backend.load_pin()
-        self._next_try = now + (self._pin.delay if self._pin else 0.0)
+        self._pin = pin
+        self._next_try = now + (retry_delay(pin.failures) if pin else 0.0)
         self._unlocked = False
         self._question: _Question | None = None
         self._session = True
@@ -284,18 +398,36 @@ class Console:
         return "cancelled"
 
     def finish(self, effect: Effect, outcome: Outcome, now: float) -> Reply:
-        """Words for how an effect went (``outcome`` is its result or the exception)."""
+        """Words for how an effect went (``outcome`` is its result or the exception), and the
+        next effect if there is one."""
         self._last_seen = now
+        reply: Reply
         match effect:
             case PairRequest():
-                text = self._paired(effect, outcome)
+                reply = Reply(self._paired(effect, outcome))
             case UnpairRequest():
-                text = self._unpaired(outcome)
+                reply = Reply(self._unpaired(outcome))
             case AudioTestRequest():
-                text = self._audio_tested(outcome)
+                reply = Reply(self._audio_tested(outcome))
             case FactoryResetRequest():
-                text = self._reset(outcome)
-        return Reply(clean(text))
+                reply = Reply(self._reset(outcome))
+            case SelectRoom():
+                reply = Reply(self._room_selected(effect, outcome))
+            case SaveValue():
+                reply = Reply(self._value_saved(effect, outcome))
+            case RemoveValue():
+                reply = Reply(self._value_removed(effect, outcome))
+            case SetVolume():
+                reply = Reply(self._volume_set(effect, outcome))
+            case HashPin():
+                reply = self._pin_hashed(outcome)
+            case CheckPin():
+                reply = self._pin_checked(effect, outcome, now)
+            case SavePin():
+                reply = Reply(self._pin_saved(effect, outcome, now))
+            case ClearPin():
+                reply = Reply(self._pin_cleared(outcome))
+        return Reply(clean(reply.text), reply.effect)
 
     def prompt(self, now: float) -> str:
         """What to show before the next line: a question, or the state (``pttd[online ops]> ``);
@@ -305,10 +437,10 @@ class Console:
             return clean(self._question.prompt)
         if not self._session:
             return ""
-        status = self.backend.status()
-        state = str(status.get("link", "?"))
-        if state == "online" and status.get("room"):
-            state += f" {status['room']}"
+        status = self.view.status()
+        state = status.link
+        if state == "online" and status.room:
+            state += f" {status.room}"
         if self._pin is not None and not self._unlocked:
             state += " locked"
         return clean(f"pttd[{state}]> ")
@@ -325,7 +457,7 @@ class Console:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _banner(self) -> str:
-        name = self.backend.status().get("device", "")
+        name = self.view.status().device
         return f"pttd {__version__} installer console{f' on {name}' if name else ''}: type 'help'"
 
     def _expire(self, now: float) -> None:
@@ -378,25 +510,24 @@ class Console:
             + f"\ncommands that change something need the PIN when one is set{locked}"
         )
 
-    def _status(self, now: float) -> dict[str, Any]:
-        status = dict(self.backend.status())
-        status["version"] = __version__
+    def _lock_status(self, now: float) -> dict[str, Any]:
         pin = self._pin
-        status["lock"] = {
+        return {
             "pin_set": pin is not None,
             "locked": self.locked(now),
             "wrong_pins": pin.wrong_total if pin else 0,
             "wrong_in_a_row": pin.failures if pin else 0,
         }
-        return status
 
     def _cmd_status(self, args: list[str], now: float) -> Reply:
         if args not in ([], ["--json"]):
             return Reply("usage: status [--json]")
-        s = self._status(now)
+        s = self.view.status()
+        devices = list(self.view.audio_devices())
+        lock = self._lock_status(now)
         if args:
-            return Reply(json.dumps(s, sort_keys=True, separators=(",", ":"), default=str))
-        lock = s["lock"]
+            data = s.to_json() | {"audio_devices": devices, "version": __version__, "lock": lock}
+            return Reply(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str))
         lock_text = (
             "no PIN set"
             if not lock["pin_set"]
@@ -407,23 +538,21 @@ class Console:
                 else ""
             )
         )
-        rooms = ", ".join(map(str, s.get("rooms") or ())) or "none yet"
-        audio = ", ".join(map(str, s.get("audio_devices") or ())) or "none found"
         rows = [
-            ("device", s.get("device") or "?"),
-            ("paired", _yes(s.get("paired"))),
-            ("server", s.get("server") or "none"),
-            ("link", s.get("link", "?")),
-            ("rooms", rooms),
-            ("room", s.get("room") or "none"),
-            ("transmitting", _yes(s.get("transmitting"))),
-            ("microphone", "open" if s.get("mic_open") else "closed"),
-            ("receiving", _yes(s.get("receiving"))),
-            ("last error", s.get("last_error") or "none"),
-            ("audio", audio),
-            ("volume", s.get("volume", "?")),
-            ("version", s["version"]),
-            ("uptime", _duration(float(s.get("uptime_s") or 0))),
+            ("device", s.device or "?"),
+            ("paired", _yes(s.paired)),
+            ("server", s.server or "none"),
+            ("link", s.link),
+            ("rooms", ", ".join(s.rooms) or "none yet"),
+            ("room", s.room or "none"),
+            ("transmitting", _yes(s.transmitting)),
+            ("microphone", "open" if s.mic_open else "closed"),
+            ("receiving", _yes(s.receiving)),
+            ("last error", s.last_error or "none"),
+            ("audio", ", ".join(devices) or "none found"),
+            ("volume", s.volume),
+            ("version", __version__),
+            ("uptime", _duration(s.uptime_s)),
             ("lock", lock_text),
         ]
         return Reply("\n".join(f"{k + ':':<14}{v}" for k, v in rows))
@@ -441,7 +570,7 @@ class Console:
     def _cmd_pair(self, args: list[str], now: float) -> Reply:
         if (refused := self._guard(now)) is not None:
             return refused
-        configured = self.backend.config().server.url
+        configured = self.view.config().server.url
         server: str | None = None
         code: str | None = None
         if len(args) > 2:
@@ -465,9 +594,9 @@ class Console:
             server = configured
         if (problem := server_problem(server)) is not None:
             return Reply(problem)
-        status = self.backend.status()
-        if status.get("paired"):
-            return Reply(f"already paired with {status.get('server')}: type 'unpair' first")
+        status = self.view.status()
+        if status.paired:
+            return Reply(f"already paired with {status.server}: type 'unpair' first")
         if code is None:
             url = server
 
@@ -482,7 +611,7 @@ class Console:
         code = code.strip()
         if not code or len(code) > MAX_CODE or not code.isprintable():
             return Reply("that is not a pairing code (it looks like ABCD-EFGH-JKMN)")
-        name = self.backend.config().device.name
+        name = self.view.config().device.name
         return Reply(f"pairing with {server} as {name} ...", PairRequest(server, code, name))
 
     def _paired(self, effect: PairRequest, outcome: Outcome) -> str:
@@ -552,34 +681,35 @@ class Console:
     # rooms -----------------------------------------------------------------------------------
 
     def _cmd_rooms(self, args: list[str], now: float) -> Reply:
-        s = self.backend.status()
-        rooms = [str(r) for r in s.get("rooms") or ()]
-        if not rooms:
-            return Reply(f"no rooms yet (link {s.get('link', '?')})")
-        current = s.get("room")
-        return Reply("\n".join(f"{'*' if r == current else ' '} {r}" for r in rooms))
+        s = self.view.status()
+        if not s.rooms:
+            return Reply(f"no rooms yet (link {s.link})")
+        return Reply("\n".join(f"{'*' if r == s.room else ' '} {r}" for r in s.rooms))
 
     def _cmd_room(self, args: list[str], now: float) -> Reply:
-        s = self.backend.status()
+        s = self.view.status()
         if not args:
-            return Reply(f"room: {s.get('room') or 'none'}")
+            return Reply(f"room: {s.room or 'none'}")
         if len(args) > 1:
             return Reply(COMMANDS["room"].help())
         if (refused := self._guard(now)) is not None:
             return refused
         name = args[0]
-        rooms = [str(r) for r in s.get("rooms") or ()]
-        if not rooms:
-            return Reply(f"no rooms yet (link {s.get('link', '?')})")
-        if name not in rooms:
-            return Reply(f"no room {name[:64]!r}: the rooms are {', '.join(rooms)}")
-        if s.get("room") == name:
+        if not s.rooms:
+            return Reply(f"no rooms yet (link {s.link})")
+        if name not in s.rooms:
+            return Reply(f"no room {name[:64]!r}: the rooms are {', '.join(s.rooms)}")
+        if s.room == name:
             return Reply(f"already in room {name}")
-        self.backend.select_room(name)
-        now_in = self.backend.status().get("room")
-        if now_in != name:
-            return Reply(f"room {name} not selected (still {now_in}): see 'status'")
-        return Reply(f"room {name} selected")
+        return Reply("", SelectRoom(name))
+
+    def _room_selected(self, effect: SelectRoom, outcome: Outcome) -> str:
+        if not isinstance(outcome, Done):
+            return f"room {effect.name} not selected: {_failure(outcome)}"
+        now_in = self.view.status().room
+        if now_in != effect.name:
+            return f"room {effect.name} not selected (still {now_in}): see 'status'"
+        return f"room {effect.name} selected"
 
     # config ----------------------------------------------------------------------------------
 
@@ -599,11 +729,11 @@ class Console:
     def _running(self, config: Config, key: str) -> Any:
         """The value in use: the volume is the mixer's (buttons change it), the rest config."""
         if key == "audio.volume":
-            return self.backend.status().get("volume", config.audio.volume)
+            return self.view.status().volume
         return get_value(config, key)
 
     def _config_show(self, prefix: str) -> str:
-        config, saved = self.backend.config(), self.backend.saved_values()
+        config, saved = self.view.config(), self.view.saved_values()
         lines = []
         for key, info in settable_keys().items():
             if prefix and not key.startswith(prefix):
@@ -622,7 +752,7 @@ class Console:
             except ConfigError as exc:
                 return str(exc)
             return f"{key[:64]}: unknown key"
-        config, saved = self.backend.config(), self.backend.saved_values()
+        config, saved = self.view.config(), self.view.saved_values()
         value = get_value(config, key)
         lines = [f"{key} = {_shown(info, self._running(config, key))}"]
         if key in saved and saved[key] != value:
@@ -636,41 +766,42 @@ class Console:
     def _config_set(self, key: str, text: str) -> Reply:
         try:
             value = parse_value(key, text)
-            updated = apply_overrides(self.backend.config(), {key: value})
+            updated = apply_overrides(self.view.config(), {key: value})
         except ConfigError as exc:
             return Reply(f"not set: {exc}")
-        info = settable_keys()[key]
         value = get_value(updated, key)
         if key == "audio.volume":
-            try:
-                self.backend.set_volume(int(value))
-            except StoreError as exc:
-                return Reply(f"volume {value} applied, but not saved: {exc}")
-            return Reply(f"{key} = {value} (applied now, and saved)")
-        saved = dict(self.backend.saved_values())
-        saved[key] = value
-        try:
-            self.backend.save_values(saved)
-        except StoreError as exc:
-            return Reply(f"not saved: {exc}")
-        return Reply(f"{key} = {_shown(info, value)} (saved; takes effect after a restart)")
+            return Reply("", SetVolume(int(value)))
+        return Reply("", SaveValue(key, value))
+
+    def _volume_set(self, effect: SetVolume, outcome: Outcome) -> str:
+        if isinstance(outcome, StoreError):
+            return f"volume {effect.volume} applied, but not saved: {_failure(outcome)}"
+        if not isinstance(outcome, Done):
+            return f"volume not set: {_failure(outcome)}"
+        return f"audio.volume = {effect.volume} (applied now, and saved)"
+
+    def _value_saved(self, effect: SaveValue, outcome: Outcome) -> str:
+        if not isinstance(outcome, Done):
+            return f"not saved: {_failure(outcome)}"
+        shown = _shown(settable_keys()[effect.key], effect.value)
+        return f"{effect.key} = {shown} (saved; takes effect after a restart)"
 
     def _config_unset(self, key: str) -> Reply:
-        saved = dict(self.backend.saved_values())
-        if key not in saved:
+        if key not in self.view.saved_values():
             return Reply(f"{key[:64]}: no saved value (the config file's applies)")
-        del saved[key]
-        try:
-            self.backend.save_values(saved)
-        except StoreError as exc:
-            return Reply(f"not saved: {exc}")
-        return Reply(f"{key}: saved value removed; the config file's applies after a restart")
+        return Reply("", RemoveValue(key))
+
+    def _value_removed(self, effect: RemoveValue, outcome: Outcome) -> str:
+        if not isinstance(outcome, Done):
+            return f"not saved: {_failure(outcome)}"
+        return f"{effect.key}: saved value removed; the config file's applies after a restart"
 
     # audio -----------------------------------------------------------------------------------
 
     def _cmd_audio(self, args: list[str], now: float) -> Reply:
         if not args:
-            devices = self.backend.status().get("audio_devices") or ()
+            devices = self.view.audio_devices()
             return Reply("audio devices:\n" + ("\n".join(f"  {d}" for d in devices) or "  none"))
         if args[0].lower() != "test" or len(args) > 2:
             return Reply(COMMANDS["audio"].help())
@@ -724,7 +855,7 @@ class Console:
                 count = 0
             if not 1 <= count <= LOG_MAX:
                 return Reply(f"log: N from 1 to {LOG_MAX}")
-        lines = self.backend.log_lines(count)
+        lines = self.view.log_lines(count)
         return Reply("\n".join(lines) if lines else "no log lines yet")
 
     # PIN -------------------------------------------------------------------------------------
@@ -753,13 +884,14 @@ class Console:
                 return Reply("no PIN set")
             if (refused := self._guard(now)) is not None:
                 return refused
-            try:
-                self.backend.save_pin(None)
-            except StoreError as exc:
-                return Reply(f"PIN not removed: {exc}")
-            self._pin = None
-            return Reply("PIN removed: every command works without it")
+            return Reply("", ClearPin())
         return Reply(COMMANDS["pin"].help())
+
+    def _pin_cleared(self, outcome: Outcome) -> str:
+        if not isinstance(outcome, Done):
+            return f"PIN not removed: {_failure(outcome)}"
+        self._pin = None
+        return "PIN removed: every command works without it"
 
     def _pin_set(self, now: float) -> Reply:
         if self._pin is not None and (refused := self._guard(now)) is not None:
@@ -772,24 +904,31 @@ class Console:
             def second(again: str, now: float) -> Reply:
                 if again != pin:
                     return Reply("the two PINs differ: PIN not changed")
-                record = PinRecord.new(pin, n=self.scrypt_n)
-                try:
-                    self.backend.save_pin(record)
-                except StoreError as exc:
-                    return Reply(f"PIN not saved: {exc}")
-                self._pin = record
-                self._next_try = now
-                self._unlocked = True
-                return Reply(
-                    "PIN set. The console locks on 'pin lock', 'exit', a reconnect, or "
-                    f"{IDLE_LOCK_S / 60:g} minutes idle; 'pin unlock' opens it."
-                )
+                return Reply("", HashPin(pin, self.scrypt_n))
 
             self._ask("the new PIN again: ", second, secret=True)
             return Reply()
 
         self._ask("new PIN: ", first, secret=True)
         return Reply()
+
+    def _pin_hashed(self, outcome: Outcome) -> Reply:
+        if not isinstance(outcome, PinHashed):
+            return Reply(f"PIN not changed: {_failure(outcome)}")
+        return Reply("", SavePin(outcome.record, new=True))
+
+    def _pin_saved(self, effect: SavePin, outcome: Outcome, now: float) -> str:
+        if not effect.new:
+            return ""  # the counts of wrong tries: kept in memory; the back-end logs a failure
+        if not isinstance(outcome, Done):
+            return f"PIN not saved: {_failure(outcome)}"
+        self._pin = effect.record
+        self._next_try = now
+        self._unlocked = True
+        return (
+            "PIN set. The console locks on 'pin lock', 'exit', a reconnect, or "
+            f"{IDLE_LOCK_S / 60:g} minutes idle; 'pin unlock' opens it."
+        )
 
     def _pin_unlock(self, now: float) -> Reply:
         if self._pin is None:
@@ -800,31 +939,32 @@ class Console:
             return Reply(f"wait {math.ceil(wait)} s before the next try")
 
         def check(pin: str, now: float) -> Reply:
-            record = self._pin
-            if record is None:
+            if self._pin is None:
                 return Reply("no PIN set")
             if (wait := self._next_try - now) > 0:
                 return Reply(f"wait {math.ceil(wait)} s before the next try")
-            if record.matches(pin):
-                self._unlocked = True
-                if record.failures:
-                    self._pin = record.right()
-                    self._save_pin_quietly(self._pin)
-                return Reply("unlocked")
-            self._pin = record.wrong()
-            self._save_pin_quietly(self._pin)
-            self._next_try = now + self._pin.delay
-            return Reply(
-                f"wrong PIN ({self._pin.failures} in a row): "
-                f"wait {self._pin.delay:g} s before the next try"
-            )
+            return Reply("", CheckPin(pin, self._pin))
 
         self._ask("PIN: ", check, secret=True)
         return Reply()
 
-    def _save_pin_quietly(self, record: PinRecord) -> None:
-        with contextlib.suppress(StoreError):  # the counts stay in memory; the backend logs
-            self.backend.save_pin(record)
+    def _pin_checked(self, effect: CheckPin, outcome: Outcome, now: float) -> Reply:
+        if not isinstance(outcome, PinChecked):  # not checked: not a try
+            return Reply(f"PIN not checked: {_failure(outcome)}; still locked")
+        record = effect.record
+        if outcome.matches:
+            self._unlocked = True
+            if not record.failures:
+                return Reply("unlocked")
+            self._pin = record.right()
+            return Reply("unlocked", SavePin(self._pin, new=False))
+        self._pin = record.wrong()
+        delay = retry_delay(self._pin.failures)
+        self._next_try = now + delay
+        return Reply(
+            f"wrong PIN ({self._pin.failures} in a row): wait {delay:g} s before the next try",
+            SavePin(self._pin, new=False),
+        )
 
     # factory reset ---------------------------------------------------------------------------
 
@@ -846,9 +986,9 @@ class Console:
         )
 
     def _reset(self, outcome: Outcome) -> str:
-        self._pin = self.backend.load_pin()
         self._unlocked = False
         if isinstance(outcome, ResetDone):
+            self._pin = None  # wiped with the rest; a failed reset leaves it (and the lock) be
             told = " (the server was told)" if outcome.told_server else ""
             return (
                 f"factory reset done: unpaired{told}, PIN and saved settings wiped; "

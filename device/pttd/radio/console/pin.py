@@ -1,26 +1,24 @@
-"""The installer PIN: a salted scrypt hash, and the back-off after wrong PINs.
+"""The installer PIN: what makes a PIN, its hash, and the back-off after wrong PINs.
 
-Only the hash is kept (``scrypt``, a fresh random salt per PIN); checking compares in constant
-time. Wrong PINs in a row make the next try wait 1 s, 2 s, 4 s … up to :data:`MAX_DELAY_S`;
-they are counted (in a row, and in all) and the counts are saved with the hash, so that a
-restart does not reset them.
+Only the hash is kept (:mod:`pttd.kdf`: scrypt, a fresh random salt per PIN, the parameters in
+the hash string); checking compares in constant time. Hashing and checking are slow on purpose:
+the interpreter never calls them but asks for them (the ``HashPin`` and ``CheckPin`` effects),
+and the console's back-end runs them in a worker thread. Wrong PINs in a row make the next try
+wait 1 s, 2 s, 4 s … up to :data:`MAX_DELAY_S`; they are counted (in a row, and in all) in the
+:class:`~pttd.radio.store.PinRecord` the store saves, so that a restart does not reset them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import secrets
-from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Final
+
+from pttd import kdf
+from pttd.radio.store import PinRecord
 
 MIN_LENGTH: Final = 4
 MAX_LENGTH: Final = 64
 MAX_DELAY_S: Final = 60.0
-SCRYPT_N: Final = 2**14  # 16 MiB with r=8: a fraction of a second on a Pi, once per try
-SCRYPT_R: Final = 8
-SCRYPT_P: Final = 1
+SCRYPT_N: Final = kdf.DEFAULT.n  # 16 MiB with r=8: a fraction of a second on a Pi, once per try
 
 
 def pin_problem(pin: str) -> str | None:
@@ -32,75 +30,18 @@ def pin_problem(pin: str) -> str | None:
     return None
 
 
-def _hash(pin: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(pin.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=64 * 2**20)
+def hash_pin(pin: str, *, n: int = SCRYPT_N) -> PinRecord:
+    """A new record for ``pin`` (no wrong tries yet). Slow: off the event loop."""
+    return PinRecord(kdf.hash_secret(pin, kdf.Params(n=n)))
 
 
-@dataclass(frozen=True, slots=True)
-class PinRecord:
-    """A PIN's hash and its wrong-try counts, as saved (0600, atomically) in the state dir."""
+def pin_matches(record: PinRecord, pin: str) -> bool:
+    """Whether ``pin`` is the one ``record`` holds. Slow: off the event loop."""
+    return kdf.verify(pin, record.hash)
 
-    salt: bytes
-    digest: bytes
-    n: int = SCRYPT_N
-    r: int = SCRYPT_R
-    p: int = SCRYPT_P
-    failures: int = 0  # wrong PINs in a row (sets the back-off)
-    wrong_total: int = 0  # wrong PINs since this PIN was set
 
-    def __repr__(self) -> str:
-        return f"PinRecord(failures={self.failures}, wrong_total={self.wrong_total})"
-
-    @classmethod
-    def new(cls, pin: str, *, n: int = SCRYPT_N) -> PinRecord:
-        salt = secrets.token_bytes(16)
-        return cls(salt, _hash(pin, salt, n, SCRYPT_R, SCRYPT_P), n, SCRYPT_R, SCRYPT_P)
-
-    def matches(self, pin: str) -> bool:
-        return hmac.compare_digest(self.digest, _hash(pin, self.salt, self.n, self.r, self.p))
-
-    def wrong(self) -> PinRecord:
-        return replace(self, failures=self.failures + 1, wrong_total=self.wrong_total + 1)
-
-    def right(self) -> PinRecord:
-        return replace(self, failures=0)
-
-    @property
-    def delay(self) -> float:
-        """Seconds the next try must wait after the last wrong one."""
-        if self.failures <= 0:
-            return 0.0
-        return min(2.0 ** (self.failures - 1), MAX_DELAY_S)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scheme": "scrypt",
-            "salt": base64.b64encode(self.salt).decode(),
-            "hash": base64.b64encode(self.digest).decode(),
-            "n": self.n,
-            "r": self.r,
-            "p": self.p,
-            "failures": self.failures,
-            "wrong_total": self.wrong_total,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PinRecord:
-        """ValueError for anything but a record :meth:`to_json` wrote."""
-        try:
-            if data.get("scheme") != "scrypt":
-                raise ValueError("not a scrypt PIN record")
-            record = cls(
-                salt=base64.b64decode(data["salt"], validate=True),
-                digest=base64.b64decode(data["hash"], validate=True),
-                n=int(data["n"]),
-                r=int(data["r"]),
-                p=int(data["p"]),
-                failures=int(data.get("failures", 0)),
-                wrong_total=int(data.get("wrong_total", 0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"damaged PIN record: {exc}") from exc
-        if not (record.salt and len(record.digest) == 32 and record.n > 1):
-            raise ValueError("damaged PIN record")
-        return record
+def retry_delay(failures: int) -> float:
+    """Seconds the next try must wait after ``failures`` wrong PINs in a row."""
+    if failures <= 0:
+        return 0.0
+    return min(2.0 ** (failures - 1), MAX_DELAY_S)

@@ -9,13 +9,16 @@ cable, flow control stuck) never blocks the loop: after ``write_timeout_s`` the 
 When the port vanishes (cable pulled, USB gadget unplugged) it is reopened every ``retry_s``
 seconds; each opening starts a new session (locked, with a greeting and a prompt).
 
-Effects (pairing, the audio test …) run as tasks on the loop while the console waits for them;
-Ctrl-C cancels one, and anything else typed meanwhile is read after it.
+Effects (pairing, the audio test, saving a setting, hashing a PIN …) run as tasks on the loop
+while the console waits for them; the interpreter may answer one's outcome with the next. Ctrl-C
+cancels one, and anything else typed meanwhile is read after it.
 
 A line that sends back what it receives (``loop://``, a loopback plug, a host-side tty left in
 echo mode with no terminal program on it) would make the console answer its own output for
 ever. More than ``max_lines_per_s`` lines in a second — far beyond typing — mutes the console
-for ``mute_s`` seconds: input is read and dropped, nothing is sent, so the echo dies out.
+for ``mute_s`` seconds: input is read and dropped, nothing is sent, so the echo dies out. The
+count is the server's token bucket (:class:`pttd.ratelimit.RateLimiter`): ``max_lines_per_s`` a
+second, bursts as many.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import serial  # type: ignore[import-untyped]
 
 from pttd.radio.console.editor import MAX_LINE, Cancelled, Line, LineEditor, Rejected
 from pttd.radio.console.interpreter import Console, Effect, Outcome
+from pttd.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class SerialConsole:
         self.max_lines_per_s = max_lines_per_s
         self.mute_s = mute_s
         self.mutes = 0  # times an echo storm muted the console
-        self._lines: deque[float] = deque()  # when recent lines ended
+        self._lines = self._line_limit(clock())
         self._muted_until = -math.inf
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _serial: the writer writes, the reader closes
@@ -271,8 +275,7 @@ class SerialConsole:
             if isinstance(event, Line):
                 reply = self.console.handle_line(event.text, self.clock())
                 self._say(reply.text)
-                if reply.effect is not None:
-                    await self._effect(reply.effect)
+                await self._effects(reply.effect)
                 self._prompt()
                 await asyncio.sleep(0)  # a long paste must not hold up the device's loop
             elif isinstance(event, Cancelled):
@@ -282,17 +285,17 @@ class SerialConsole:
                 self._say(event.message)
                 self._prompt()
 
+    def _line_limit(self, now: float) -> RateLimiter:
+        return RateLimiter(self.max_lines_per_s, self.max_lines_per_s, now)
+
     def _storm(self) -> bool:
         """Count a line; True (and muted) when lines come faster than anyone types."""
         now = self.clock()
-        self._lines.append(now)
-        while self._lines and self._lines[0] < now - 1.0:
-            self._lines.popleft()
-        if len(self._lines) <= self.max_lines_per_s:
+        if self._lines.allow(now):
             return False
         self.mutes += 1
         self._muted_until = now + self.mute_s
-        self._lines.clear()
+        self._lines = self._line_limit(now)  # a full bucket once the mute ends
         self.editor.reset()
         log.warning(
             "console: over %d lines a second on %s (a line echoing the console's output back?):"
@@ -303,7 +306,15 @@ class SerialConsole:
         )
         return True
 
-    async def _effect(self, effect: Effect) -> None:
+    async def _effects(self, effect: Effect | None) -> None:
+        """Carry ``effect`` out, and the effects the interpreter answers its outcome with."""
+        while effect is not None:
+            outcome = await self._effect(effect)
+            reply = self.console.finish(effect, outcome, self.clock())
+            self._say(reply.text)
+            effect = reply.effect
+
+    async def _effect(self, effect: Effect) -> Outcome:
         assert self._inbox is not None
         task = asyncio.create_task(self.runner.run(effect, self._progress))
         try:
@@ -327,7 +338,7 @@ class SerialConsole:
         except Exception as exc:
             log.info("console: %s failed: %s", type(effect).__name__, exc)
             outcome = exc
-        self._say(self.console.finish(effect, outcome, self.clock()).text)
+        return outcome
 
     def _hold_during(self, item: _Item, task: asyncio.Task[Outcome]) -> None:
         """Input that came while an effect runs: Ctrl-C cancels it; the rest waits."""
