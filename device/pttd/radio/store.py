@@ -9,19 +9,18 @@ directory) raises :class:`StoreError` naming the file, and the old state stays i
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pttd import kdf
 from pttd.errors import StoreError
+from pttd.radio.console.pin import PinRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,54 +45,6 @@ class Settings:
     room: str | None = None
     volume: int | None = None
     values: dict[str, Any] = field(default_factory=dict)  # console `config set` overrides
-
-
-@dataclass(frozen=True, slots=True)
-class PinRecord:
-    """The installer PIN as saved: its hash (a :mod:`pttd.kdf` string: scrypt, a salt of its own)
-    and the wrong tries, so that a restart does not reset the back-off."""
-
-    hash: str = field(repr=False)
-    failures: int = 0  # wrong PINs in a row (they set the back-off)
-    wrong_total: int = 0  # wrong PINs since this PIN was set
-
-    def wrong(self) -> PinRecord:
-        return replace(self, failures=self.failures + 1, wrong_total=self.wrong_total + 1)
-
-    def right(self) -> PinRecord:
-        return replace(self, failures=0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"hash": self.hash, "failures": self.failures, "wrong_total": self.wrong_total}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PinRecord:
-        """The record :meth:`to_json` wrote, or the one versions before :mod:`pttd.kdf` wrote
-        (``scheme``, base64 ``salt`` and ``hash``, ``n``, ``r``, ``p``: carried over to the hash
-        string, and saved so at the next change); ValueError for anything else."""
-        try:
-            stored = data["hash"]
-            if data.get("scheme") == "scrypt":  # the first format
-                stored = kdf.encode(
-                    int(data["n"]),
-                    int(data["r"]),
-                    int(data["p"]),
-                    base64.b64decode(data["salt"], validate=True),
-                    base64.b64decode(stored, validate=True),
-                )
-            if not isinstance(stored, str):
-                raise TypeError("the hash is not a string")
-            kdf.parse(stored)
-            record = cls(
-                stored,
-                failures=int(data.get("failures", 0)),
-                wrong_total=int(data.get("wrong_total", 0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"damaged PIN record: {exc}") from None
-        if record.failures < 0 or record.wrong_total < 0:
-            raise ValueError("damaged PIN record: negative counts")
-        return record
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -9,7 +9,6 @@ back-off and the idle lock are tested without sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from dataclasses import replace
@@ -25,6 +24,7 @@ from pttd.radio.console.interpreter import (
     IDLE_LOCK_S,
     AudioTestDone,
     AudioTestRequest,
+    Cancelled,
     CheckPin,
     ClearPin,
     Console,
@@ -50,9 +50,8 @@ from pttd.radio.console.interpreter import (
     meter_line,
     parse_pairing_link,
 )
-from pttd.radio.console.pin import MAX_DELAY_S, hash_pin, pin_matches, retry_delay
+from pttd.radio.console.pin import MAX_DELAY_S, PinRecord, hash_pin, pin_matches, retry_delay
 from pttd.radio.status import DeviceStatus
-from pttd.radio.store import PinRecord
 from pttd.redact import redact
 
 CODE = "K7QW-3MZP-9XTR"
@@ -412,7 +411,7 @@ PAIRING_FAILURES = {
     "unreachable": PairingFailed("unreachable", "cannot reach the server: Connection refused"),
     "tls": PairingFailed("tls", "TLS certificate not trusted: self-signed certificate"),
     "store": StoreError("/state/credential.json: cannot save (Read-only file system)"),
-    "cancelled": asyncio.CancelledError(),
+    "cancelled": Cancelled(),
     "timeout": TimeoutError(),
 }
 
@@ -599,8 +598,8 @@ def test_audio_test_results(console):
         "refused: the PTT is in use"
         in finish(r, AudioTestDone(False, refused="the PTT is in use"), 2).text
     )
-    assert "stopped" in finish(r, asyncio.CancelledError(), 2).text
-    for outcome in (AudioTestDone(True, 3.0, 1, -20.0), asyncio.CancelledError()):
+    assert "stopped" in finish(r, Cancelled(), 2).text
+    for outcome in (AudioTestDone(True, 3.0, 1, -20.0), Cancelled()):
         assert "microphone closed" in finish(r, outcome, 2).text
 
 
@@ -793,7 +792,7 @@ def test_a_pin_check_that_did_not_finish_is_not_a_try(console, backend):
     say(console, "pin unlock")
     check = console.handle_line("1111", 2.0).effect
     assert isinstance(check, CheckPin)
-    out = console.finish(check, asyncio.CancelledError(), 2.0).text
+    out = console.finish(check, Cancelled(), 2.0).text
     assert out == "PIN not checked: cancelled; still locked"
     assert console.locked(2.0) and text(console, "pin unlock", now=2.0) == ""  # no back-off
     assert "PIN not checked" in console.finish(check, ValueError("damaged"), 2.0).text

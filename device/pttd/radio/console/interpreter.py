@@ -23,7 +23,6 @@ wait 1 s, 2 s, 4 s … (the reply says how long; nothing sleeps).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import shlex
@@ -44,9 +43,8 @@ from pttd.radio.config import (
     parse_value,
     settable_keys,
 )
-from pttd.radio.console.pin import SCRYPT_N, pin_problem, retry_delay
+from pttd.radio.console.pin import SCRYPT_N, PinRecord, pin_problem, retry_delay
 from pttd.radio.status import DeviceStatus
-from pttd.radio.store import PinRecord
 from pttd.redact import redact
 
 IDLE_LOCK_S: Final = 15 * 60.0
@@ -233,6 +231,11 @@ class Done:
     """An effect with nothing to report but that it was carried out."""
 
 
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """An effect stopped before it finished (Ctrl-C, or the console closing)."""
+
+
 Outcome: TypeAlias = (
     PairDone
     | UnpairDone
@@ -241,6 +244,7 @@ Outcome: TypeAlias = (
     | PinHashed
     | PinChecked
     | Done
+    | Cancelled
     | BaseException
 )
 
@@ -299,7 +303,7 @@ def _failure(outcome: Outcome) -> str:
     ``cancelled`` (Ctrl-C), or the exception's type and text."""
     if isinstance(outcome, StoreError):
         return str(outcome)
-    if isinstance(outcome, asyncio.CancelledError):
+    if isinstance(outcome, Cancelled):
         return "cancelled"
     if isinstance(outcome, BaseException):
         return f"{type(outcome).__name__}: {outcome}"
@@ -649,7 +653,7 @@ class Console:
                 f"paired, but the credential could not be saved: {outcome}. "
                 "Fix the state directory, then pair again with a new code."
             )
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, Cancelled):
             return "pairing cancelled (if the server took the code, ask for a new one)"
         if isinstance(outcome, TimeoutError):
             return "pairing failed: no answer in time"
@@ -674,7 +678,7 @@ class Console:
             )
         if isinstance(outcome, StoreError):
             return f"unpair failed: {outcome}"
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, Cancelled):
             return "unpair interrupted: see 'status'"
         return f"unpair failed: {type(outcome).__name__}: {outcome}"
 
@@ -838,7 +842,7 @@ class Console:
                 f"audio test done: {outcome.frames} frames in {outcome.seconds:.1f} s, "
                 f"peak {peak_text}: {verdict}; microphone closed"
             )
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, Cancelled):
             return "audio test stopped; microphone closed"
         return f"audio test failed: {outcome}; microphone closed"
 

@@ -36,6 +36,7 @@ from typing import Any, Final, Literal, Protocol, TypeAlias
 
 import serial  # type: ignore[import-untyped]
 
+from pttd.radio.console import interpreter
 from pttd.radio.console.editor import MAX_LINE, Cancelled, Line, LineEditor, Rejected
 from pttd.radio.console.interpreter import Console, Effect, Outcome
 from pttd.ratelimit import RateLimiter
@@ -333,8 +334,8 @@ class SerialConsole:
         outcome: Outcome
         try:
             outcome = task.result()
-        except asyncio.CancelledError as exc:
-            outcome = exc
+        except asyncio.CancelledError:
+            outcome = interpreter.Cancelled()
         except Exception as exc:
             log.info("console: %s failed: %s", type(effect).__name__, exc)
             outcome = exc
