@@ -62,7 +62,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import opuslib  # type: ignore[import-untyped]
-import opuslib.api.ctl  # type: ignore[import-untyped]
 import opuslib.api.decoder  # type: ignore[import-untyped]
 import opuslib.api.encoder  # type: ignore[import-untyped]
 
@@ -201,19 +200,6 @@ def frames_of(signal: Pcm, samples: int) -> list[Pcm]:
     padded = np.zeros(count * samples, np.int16)
     padded[: signal.shape[0]] = signal
     return [padded[i * samples : (i + 1) * samples] for i in range(count)]
-
-
-def opus_settings(audio: AudioConfig) -> OpusSettings:
-    """The encoder settings a device with this configuration uses."""
-    return OpusSettings(
-        sample_rate=audio.sample_rate,
-        frame_ms=audio.frame_ms,
-        bitrate=audio.bitrate,
-        complexity=audio.complexity,
-        fec=audio.fec,
-        expected_loss_percent=audio.expected_loss_percent,
-        dtx=audio.dtx,
-    )
 
 
 def lost_packets(count: int, rate: float, seed: int) -> frozenset[int]:
@@ -452,7 +438,7 @@ class CpuBench:
 
     def __init__(self, frames: list[Pcm], audio: AudioConfig, workdir: Path) -> None:
         self.audio = replace(audio, backend="sim")
-        self.settings = opus_settings(audio)
+        self.settings = OpusSettings.from_config(audio)
         self.samples = self.settings.frame_samples
         self.frames = [np.ascontiguousarray(f) for f in frames]
         self.pointers = [f.ctypes.data_as(_Int16Ptr) for f in self.frames]
@@ -468,17 +454,8 @@ class CpuBench:
         return ns / frames / 1000
 
     def libopus_encode(self) -> float:
-        s, ctl = self.settings, opuslib.api.ctl
-        raw = opuslib.Encoder(s.sample_rate, 1, opuslib.APPLICATION_VOIP)
-        state = raw.encoder_state
-        for request, value in (
-            (ctl.set_bitrate, s.bitrate),
-            (ctl.set_complexity, s.complexity),
-            (ctl.set_inband_fec, int(s.fec)),
-            (ctl.set_packet_loss_perc, s.expected_loss_percent),
-            (ctl.set_dtx, int(s.dtx)),
-        ):
-            opuslib.api.encoder.encoder_ctl(state, request, value)
+        encoder = Encoder(self.settings)  # a fresh one, set up as the device's; kept alive:
+        state = encoder.state  # its libopus state is freed with it
         out = ctypes.create_string_buffer(4000)
         encode, n = opuslib.api.encoder.libopus_encode, self.samples
         t0 = time.thread_time_ns()
@@ -594,7 +571,7 @@ async def bench(settings: AudioSettings) -> dict[str, Any]:
     began = time.perf_counter()
     load_before = load_average()
     audio = AudioConfig()  # the device's defaults
-    opus = opus_settings(audio)
+    opus = OpusSettings.from_config(audio)
     if audio.sample_rate != RATE or audio.frame_ms != FRAME_MS:
         raise BenchError(f"the bench expects {RATE} Hz, {FRAME_MS} ms frames")
     samples = opus.frame_samples
