@@ -15,7 +15,6 @@ from pttd.radio.audio.codec import (
     APPLICATION,
     Decoder,
     Encoder,
-    LinearResampler,
     OpusSettings,
     decode_rate_for,
 )
@@ -341,35 +340,6 @@ def test_decoder_at_44100_gives_882_samples_per_20_ms() -> None:
     lengths.append(dec.decode_fec(packets[-1], 882).shape[0])
     lengths.append(dec.conceal(882).shape[0])
     assert lengths == [882] * len(lengths)
-
-
-def test_resampler_is_seamless_across_blocks() -> None:
-    rng = np.random.default_rng(7)
-    signal = rng.normal(0, 1000, 48000).astype(np.float32)
-    whole = LinearResampler(48000, 44100).process(signal)
-    blockwise = LinearResampler(48000, 44100)
-    cuts = np.cumsum(rng.integers(1, 2000, 60))
-    pieces = [blockwise.process(p) for p in np.split(signal, cuts[cuts < 48000])]
-    joined = np.concatenate(pieces)
-    assert joined.shape == whole.shape == (44100,)
-    np.testing.assert_allclose(joined, whole, atol=1e-2)
-
-
-@pytest.mark.parametrize(("src", "dst"), [(48000, 44100), (24000, 22050), (48000, 96000)])
-def test_resampler_keeps_a_sine(src: int, dst: int) -> None:
-    f = 440.0
-    x = np.sin(2 * np.pi * f * np.arange(src) / src).astype(np.float32)
-    r = LinearResampler(src, dst)
-    y = np.concatenate([r.process(b) for b in np.split(x, 50)])
-    assert y.shape[0] == dst
-    # Output k is the input at time k·src/dst, one input sample late.
-    t = np.arange(dst) / dst - 1 / src
-    expected = np.where(t >= 0, np.sin(2 * np.pi * f * t), 0.0)
-    assert np.max(np.abs(y[10:] - expected[10:])) < 0.01
-
-
-def test_resampler_of_an_empty_block() -> None:
-    assert LinearResampler(48000, 44100).process(np.zeros(0, np.float32)).shape == (0,)
 
 
 # --------------------------------------------------------------------------- copy=False

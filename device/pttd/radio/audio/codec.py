@@ -33,7 +33,6 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import opuslib  # type: ignore[import-untyped]
 import opuslib.api.ctl  # type: ignore[import-untyped]
 import opuslib.api.decoder  # type: ignore[import-untyped]
@@ -41,7 +40,8 @@ import opuslib.api.encoder  # type: ignore[import-untyped]
 import opuslib.api.info  # type: ignore[import-untyped]
 
 from pttd.errors import AudioConfigError, CodecError
-from pttd.radio.audio import Pcm
+from pttd.radio.audio import Pcm, to_pcm
+from pttd.radio.audio.resample import StreamResampler
 from pttd.wire.messages import OPUS_SAMPLE_RATES, CodecHeader
 
 if TYPE_CHECKING:
@@ -226,8 +226,9 @@ def decode_rate_for(output_rate: int) -> int:
     """The rate libopus decodes at for an output device running at ``output_rate``.
 
     The output rate itself when it is an Opus rate; otherwise the smallest Opus rate above it
-    (48000 for 44100, 24000 for 22050), so that libopus band-limits and the resampler only has
-    to bridge a small ratio; 48000 for outputs faster than 48000.
+    (48000 for 44100, 24000 for 22050), so that libopus band-limits and the
+    :class:`~pttd.radio.audio.resample.StreamResampler` only has to bridge a small ratio; 48000
+    for outputs faster than 48000.
     """
     if output_rate <= 0:
         raise AudioConfigError(f"output_rate: {output_rate} is not a sample rate")
@@ -237,54 +238,13 @@ def decode_rate_for(output_rate: int) -> int:
     return OPUS_SAMPLE_RATES[-1]
 
 
-class LinearResampler:
-    """Stateful linear-interpolation resampler for a fixed rate ratio.
-
-    Output sample ``k`` lies at input time ``k * in_rate / out_rate``, kept as an exact fraction,
-    and interpolates between the two input samples around it; the last input sample of one block
-    is carried into the next, so block edges are seamless (no clicks) and a block of ``m`` input
-    samples yields ``m * out_rate / in_rate`` outputs whenever that is whole (882 for 960 at
-    48000 → 44100). The output lags the input by one input sample. Linear interpolation is a
-    gentle low-pass with no anti-aliasing filter: fine here because libopus already band-limits
-    what it decodes to below the output's Nyquist frequency or close to it (see
-    :func:`decode_rate_for`), and this is speech.
-    """
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        if in_rate <= 0 or out_rate <= 0:
-            raise AudioConfigError(f"resampler rates {in_rate} → {out_rate}")
-        g = np.gcd(in_rate, out_rate)
-        self._step = in_rate // int(g)  # input advance per output sample, in 1/_den units
-        self._den = out_rate // int(g)
-        self._next = 0  # position of the next output sample, in 1/_den input samples
-        self._last = 0.0  # the previous block's last input sample
-
-    def process(self, block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Resample one block; the result's length varies with the carried phase."""
-        m = block.shape[0]
-        if m == 0:
-            return np.zeros(0, np.float32)
-        limit = m * self._den  # outputs lie before the block's last sample
-        count = max(0, -(-(limit - self._next) // self._step))
-        pos = self._next + self._step * np.arange(count, dtype=np.int64)
-        index = pos // self._den
-        frac = (pos % self._den).astype(np.float32) / np.float32(self._den)
-        padded = np.empty(m + 1, np.float32)
-        padded[0] = self._last
-        padded[1:] = block
-        out: npt.NDArray[np.float32] = padded[index] * (np.float32(1.0) - frac)
-        out += padded[index + 1] * frac
-        self._next += self._step * count - limit
-        self._last = float(block[-1])
-        return out
-
-
 class Decoder:
     """Decodes Opus packets of one stream to mono int16 at ``output_rate``.
 
     Any Opus packet decodes (mono or stereo, any encoded rate): libopus decodes at
     :func:`decode_rate_for` ``(output_rate)`` with ``channels`` channels (stereo is then averaged
-    to mono); when that is not ``output_rate`` a :class:`LinearResampler` bridges the gap. Sample
+    to mono); when that is not ``output_rate`` a
+    :class:`~pttd.radio.audio.resample.StreamResampler` bridges the gap. Sample
     counts given to :meth:`decode_fec` and :meth:`conceal` are at ``output_rate``; they are
     rounded to whole 2.5 ms Opus frames, and with resampling the result can differ from the
     request by a sample as the resampler's phase moves.
@@ -313,7 +273,7 @@ class Decoder:
         self._state = self._opus.decoder_state
         self._libopus_decode = opuslib.api.decoder.libopus_decode
         self._resampler = (
-            LinearResampler(self.decode_rate, output_rate)
+            StreamResampler(self.decode_rate, output_rate)
             if self.decode_rate != output_rate
             else None
         )
@@ -372,5 +332,4 @@ class Decoder:
             mono = pcm.astype(np.float32)
         if self._resampler is not None:
             mono = self._resampler.process(mono)
-        out: Pcm = np.clip(np.rint(mono), -32768, 32767).astype(np.int16)
-        return out
+        return to_pcm(mono)
