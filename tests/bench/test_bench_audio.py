@@ -14,13 +14,11 @@ from pttd.bench.audio import (
     AudioSettings,
     aligned,
     best_lag,
-    fft_resample,
     format_report,
     frames_of,
     has_fec,
     lost_packets,
     pesq_wb,
-    to_pcm,
 )
 from pttd.demo import speech_sample
 from pttd.radio.audio.codec import Encoder, OpusSettings
@@ -82,14 +80,6 @@ def test_quick_settings_and_table(quick_run: Run) -> None:
 def test_quick_defaults_are_smaller() -> None:
     full = AudioSettings()
     assert full.chain_rounds == 3 and full.cpu_rounds == 7 and full.cpu_frames == 500
-
-
-def test_fft_resampling_round_trip_gives_the_signal_back() -> None:
-    x = speech_sample(16000)[:16000]
-    up = fft_resample(x, 48000)
-    back = fft_resample(up, 16000)
-    assert np.max(np.abs(back - x)) < 1e-6 * 32768
-    assert np.array_equal(to_pcm(back), x)
 
 
 def test_best_lag_finds_a_known_delay() -> None:

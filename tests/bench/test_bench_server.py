@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from pttd.bench.server import BenchSettings, format_report, percentile
+from pttd.bench.common import median, nearest_rank
+from pttd.bench.server import BenchSettings, format_report
 
 LISTENERS = 5
 FIGURES = ("packets_per_s", "p50_ms", "p99_ms")
@@ -92,13 +93,19 @@ def test_human_table_names_both_servers_and_targets(run: tuple[dict[str, Any], P
 
 def test_percentile_is_nearest_rank() -> None:
     values = list(range(1, 101))
-    assert percentile(values, 50) == 50
-    assert percentile(values, 99) == 99
-    assert percentile(values, 100) == 100
-    assert percentile([7], 99) == 7
-    assert percentile([1, 2, 3], 50) == 2
+    assert nearest_rank(values, 50) == 50
+    assert nearest_rank(values, 99) == 99
+    assert nearest_rank(values, 100) == 100
+    assert nearest_rank([7], 99) == 7
+    assert nearest_rank([1, 2, 3], 50) == 2
     with pytest.raises(ValueError):
-        percentile([], 50)
+        nearest_rank([], 50)
+
+
+def test_median_is_rounded() -> None:
+    assert median([3.0, 1.0, 2.0], 1) == 2.0
+    assert median([1.0, 2.0], 0) == 2.0  # 1.5 to even
+    assert median([0.123456, 0.2], 3) == 0.162
 
 
 def test_quick_defaults_are_smaller() -> None:

@@ -151,6 +151,21 @@ def test_libopus_loads_here() -> None:
     check = check_opus(config())
     assert check.status == "pass", check
     assert check.message.startswith("libopus ")
+    assert "48000 Hz mono in 20 ms frames at 24 kbit/s, complexity 5" in check.message
+    assert "FEC on (5 % expected loss), DTX off (read back from the encoder)" in check.message
+
+
+def test_libopus_check_reads_back_the_configured_encoder() -> None:
+    text = (
+        "[audio]\nsample_rate = 16000\nframe_ms = 40\nbitrate = 16000\ncomplexity = 3\n"
+        "fec = false\nexpected_loss_percent = 12\ndtx = true\n"
+    )
+    check = check_opus(config(text))
+    assert check.status == "pass", check
+    assert check.message.endswith(
+        "encodes 16000 Hz mono in 40 ms frames at 16 kbit/s, complexity 3, FEC off "
+        "(12 % expected loss), DTX on (read back from the encoder)"
+    )
 
 
 def dev(index: int, name: str, ins: int, outs: int, default: bool = False) -> AudioDevice:

@@ -22,7 +22,6 @@ from pttd.sim.audio import (
     RecordingSink,
     impulse,
     read_wav,
-    resample,
     silence,
     sine,
 )
@@ -80,13 +79,6 @@ def test_signals() -> None:
     assert x[4800] == round(0.8 * 32767)
     with pytest.raises(ValueError, match="past the end"):
         impulse(1.0, 0.5)
-
-
-def test_resample_linear() -> None:
-    x = np.array([0, 100, 200, 300], dtype=np.int16)
-    assert resample(x, 16000, 16000).tolist() == [0, 100, 200, 300]
-    assert resample(x, 16000, 32000).tolist() == [0, 50, 100, 150, 200, 250, 300, 300]
-    assert resample(x, 32000, 16000).tolist() == [0, 200]
 
 
 def write_wav(path: Path, data: np.ndarray, rate: int, channels: int = 1, width: int = 2) -> None:

@@ -145,11 +145,6 @@ def json_examples() -> list[dict[str, Any]]:
     return [json.loads(block) for block in blocks]
 
 
-def json_name(f: dataclasses.Field[Any]) -> str:
-    """A dataclass field's name on the wire (``from_`` is ``from``)."""
-    return f.name.rstrip("_")
-
-
 def public_strings(prefix: str = "") -> dict[str, str]:
     """The module-level upper-case string constants of pttd.wire.messages."""
     return {
@@ -212,7 +207,7 @@ def test_extension_messages_are_marked_and_listed() -> None:
 def test_every_field_is_documented_and_no_other(kind: Any) -> None:
     parent = "Client commands" if kind in CLIENT_COMMANDS else "Server events"
     _, body = message_sections(parent)[kind.COMMAND]
-    fields = {json_name(f) for f in dataclasses.fields(kind)}
+    fields = {p.json_name(f) for f in dataclasses.fields(kind)}
     documented = first_column_names(body)
     # A field table lists `command` and every field; the error table lists error strings.
     field_rows = documented - set(ERRORS.values())
@@ -221,7 +216,7 @@ def test_every_field_is_documented_and_no_other(kind: Any) -> None:
 
 
 def test_every_answer_field_is_documented_and_no_other() -> None:
-    fields = {json_name(f) for f in dataclasses.fields(p.Response)}
+    fields = {p.json_name(f) for f in dataclasses.fields(p.Response)}
     assert first_column_names(section("Answers")) == fields | {"success"}
 
 

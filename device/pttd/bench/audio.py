@@ -1,9 +1,10 @@
 """Audio quality and CPU cost of the device's audio path, on the shipped speech sample.
 
 The sample is ``pttd/data/speech.wav`` (espeak-ng, 16 kHz mono, 5 s). It is brought to the
-device's 48 kHz once, band-limited (FFT), and the 48 kHz outputs are brought back to 16 kHz the same
-way: that round trip alone scores the PESQ maximum (``resampling_only``), so the conversions add
-nothing to what is measured. Every output is aligned to what went in by cross-correlation first.
+device's 48 kHz once, and the 48 kHz outputs are brought back to 16 kHz, by pttd's one resampler
+(:func:`pttd.radio.audio.resample.resample`, soxr ``HQ``): that round trip alone scores the PESQ
+maximum (``resampling_only``), so the conversions add nothing to what is measured. Every output
+is aligned to what went in by cross-correlation first.
 
 Quality: PESQ wide-band (ITU-T P.862.2, the ``pesq`` package) against the 16 kHz original, of
 
@@ -62,7 +63,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import opuslib  # type: ignore[import-untyped]
-import opuslib.api.ctl  # type: ignore[import-untyped]
 import opuslib.api.decoder  # type: ignore[import-untyped]
 import opuslib.api.encoder  # type: ignore[import-untyped]
 
@@ -79,9 +79,10 @@ from pttd.bench.common import (
 )
 from pttd.bench.server import BenchError, pinned
 from pttd.demo import ROOM, loopback_bench, speech_sample
-from pttd.radio.audio import Pcm
+from pttd.radio.audio import Pcm, to_pcm
 from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.audio.mixer import Mixer
+from pttd.radio.audio.resample import resample
 from pttd.radio.config import AudioConfig, Config, DeviceConfig, StateConfig
 from pttd.radio.daemon import Device
 from pttd.radio.leds import build_leds
@@ -119,31 +120,6 @@ TONES_S: Final = 0.4  # B's 'connected' tone plays out before its speaker is cle
 # --------------------------------------------------------------------------- signals
 
 
-def fft_resample(x: npt.NDArray[Any], n_out: int) -> Floats:
-    """``x`` resampled to ``n_out`` samples, band-limited: its spectrum cut or padded with zeros.
-
-    The whole signal is taken as one period, which suits a clip that starts and ends in
-    silence; 16 kHz → 48 kHz → 16 kHz gives the signal back to within rounding.
-    """
-    x64 = np.asarray(x, np.float64)
-    n = x64.shape[0]
-    spectrum = np.fft.rfft(x64)
-    out = np.zeros(n_out // 2 + 1, np.complex128)
-    k = min(spectrum.shape[0], out.shape[0])
-    out[:k] = spectrum[:k]
-    if n_out > n and n % 2 == 0:
-        out[n // 2] *= 0.5  # the input's Nyquist bin stands for +fs/2 and -fs/2: split it
-    elif n_out < n and n_out % 2 == 0:
-        out[-1] = out[-1].real  # the output's Nyquist bin is real
-    result: Floats = np.fft.irfft(out, n_out) * (n_out / n)
-    return result
-
-
-def to_pcm(x: Floats) -> Pcm:
-    out: Pcm = np.clip(np.rint(x), -32768, 32767).astype(np.int16)
-    return out
-
-
 def best_lag(recording: Floats, sent: Floats) -> int:
     """The delay in samples (>= 0) at which ``sent`` best matches ``recording``."""
     size = 1 << (recording.shape[0] + sent.shape[0] - 1).bit_length()
@@ -174,7 +150,7 @@ def pesq_wb(reference: Pcm, degraded: Floats) -> float:
 def score(reference: Pcm, sent: Pcm, output: npt.NDArray[Any]) -> float:
     """PESQ WB of a 48 kHz ``output`` of ``sent`` (48 kHz) against the 16 kHz ``reference``."""
     part, _lag = aligned(output, sent)
-    return pesq_wb(reference, fft_resample(part, reference.shape[0]))
+    return pesq_wb(reference, resample(part, RATE, REF_RATE))
 
 
 def has_fec(packet: bytes) -> bool:
@@ -201,19 +177,6 @@ def frames_of(signal: Pcm, samples: int) -> list[Pcm]:
     padded = np.zeros(count * samples, np.int16)
     padded[: signal.shape[0]] = signal
     return [padded[i * samples : (i + 1) * samples] for i in range(count)]
-
-
-def opus_settings(audio: AudioConfig) -> OpusSettings:
-    """The encoder settings a device with this configuration uses."""
-    return OpusSettings(
-        sample_rate=audio.sample_rate,
-        frame_ms=audio.frame_ms,
-        bitrate=audio.bitrate,
-        complexity=audio.complexity,
-        fec=audio.fec,
-        expected_loss_percent=audio.expected_loss_percent,
-        dtx=audio.dtx,
-    )
 
 
 def lost_packets(count: int, rate: float, seed: int) -> frozenset[int]:
@@ -452,7 +415,7 @@ class CpuBench:
 
     def __init__(self, frames: list[Pcm], audio: AudioConfig, workdir: Path) -> None:
         self.audio = replace(audio, backend="sim")
-        self.settings = opus_settings(audio)
+        self.settings = OpusSettings.from_config(audio)
         self.samples = self.settings.frame_samples
         self.frames = [np.ascontiguousarray(f) for f in frames]
         self.pointers = [f.ctypes.data_as(_Int16Ptr) for f in self.frames]
@@ -468,17 +431,8 @@ class CpuBench:
         return ns / frames / 1000
 
     def libopus_encode(self) -> float:
-        s, ctl = self.settings, opuslib.api.ctl
-        raw = opuslib.Encoder(s.sample_rate, 1, opuslib.APPLICATION_VOIP)
-        state = raw.encoder_state
-        for request, value in (
-            (ctl.set_bitrate, s.bitrate),
-            (ctl.set_complexity, s.complexity),
-            (ctl.set_inband_fec, int(s.fec)),
-            (ctl.set_packet_loss_perc, s.expected_loss_percent),
-            (ctl.set_dtx, int(s.dtx)),
-        ):
-            opuslib.api.encoder.encoder_ctl(state, request, value)
+        encoder = Encoder(self.settings)  # a fresh one, set up as the device's; kept alive:
+        state = encoder.state  # its libopus state is freed with it
         out = ctypes.create_string_buffer(4000)
         encode, n = opuslib.api.encoder.libopus_encode, self.samples
         t0 = time.thread_time_ns()
@@ -594,13 +548,13 @@ async def bench(settings: AudioSettings) -> dict[str, Any]:
     began = time.perf_counter()
     load_before = load_average()
     audio = AudioConfig()  # the device's defaults
-    opus = opus_settings(audio)
+    opus = OpusSettings.from_config(audio)
     if audio.sample_rate != RATE or audio.frame_ms != FRAME_MS:
         raise BenchError(f"the bench expects {RATE} Hz, {FRAME_MS} ms frames")
     samples = opus.frame_samples
     reference = speech_sample(REF_RATE)
-    mic = to_pcm(fft_resample(reference, reference.shape[0] * RATE // REF_RATE))
-    resampling_only = pesq_wb(reference, fft_resample(mic, reference.shape[0]))
+    mic = to_pcm(resample(reference, REF_RATE, RATE))
+    resampling_only = pesq_wb(reference, resample(mic, RATE, REF_RATE))
 
     # Codec only: the sample and the tail of silence the chain's talker also captures.
     frames = frames_of(mic, samples) + [np.zeros(samples, np.int16)] * round(TAIL_S * 50)

@@ -62,6 +62,7 @@ def distribution(values_ms: Sequence[float], digits: int = 2) -> dict[str, Any]:
 
 
 def median(values: Sequence[float], digits: int) -> float:
+    """The median (:func:`statistics.median`), rounded to ``digits``."""
     return round(statistics.median(values), digits)
 
 

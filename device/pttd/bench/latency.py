@@ -58,7 +58,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pttd.bench.audio import UNITY_VOLUME, best_lag, frames_of, opus_settings
+from pttd.bench.audio import UNITY_VOLUME, best_lag, frames_of
 from pttd.bench.common import (
     add_output_arguments,
     distribution,
@@ -73,7 +73,7 @@ from pttd.bench.common import (
 from pttd.bench.server import SOURCE_ROOT, BenchError
 from pttd.demo import ROOM, Bench, SimDevice, loopback_bench
 from pttd.radio.audio import Pcm
-from pttd.radio.audio.codec import Decoder, Encoder
+from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.config import AudioConfig
 from pttd.radio.link import LinkSettings, pair
 from pttd.radio.machine import Link
@@ -148,7 +148,7 @@ def mic_signal(seconds: float) -> Pcm:
 
 def codec_reference(signal: Pcm, audio: AudioConfig, seconds: float) -> Pcm:
     """The first ``seconds`` of ``signal`` through the codec alone, as B would play them."""
-    settings = opus_settings(audio)
+    settings = OpusSettings.from_config(audio)
     encoder, decoder = Encoder(settings), Decoder(RATE)
     head = signal[: round(seconds * RATE)]
     return np.concatenate([decoder.decode(encoder.encode(f)) for f in frames_of(head, 960)])

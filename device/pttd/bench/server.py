@@ -37,7 +37,6 @@ import importlib.metadata
 import logging
 import os
 import platform
-import statistics
 import struct
 import sys
 import tempfile
@@ -52,7 +51,16 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 import pttd
 from pttd.bench import baseline
-from pttd.bench.common import add_output_arguments, emit, finish, load_average, mark, start_logging
+from pttd.bench.common import (
+    add_output_arguments,
+    emit,
+    finish,
+    load_average,
+    mark,
+    median,
+    nearest_rank,
+    start_logging,
+)
 from pttd.cliargs import positive_int
 from pttd.errors import PttdError
 from pttd.server.registry import Registry
@@ -136,14 +144,6 @@ def audio_frame(stream_id: int, phase: int, seq: int) -> bytes:
     """A Channel-API audio frame whose payload carries phase, sequence number and send time."""
     payload = STAMP.pack(phase, seq, time.perf_counter_ns()) + PADDING
     return p.AudioPacket(stream_id, 0, payload).encode()
-
-
-def percentile(ordered: Sequence[int], q: float) -> int:
-    """The nearest-rank ``q``-th percentile (0 < q <= 100) of an ascending sequence."""
-    if not ordered:
-        raise ValueError("no values")
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least 1
-    return ordered[int(rank) - 1]
 
 
 # --------------------------------------------------------------------------- listeners
@@ -668,8 +668,8 @@ async def run_round(
             other_cpu = max(0.0, busy1 - busy0 - server_cpu_s - client_cpu_s) / wall_s
     return RoundResult(
         packets_per_s=deliveries / throughput_s,
-        p50_ms=percentile(latencies, 50) / 1e6,
-        p99_ms=percentile(latencies, 99) / 1e6,
+        p50_ms=nearest_rank(latencies, 50) / 1e6,
+        p99_ms=nearest_rank(latencies, 99) / 1e6,
         max_ms=latencies[-1] / 1e6,
         paced_server_us=paced_server_us,
         lost=tally.lost(LATENCY) + tally.lost(THROUGHPUT),
@@ -696,8 +696,9 @@ async def _close_all(connections: list[ClientConnection]) -> None:
 
 
 def _median(values: Sequence[float | None], digits: int) -> float | None:
+    """The median of the rounds that measured the figure; None when none did."""
     known = [v for v in values if v is not None]
-    return round(statistics.median(known), digits) if known else None
+    return median(known, digits) if known else None
 
 
 def summarise(rounds: Sequence[RoundResult]) -> dict[str, Any]:

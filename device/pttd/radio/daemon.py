@@ -159,15 +159,7 @@ class Device:
         self.leds = leds
         self.clock = clock
         a = config.audio
-        self.opus = OpusSettings(
-            sample_rate=a.sample_rate,
-            frame_ms=a.frame_ms,
-            bitrate=a.bitrate,
-            complexity=a.complexity,
-            fec=a.fec,
-            expected_loss_percent=a.expected_loss_percent,
-            dtx=a.dtx,
-        )
+        self.opus = OpusSettings.from_config(a)
         self.encoder = Encoder(self.opus)
         saved = store.settings()
         self.mixer = Mixer(

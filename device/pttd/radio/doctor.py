@@ -2,7 +2,8 @@
 
 It checks the config against its board profile (pins that clash with the board's I2S, I2C or
 UART; two functions on one pin is the config's own rule, :func:`pttd.radio.config.pin_clashes`, so a
-config with one does not load), that libopus loads, that the audio devices the config names
+config with one does not load), that libopus loads and the encoder the daemon builds from the
+config keeps its settings (read back from libopus), that the audio devices the config names
 exist and are the board's, that the GPIO chip, the sound devices, the serial ports and the input
 devices are open to the service's user (as systemd starts it: its groups plus the unit's
 SupplementaryGroups), that the kernel's login console is not on pttd's console port, that the
@@ -306,17 +307,17 @@ def check_pins(config: Config, profile: Profile | None) -> list[Check]:
 
 
 def check_opus(config: Config) -> Check:
+    """The encoder the daemon runs, built the daemon's way, encodes; its settings read back."""
     try:
+        import numpy as np  # noqa: PLC0415
         import opuslib.api.info  # type: ignore[import-untyped]  # noqa: PLC0415
 
         from pttd.radio.audio.codec import Encoder, OpusSettings  # noqa: PLC0415
 
-        a = config.audio
-        settings = OpusSettings(sample_rate=a.sample_rate, frame_ms=a.frame_ms, bitrate=a.bitrate)
-        encoder = Encoder(settings)
-        import numpy as np  # noqa: PLC0415
-
-        encoder.encode(np.zeros(settings.frame_samples, dtype=np.int16))
+        encoder = Encoder(OpusSettings.from_config(config.audio))
+        encoder.encode(np.zeros(encoder.settings.frame_samples, dtype=np.int16))
+        applied = encoder.applied_settings()
+        wrong = encoder.mismatches()
         version = opuslib.api.info.get_version_string()
         if isinstance(version, bytes):
             version = version.decode("ascii", "replace")
@@ -326,7 +327,22 @@ def check_opus(config: Config) -> Check:
             f"the Opus codec does not load or encode: {exc}",
             "sudo apt install libopus0 (and reinstall pttd if opuslib is missing)",
         )
-    return passed("libopus", f"{version} encodes {config.audio.sample_rate} Hz mono")
+    if wrong:
+        said = ", ".join(f"{name} {got} (set to {want})" for name, (want, got) in wrong.items())
+        return failed(
+            "libopus",
+            f"{version} does not keep the [audio] settings: it reports {said}",
+            "install a libopus that supports them (sudo apt install libopus0) and opuslib==3.0.1",
+        )
+    on_off = {0: "off", 1: "on"}
+    return passed(
+        "libopus",
+        f"{version} encodes {applied['sample_rate']} Hz mono in "
+        f"{encoder.settings.frame_ms} ms frames at {applied['bitrate'] // 1000} kbit/s, "
+        f"complexity {applied['complexity']}, FEC {on_off[applied['inband_fec']]} "
+        f"({applied['packet_loss_perc']} % expected loss), DTX {on_off[applied['dtx']]} "
+        "(read back from the encoder)",
+    )
 
 
 def _portaudio_devices() -> list[AudioDevice]:

@@ -31,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pttd.errors import AudioError
-from pttd.radio.audio import FrameHandler, Pcm, PullFn
+from pttd.radio.audio import FrameHandler, Pcm, PullFn, to_pcm
+from pttd.radio.audio.resample import resample
 
 log = logging.getLogger(__name__)
 
@@ -92,27 +93,11 @@ def impulse(
     return x
 
 
-def resample(x: Pcm, from_rate: int, to_rate: int) -> Pcm:
-    """Change the sample rate by linear interpolation between neighbouring samples.
-
-    Simple and dependency-free, good enough for test and demo signals; it does not filter, so
-    downsampling folds content above the new Nyquist frequency back (aliasing) and upsampling
-    leaves images. For quality measurements supply the signal at the pipeline's rate.
-    """
-    if from_rate == to_rate or len(x) == 0:
-        return x.copy()
-    n_out = round(len(x) * to_rate / from_rate)
-    positions = np.arange(n_out) * (from_rate / to_rate)
-    y = np.interp(positions, np.arange(len(x)), x.astype(np.float64))
-    out: Pcm = np.clip(np.rint(y), -32768, FULL_SCALE).astype(np.int16)
-    return out
-
-
 def read_wav(path: str | Path, *, sample_rate: int) -> Pcm:
     """A 16-bit PCM WAV file as mono int16 at ``sample_rate``.
 
-    Several channels are averaged into one; another rate is converted with :func:`resample`
-    (linear interpolation).
+    Several channels are averaged into one; another rate is converted with
+    :func:`pttd.radio.audio.resample.resample`.
 
     :raises AudioError: if the file is not 16-bit PCM WAV.
     """
@@ -126,8 +111,8 @@ def read_wav(path: str | Path, *, sample_rate: int) -> Pcm:
         raise AudioError(f"{path}: not a PCM WAV file ({exc})") from exc
     x = np.frombuffer(raw, dtype="<i2").astype(np.int16)
     if channels > 1:
-        x = np.rint(x.reshape(-1, channels).mean(axis=1)).astype(np.int16)
-    return resample(x, rate, sample_rate)
+        x = to_pcm(x.reshape(-1, channels).mean(axis=1))
+    return x if rate == sample_rate else to_pcm(resample(x, rate, sample_rate))
 
 
 # --- source ---------------------------------------------------------------------------------

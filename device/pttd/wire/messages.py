@@ -6,6 +6,12 @@ frames into typed, immutable messages and back, and nothing else: no sockets, no
 Parsing raises only :class:`pttd.errors.ProtocolError`, whose ``error`` is the exact Channel-API
 error string to answer with. For every valid message ``m``, ``parse(m.to_json()) == m``.
 
+Writing is derived, not written per message: each message class lists its JSON keys in wire
+order (:func:`_writes`), and a field's metadata (:func:`_wire`) says where it differs from the
+plain rule: its JSON name when not its own (``for_`` is ``for``, see :func:`json_name`), and a
+value left out as ``None`` is (``listen_only`` false, ``priority`` normal). ``None`` is always
+left out, a tuple is a JSON list and a :class:`CodecHeader` its base64 text.
+
 Size limits (why these numbers):
 
 * ``MAX_BINARY_FRAME`` = 8 KiB. One Opus packet lasts at most 120 ms and Opus peaks at
@@ -25,8 +31,9 @@ import base64
 import binascii
 import json
 import struct
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, ClassVar, Final, Literal, TypeAlias, TypeVar
 
 from pttd.errors import ProtocolError
 
@@ -278,17 +285,101 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _compact(obj: dict[str, Any]) -> str:
-    return json.dumps(
-        {k: v for k, v in obj.items() if v is not None}, separators=(",", ":"), ensure_ascii=False
-    )
+# --------------------------------------------------------------------------- writing JSON
+
+_JSON_NAME: Final = "json"  # field metadata: the field's JSON key, when not its name
+_LEFT_OUT: Final = "left_out"  # field metadata: a value written by leaving the key out
+_NEVER: Final = object()  # "left_out" of a field with none: only None is left out
+
+
+def _wire(*, json: str | None = None, left_out: Any = _NEVER) -> dict[str, Any]:
+    """The ``field(metadata=...)`` of a message field whose JSON differs from the plain rule:
+    ``json``, its key (when not the field's name); ``left_out``, a value written by leaving the
+    key out, as ``None`` is."""
+    metadata: dict[str, Any] = {}
+    if json is not None:
+        metadata[_JSON_NAME] = json
+    if left_out is not _NEVER:
+        metadata[_LEFT_OUT] = left_out
+    return metadata
+
+
+def json_name(f: Field[Any]) -> str:
+    """A message field's key on the wire (``from_`` is ``from``)."""
+    name: str = f.metadata.get(_JSON_NAME, f.name)
+    return name
+
+
+def _json_value(value: object) -> object:
+    """What ``json.dumps`` cannot write itself: a codec header, as its base64 text."""
+    if isinstance(value, CodecHeader):
+        return value.encode()
+    raise TypeError(f"{type(value).__name__} is not a protocol value")
+
+
+class _Message:
+    """What the JSON messages share: :meth:`to_json`, as the class's :func:`_writes` says."""
+
+    __slots__ = ()
+    _KEYS: ClassVar[tuple[tuple[str, str, object], ...]] = ()  # (key, attribute, left-out value)
+
+    def to_json(self) -> str:
+        """The message as a compact JSON text frame."""
+        obj: dict[str, Any] = {}
+        for key, attribute, left_out in self._KEYS:
+            value = getattr(self, attribute)
+            if value is not None and (left_out is _NEVER or value != left_out):
+                obj[key] = value
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_json_value)
+
+
+_M = TypeVar("_M", bound=_Message)
+
+
+def _writes(*keys: str) -> Callable[[type[_M]], type[_M]]:
+    """Class decorator: the message's ``to_json`` writes ``keys``, in this order. Each is a
+    field's :func:`json_name` (every field must be there), ``command`` (the class's ``COMMAND``)
+    or the name of a flag property (``Response.success``), written only when true."""
+
+    def build(cls: type[_M]) -> type[_M]:
+        unwritten = {json_name(f): f for f in fields(cls)}  # type: ignore[arg-type]
+        plan: list[tuple[str, str, object]] = []
+        for key in keys:
+            f = unwritten.pop(key, None)
+            if f is not None:
+                plan.append((key, f.name, f.metadata.get(_LEFT_OUT, _NEVER)))
+            elif key == "command" and hasattr(cls, "COMMAND"):
+                plan.append((key, "COMMAND", _NEVER))
+            elif isinstance(getattr(cls, key, None), property):
+                plan.append((key, key, False))
+            else:
+                raise TypeError(f"{cls.__name__} has no {key!r} to write")
+        if unwritten:
+            raise TypeError(f"{cls.__name__} does not write {', '.join(unwritten)}")
+        cls._KEYS = tuple(plan)
+        return cls
+
+    return build
 
 
 # --------------------------------------------------------------------------- client commands
 
 
+@_writes(
+    "command",
+    "seq",
+    "auth_token",
+    "refresh_token",
+    "username",
+    "password",
+    "channels",
+    "listen_only",
+    "version",
+    "platform_type",
+    "platform_name",
+)
 @dataclass(frozen=True, slots=True)
-class Logon:
+class Logon(_Message):
     """``logon``: credentials, the rooms to join, and optional client facts."""
 
     COMMAND: ClassVar[str] = "logon"
@@ -298,30 +389,13 @@ class Logon:
     refresh_token: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    listen_only: bool = False
+    listen_only: bool = field(default=False, metadata=_wire(left_out=False))
     version: str | None = None
     platform_type: str | None = None
     platform_name: str | None = None
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback
         return f"Logon(seq={self.seq}, channels={self.channels}, username={self.username!r})"
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "seq": self.seq,
-                "auth_token": self.auth_token,
-                "refresh_token": self.refresh_token,
-                "username": self.username,
-                "password": self.password,
-                "channels": list(self.channels),
-                "listen_only": self.listen_only or None,
-                "version": self.version,
-                "platform_type": self.platform_type,
-                "platform_name": self.platform_name,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> Logon:
@@ -353,8 +427,11 @@ class Logon:
         )
 
 
+@_writes(
+    "command", "seq", "type", "codec", "codec_header", "packet_duration", "channel", "priority"
+)
 @dataclass(frozen=True, slots=True)
-class StartStream:
+class StartStream(_Message):
     """``start_stream``: ask for the floor in ``channel`` (or the only joined room)."""
 
     COMMAND: ClassVar[str] = "start_stream"
@@ -362,23 +439,9 @@ class StartStream:
     packet_duration: int
     seq: int | None = None
     channel: str | None = None
-    priority: Priority = "normal"
+    priority: Priority = field(default="normal", metadata=_wire(left_out="normal"))
     type: Literal["audio"] = "audio"
     codec: Literal["opus"] = "opus"
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "seq": self.seq,
-                "type": self.type,
-                "codec": self.codec,
-                "codec_header": self.codec_header.encode(),
-                "packet_duration": self.packet_duration,
-                "channel": self.channel,
-                "priority": None if self.priority == "normal" else self.priority,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> StartStream:
@@ -395,8 +458,9 @@ class StartStream:
         )
 
 
+@_writes("command", "seq", "stream_id", "channel")
 @dataclass(frozen=True, slots=True)
-class StopStream:
+class StopStream(_Message):
     """``stop_stream``: release the floor."""
 
     COMMAND: ClassVar[str] = "stop_stream"
@@ -404,41 +468,21 @@ class StopStream:
     seq: int | None = None
     channel: str | None = None
 
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "seq": self.seq,
-                "stream_id": self.stream_id,
-                "channel": self.channel,
-            }
-        )
-
     @classmethod
     def from_fields(cls, f: _Fields) -> StopStream:
         return cls(f.integer("stream_id"), f.seq, f.opt_string("channel"))
 
 
+@_writes("command", "seq", "channel", "text", "for")
 @dataclass(frozen=True, slots=True)
-class SendTextMessage:
+class SendTextMessage(_Message):
     """``send_text_message``: a text to a room (``for_``: to one user of it)."""
 
     COMMAND: ClassVar[str] = "send_text_message"
     channel: str
     text: str
     seq: int | None = None
-    for_: str | None = None
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "seq": self.seq,
-                "channel": self.channel,
-                "text": self.text,
-                "for": self.for_,
-            }
-        )
+    for_: str | None = field(default=None, metadata=_wire(json="for"))
 
     @classmethod
     def from_fields(cls, f: _Fields) -> SendTextMessage:
@@ -450,8 +494,9 @@ class SendTextMessage:
         )
 
 
+@_writes("command", "seq", "code", "device_name")
 @dataclass(frozen=True, slots=True)
-class Pair:
+class Pair(_Message):
     """``pair`` (pttd extension): trade a one-time pairing code for a device credential."""
 
     COMMAND: ClassVar[str] = "pair"
@@ -459,30 +504,18 @@ class Pair:
     device_name: str
     seq: int | None = None
 
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "seq": self.seq,
-                "code": self.code,
-                "device_name": self.device_name,
-            }
-        )
-
     @classmethod
     def from_fields(cls, f: _Fields) -> Pair:
         return cls(f.string("code", limit=MAX_SECRET), f.string("device_name"), f.seq)
 
 
+@_writes("command", "seq")
 @dataclass(frozen=True, slots=True)
-class Unpair:
+class Unpair(_Message):
     """``unpair`` (pttd extension): a logged-on device gives its credential up."""
 
     COMMAND: ClassVar[str] = "unpair"
     seq: int | None = None
-
-    def to_json(self) -> str:
-        return _compact({"command": self.COMMAND, "seq": self.seq})
 
     @classmethod
     def from_fields(cls, f: _Fields) -> Unpair:
@@ -498,22 +531,13 @@ _CLIENT_COMMANDS: Final[dict[str, Any]] = {
 # --------------------------------------------------------------------------- server messages
 
 
+@_writes("command", "channel", "status", "users_online")
 @dataclass(frozen=True, slots=True)
-class OnChannelStatus:
+class OnChannelStatus(_Message):
     COMMAND: ClassVar[str] = "on_channel_status"
     channel: str
     status: ChannelStatus = "online"
     users_online: int = 0
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "channel": self.channel,
-                "status": self.status,
-                "users_online": self.users_online,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> OnChannelStatus:
@@ -525,32 +549,28 @@ class OnChannelStatus:
         )
 
 
+@_writes(
+    "command",
+    "type",
+    "codec",
+    "codec_header",
+    "packet_duration",
+    "stream_id",
+    "channel",
+    "from",
+    "priority",
+)
 @dataclass(frozen=True, slots=True)
-class OnStreamStart:
+class OnStreamStart(_Message):
     COMMAND: ClassVar[str] = "on_stream_start"
     stream_id: int
     channel: str
-    from_: str
+    from_: str = field(metadata=_wire(json="from"))
     codec_header: CodecHeader
     packet_duration: int
-    priority: Priority = "normal"
+    priority: Priority = field(default="normal", metadata=_wire(left_out="normal"))
     type: Literal["audio"] = "audio"
     codec: Literal["opus"] = "opus"
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "type": self.type,
-                "codec": self.codec,
-                "codec_header": self.codec_header.encode(),
-                "packet_duration": self.packet_duration,
-                "stream_id": self.stream_id,
-                "channel": self.channel,
-                "from": self.from_,
-                "priority": None if self.priority == "normal" else self.priority,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> OnStreamStart:
@@ -568,59 +588,38 @@ class OnStreamStart:
         )
 
 
+@_writes("command", "stream_id", "channel", "reason")
 @dataclass(frozen=True, slots=True)
-class OnStreamStop:
+class OnStreamStop(_Message):
     COMMAND: ClassVar[str] = "on_stream_stop"
     stream_id: int
     channel: str | None = None
     reason: str | None = None
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "stream_id": self.stream_id,
-                "channel": self.channel,
-                "reason": self.reason,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> OnStreamStop:
         return cls(f.integer("stream_id"), f.opt_string("channel"), f.opt_string("reason"))
 
 
+@_writes("command", "error")
 @dataclass(frozen=True, slots=True)
-class OnError:
+class OnError(_Message):
     COMMAND: ClassVar[str] = "on_error"
     error: str
-
-    def to_json(self) -> str:
-        return _compact({"command": self.COMMAND, "error": self.error})
 
     @classmethod
     def from_fields(cls, f: _Fields) -> OnError:
         return cls(f.string("error", limit=MAX_TEXT))
 
 
+@_writes("command", "channel", "from", "text", "message_id")
 @dataclass(frozen=True, slots=True)
-class OnTextMessage:
+class OnTextMessage(_Message):
     COMMAND: ClassVar[str] = "on_text_message"
     channel: str
-    from_: str
+    from_: str = field(metadata=_wire(json="from"))
     text: str
     message_id: int
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "command": self.COMMAND,
-                "channel": self.channel,
-                "from": self.from_,
-                "text": self.text,
-                "message_id": self.message_id,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> OnTextMessage:
@@ -632,8 +631,20 @@ class OnTextMessage:
         )
 
 
+@_writes(
+    "seq",
+    "success",
+    "error",
+    "refresh_token",
+    "stream_id",
+    "auth_token",
+    "channels",
+    "reason",
+    "talker",
+    "device_name",
+)
 @dataclass(frozen=True, slots=True)
-class Response:
+class Response(_Message):
     """The answer to a request with a ``seq``: ``success`` with result fields, or an ``error``.
 
     Result fields: ``refresh_token`` (logon), ``stream_id`` (start_stream), ``auth_token`` and
@@ -653,22 +664,6 @@ class Response:
     @property
     def success(self) -> bool:
         return self.error is None
-
-    def to_json(self) -> str:
-        return _compact(
-            {
-                "seq": self.seq,
-                "success": True if self.error is None else None,
-                "error": self.error,
-                "refresh_token": self.refresh_token,
-                "stream_id": self.stream_id,
-                "auth_token": self.auth_token,
-                "channels": None if self.channels is None else list(self.channels),
-                "reason": self.reason,
-                "talker": self.talker,
-                "device_name": self.device_name,
-            }
-        )
 
     @classmethod
     def from_fields(cls, f: _Fields) -> Response:

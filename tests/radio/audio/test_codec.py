@@ -5,17 +5,20 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import opuslib  # type: ignore[import-untyped]
+import opuslib.api.ctl  # type: ignore[import-untyped]
+import opuslib.api.encoder  # type: ignore[import-untyped]
 import pytest
 
 from pttd.errors import AudioConfigError, AudioError, CodecError, ConfigError
 from pttd.radio.audio import Pcm
 from pttd.radio.audio.codec import (
+    APPLICATION,
     Decoder,
     Encoder,
-    LinearResampler,
     OpusSettings,
     decode_rate_for,
 )
+from pttd.radio.config import AudioConfig
 from pttd.wire.messages import CodecHeader
 
 
@@ -52,6 +55,32 @@ def test_settings_defaults() -> None:
     assert s.frame_samples == 960
     assert s.packet_duration == 20
     assert s.codec_header() == CodecHeader(48000, 1, 20)
+
+
+def test_settings_from_the_default_config_are_the_defaults() -> None:
+    assert OpusSettings.from_config(AudioConfig()) == OpusSettings()
+
+
+def test_settings_from_config_take_every_opus_key() -> None:
+    audio = AudioConfig(
+        sample_rate=16000,
+        frame_ms=40,
+        bitrate=16000,
+        complexity=3,
+        fec=False,
+        expected_loss_percent=10,
+        dtx=True,
+        volume=20,  # not an encoder setting
+    )
+    assert OpusSettings.from_config(audio) == OpusSettings(
+        sample_rate=16000,
+        frame_ms=40,
+        bitrate=16000,
+        complexity=3,
+        fec=False,
+        expected_loss_percent=10,
+        dtx=True,
+    )
 
 
 @pytest.mark.parametrize("rate", [8000, 12000, 16000, 24000, 48000])
@@ -103,6 +132,21 @@ def test_encoder_settings_take_effect() -> None:
         "packet_loss_perc": 5,
         "dtx": 0,
     }
+
+
+def test_encoder_reports_no_mismatch_for_what_it_was_given() -> None:
+    s = OpusSettings(complexity=9, fec=False, dtx=True)
+    encoder = Encoder(s)
+    assert encoder.mismatches() == {}
+    assert encoder.applied_settings() == s.ctl_values()
+    assert s.ctl_values()["application"] == APPLICATION == opuslib.APPLICATION_VOIP
+
+
+def test_encoder_mismatches_name_a_setting_changed_behind_its_back() -> None:
+    encoder = Encoder(OpusSettings(complexity=5))
+    opuslib.api.encoder.encoder_ctl(encoder.state, opuslib.api.ctl.set_complexity, 2)
+    opuslib.api.encoder.encoder_ctl(encoder.state, opuslib.api.ctl.set_inband_fec, 0)
+    assert encoder.mismatches() == {"complexity": (5, 2), "inband_fec": (1, 0)}
 
 
 def test_encoder_non_default_settings_take_effect() -> None:
@@ -296,35 +340,6 @@ def test_decoder_at_44100_gives_882_samples_per_20_ms() -> None:
     lengths.append(dec.decode_fec(packets[-1], 882).shape[0])
     lengths.append(dec.conceal(882).shape[0])
     assert lengths == [882] * len(lengths)
-
-
-def test_resampler_is_seamless_across_blocks() -> None:
-    rng = np.random.default_rng(7)
-    signal = rng.normal(0, 1000, 48000).astype(np.float32)
-    whole = LinearResampler(48000, 44100).process(signal)
-    blockwise = LinearResampler(48000, 44100)
-    cuts = np.cumsum(rng.integers(1, 2000, 60))
-    pieces = [blockwise.process(p) for p in np.split(signal, cuts[cuts < 48000])]
-    joined = np.concatenate(pieces)
-    assert joined.shape == whole.shape == (44100,)
-    np.testing.assert_allclose(joined, whole, atol=1e-2)
-
-
-@pytest.mark.parametrize(("src", "dst"), [(48000, 44100), (24000, 22050), (48000, 96000)])
-def test_resampler_keeps_a_sine(src: int, dst: int) -> None:
-    f = 440.0
-    x = np.sin(2 * np.pi * f * np.arange(src) / src).astype(np.float32)
-    r = LinearResampler(src, dst)
-    y = np.concatenate([r.process(b) for b in np.split(x, 50)])
-    assert y.shape[0] == dst
-    # Output k is the input at time k·src/dst, one input sample late.
-    t = np.arange(dst) / dst - 1 / src
-    expected = np.where(t >= 0, np.sin(2 * np.pi * f * t), 0.0)
-    assert np.max(np.abs(y[10:] - expected[10:])) < 0.01
-
-
-def test_resampler_of_an_empty_block() -> None:
-    assert LinearResampler(48000, 44100).process(np.zeros(0, np.float32)).shape == (0,)
 
 
 # --------------------------------------------------------------------------- copy=False

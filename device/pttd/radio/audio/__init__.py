@@ -20,6 +20,13 @@ import numpy.typing as npt
 Pcm = npt.NDArray[np.int16]
 """Mono 16-bit samples."""
 
+
+def to_pcm(x: npt.NDArray[np.floating]) -> Pcm:
+    """Samples on the int16 scale (floats), rounded and clipped to int16."""
+    out: Pcm = np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+    return out
+
+
 FrameHandler = Callable[[Pcm, float], None]
 """Receives (frame, capture time of its first sample on time.monotonic()) on the loop thread."""
 

@@ -1,15 +1,18 @@
 """Opus encoding and decoding of mono int16 frames, over opuslib and the system libopus.
 
-* :class:`OpusSettings` — what the device encodes with; its :meth:`~OpusSettings.codec_header`
-  is what ``start_stream`` announces.
+* :class:`OpusSettings` — what the device encodes with, built from the ``[audio]`` configuration
+  by :meth:`~OpusSettings.from_config` (the daemon, ``pttd doctor`` and the benchmarks all build
+  it there); its :meth:`~OpusSettings.codec_header` is what ``start_stream`` announces.
 * :class:`Encoder` — one frame of ``frame_samples`` samples in, one Opus packet out.
 * :class:`Decoder` — any Opus packet in (mono or stereo, any encoded rate), mono int16 out at the
   output device's rate, plus in-band FEC recovery and packet-loss concealment.
 
 opuslib 3.0.1's ``Encoder.inband_fec`` setter drops its value (TypeError) and it has no ``dtx``
-property at all, so every encoder setting goes through opuslib's low-level ``encoder_ctl`` (tests
-read each one back). Encoding and decoding call opuslib's ctypes bindings of ``opus_encode`` and
-``opus_decode`` with numpy buffers, which spares building a Python list per frame.
+property at all, so every encoder setting goes through opuslib's low-level ``encoder_ctl``;
+:meth:`Encoder.applied_settings` reads each one back, and :meth:`Encoder.mismatches` compares
+them with what was set (``pttd doctor`` reports it). Encoding and decoding call opuslib's
+ctypes bindings of ``opus_encode`` and ``opus_decode`` with numpy buffers, which spares building
+a Python list per frame.
 
 Complexity 5 by default: the encoder shares a small ARM board with the decoder, the websocket and
 asyncio. One 20 ms frame at 48 kHz measured 0.13 / 0.26 / 0.47 ms of one x86 core at complexity
@@ -26,11 +29,10 @@ carry no FEC data and a recovery falls back to concealment. It also skips FEC on
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import opuslib  # type: ignore[import-untyped]
 import opuslib.api.ctl  # type: ignore[import-untyped]
 import opuslib.api.decoder  # type: ignore[import-untyped]
@@ -38,8 +40,12 @@ import opuslib.api.encoder  # type: ignore[import-untyped]
 import opuslib.api.info  # type: ignore[import-untyped]
 
 from pttd.errors import AudioConfigError, CodecError
-from pttd.radio.audio import Pcm
+from pttd.radio.audio import Pcm, to_pcm
+from pttd.radio.audio.resample import StreamResampler
 from pttd.wire.messages import OPUS_SAMPLE_RATES, CodecHeader
+
+if TYPE_CHECKING:
+    from pttd.radio.config import AudioConfig
 
 __all__ = ["FRAME_MS_CHOICES", "Decoder", "Encoder", "OpusSettings", "decode_rate_for"]
 
@@ -50,12 +56,30 @@ MAX_PACKET_BYTES: Final = 4000  # libopus's recommended output buffer for one pa
 MAX_PACKET_MS: Final = 120  # the longest an Opus packet can last
 _PLC_QUANTUM_DIVISOR: Final = 400  # Opus frames are multiples of 2.5 ms = rate / 400 samples
 
+APPLICATION: Final = opuslib.APPLICATION_VOIP  # the encoder's application (speech)
+
+_CTL: Final[Any] = opuslib.api.ctl
+_ENCODER_CTLS: Final[dict[str, tuple[Any, Any]]] = {
+    # name (as OpusSettings.ctl_values has it): (its OPUS_SET_* ctl, or None when fixed at
+    # creation; its OPUS_GET_* ctl)
+    "sample_rate": (None, _CTL.get_sample_rate),
+    "application": (None, _CTL.get_application),
+    "bitrate": (_CTL.set_bitrate, _CTL.get_bitrate),
+    "complexity": (_CTL.set_complexity, _CTL.get_complexity),
+    "inband_fec": (_CTL.set_inband_fec, _CTL.get_inband_fec),
+    "packet_loss_perc": (_CTL.set_packet_loss_perc, _CTL.get_packet_loss_perc),
+    "dtx": (_CTL.set_dtx, _CTL.get_dtx),
+}
+
 _Int16Ptr = ctypes.POINTER(ctypes.c_int16)
 
 
 @dataclass(frozen=True, slots=True)
 class OpusSettings:
-    """How the device encodes its microphone: mono Opus, VOIP application."""
+    """How the device encodes its microphone: mono Opus, VOIP application.
+
+    Every field is the ``[audio]`` key of the same name: :meth:`from_config` builds it.
+    """
 
     sample_rate: int = 48000
     frame_ms: int = 20
@@ -74,6 +98,23 @@ class OpusSettings:
         for name in ("fec", "dtx"):
             if not isinstance(getattr(self, name), bool):
                 raise AudioConfigError(f"{name}: {getattr(self, name)!r} is not true or false")
+
+    @classmethod
+    def from_config(cls, audio: AudioConfig) -> OpusSettings:
+        """The settings a device with this ``[audio]`` configuration encodes with."""
+        return cls(**{f.name: getattr(audio, f.name) for f in fields(cls)})
+
+    def ctl_values(self) -> dict[str, int]:
+        """What each encoder ctl is set to, by the names :meth:`Encoder.applied_settings` uses."""
+        return {
+            "sample_rate": self.sample_rate,
+            "application": APPLICATION,
+            "bitrate": self.bitrate,
+            "complexity": self.complexity,
+            "inband_fec": int(self.fec),
+            "packet_loss_perc": self.expected_loss_percent,
+            "dtx": int(self.dtx),
+        }
 
     @property
     def frame_samples(self) -> int:
@@ -122,37 +163,37 @@ class Encoder:
         self.settings = settings if settings is not None else OpusSettings()
         s = self.settings
         try:
-            self._opus: Any = opuslib.Encoder(s.sample_rate, 1, opuslib.APPLICATION_VOIP)
+            self._opus: Any = opuslib.Encoder(s.sample_rate, 1, APPLICATION)
         except opuslib.OpusError as exc:
             raise CodecError(f"cannot create an Opus encoder: {exc}") from exc
         self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
-        self._apply()
+        for name, value in s.ctl_values().items():
+            setter = _ENCODER_CTLS[name][0]
+            if setter is not None:
+                self._encoder_ctl(setter, value)
 
-    def _apply(self) -> None:
-        s, ctl = self.settings, opuslib.api.ctl
-        for request, value in (
-            (ctl.set_bitrate, s.bitrate),
-            (ctl.set_complexity, s.complexity),
-            (ctl.set_inband_fec, int(s.fec)),
-            (ctl.set_packet_loss_perc, s.expected_loss_percent),
-            (ctl.set_dtx, int(s.dtx)),
-        ):
-            self._encoder_ctl(request, value)
+    @property
+    def state(self) -> Any:
+        """libopus's encoder state, for a bare ``opus_encode`` call (the audio benchmark's).
+
+        It is freed with this encoder: keep the encoder referenced while the state is used.
+        """
+        return self._opus.encoder_state
 
     def _encoder_ctl(self, request: Any, value: int | None = None) -> int:
         return _ctl(opuslib.api.encoder.encoder_ctl, self._opus.encoder_state, request, value)
 
     def applied_settings(self) -> dict[str, int]:
-        """The settings as libopus reports them (its ``OPUS_GET_*`` ctls)."""
-        ctl = opuslib.api.ctl
+        """The settings as libopus reports them (its ``OPUS_GET_*`` ctls), by ctl name."""
+        return {name: self._encoder_ctl(ctls[1]) for name, ctls in _ENCODER_CTLS.items()}
+
+    def mismatches(self) -> dict[str, tuple[int, int]]:
+        """Each setting libopus reports differently from what was set: ``(set, reported)``."""
+        applied = self.applied_settings()
         return {
-            "sample_rate": self._encoder_ctl(ctl.get_sample_rate),
-            "application": self._encoder_ctl(ctl.get_application),
-            "bitrate": self._encoder_ctl(ctl.get_bitrate),
-            "complexity": self._encoder_ctl(ctl.get_complexity),
-            "inband_fec": self._encoder_ctl(ctl.get_inband_fec),
-            "packet_loss_perc": self._encoder_ctl(ctl.get_packet_loss_perc),
-            "dtx": self._encoder_ctl(ctl.get_dtx),
+            name: (value, applied[name])
+            for name, value in self.settings.ctl_values().items()
+            if applied[name] != value
         }
 
     def reset(self) -> None:
@@ -185,8 +226,9 @@ def decode_rate_for(output_rate: int) -> int:
     """The rate libopus decodes at for an output device running at ``output_rate``.
 
     The output rate itself when it is an Opus rate; otherwise the smallest Opus rate above it
-    (48000 for 44100, 24000 for 22050), so that libopus band-limits and the resampler only has
-    to bridge a small ratio; 48000 for outputs faster than 48000.
+    (48000 for 44100, 24000 for 22050), so that libopus band-limits and the
+    :class:`~pttd.radio.audio.resample.StreamResampler` only has to bridge a small ratio; 48000
+    for outputs faster than 48000.
     """
     if output_rate <= 0:
         raise AudioConfigError(f"output_rate: {output_rate} is not a sample rate")
@@ -196,54 +238,13 @@ def decode_rate_for(output_rate: int) -> int:
     return OPUS_SAMPLE_RATES[-1]
 
 
-class LinearResampler:
-    """Stateful linear-interpolation resampler for a fixed rate ratio.
-
-    Output sample ``k`` lies at input time ``k * in_rate / out_rate``, kept as an exact fraction,
-    and interpolates between the two input samples around it; the last input sample of one block
-    is carried into the next, so block edges are seamless (no clicks) and a block of ``m`` input
-    samples yields ``m * out_rate / in_rate`` outputs whenever that is whole (882 for 960 at
-    48000 → 44100). The output lags the input by one input sample. Linear interpolation is a
-    gentle low-pass with no anti-aliasing filter: fine here because libopus already band-limits
-    what it decodes to below the output's Nyquist frequency or close to it (see
-    :func:`decode_rate_for`), and this is speech.
-    """
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        if in_rate <= 0 or out_rate <= 0:
-            raise AudioConfigError(f"resampler rates {in_rate} → {out_rate}")
-        g = np.gcd(in_rate, out_rate)
-        self._step = in_rate // int(g)  # input advance per output sample, in 1/_den units
-        self._den = out_rate // int(g)
-        self._next = 0  # position of the next output sample, in 1/_den input samples
-        self._last = 0.0  # the previous block's last input sample
-
-    def process(self, block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Resample one block; the result's length varies with the carried phase."""
-        m = block.shape[0]
-        if m == 0:
-            return np.zeros(0, np.float32)
-        limit = m * self._den  # outputs lie before the block's last sample
-        count = max(0, -(-(limit - self._next) // self._step))
-        pos = self._next + self._step * np.arange(count, dtype=np.int64)
-        index = pos // self._den
-        frac = (pos % self._den).astype(np.float32) / np.float32(self._den)
-        padded = np.empty(m + 1, np.float32)
-        padded[0] = self._last
-        padded[1:] = block
-        out: npt.NDArray[np.float32] = padded[index] * (np.float32(1.0) - frac)
-        out += padded[index + 1] * frac
-        self._next += self._step * count - limit
-        self._last = float(block[-1])
-        return out
-
-
 class Decoder:
     """Decodes Opus packets of one stream to mono int16 at ``output_rate``.
 
     Any Opus packet decodes (mono or stereo, any encoded rate): libopus decodes at
     :func:`decode_rate_for` ``(output_rate)`` with ``channels`` channels (stereo is then averaged
-    to mono); when that is not ``output_rate`` a :class:`LinearResampler` bridges the gap. Sample
+    to mono); when that is not ``output_rate`` a
+    :class:`~pttd.radio.audio.resample.StreamResampler` bridges the gap. Sample
     counts given to :meth:`decode_fec` and :meth:`conceal` are at ``output_rate``; they are
     rounded to whole 2.5 ms Opus frames, and with resampling the result can differ from the
     request by a sample as the resampler's phase moves.
@@ -272,7 +273,7 @@ class Decoder:
         self._state = self._opus.decoder_state
         self._libopus_decode = opuslib.api.decoder.libopus_decode
         self._resampler = (
-            LinearResampler(self.decode_rate, output_rate)
+            StreamResampler(self.decode_rate, output_rate)
             if self.decode_rate != output_rate
             else None
         )
@@ -331,5 +332,4 @@ class Decoder:
             mono = pcm.astype(np.float32)
         if self._resampler is not None:
             mono = self._resampler.process(mono)
-        out: Pcm = np.clip(np.rint(mono), -32768, 32767).astype(np.int16)
-        return out
+        return to_pcm(mono)
