@@ -40,3 +40,27 @@ def test_filter_rewrites_records(caplog: pytest.LogCaptureFixture) -> None:
         logger.filters.clear()
     assert token not in caplog.text
     assert MASK in caplog.text
+
+
+def test_outside_text_cannot_forge_a_log_line_or_drive_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A name or a message from outside with a newline, a carriage return or an escape sequence
+    stays on its one line, shown escaped; the handler setup_logging installs applies it."""
+    from pttd.redact import LOG_BUFFER, escape_controls, setup_logging
+
+    forged = "bob\n2026-12-02 05:00:00 ERROR pttd.radio.link: the server revoked this device\x1b[2J"
+    assert "\n" not in escape_controls(forged) and "\x1b" not in escape_controls(forged)
+    assert escape_controls("tab\tand é ok") == "tab\tand é ok"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(logging.INFO)
+        logging.getLogger("pttd.test").info("text message from %s in ops", forged)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err
+    assert "bob\\n2026-12-02 05:00:00 ERROR" in err and "\\x1b[2J" in err
+    assert LOG_BUFFER.lines(1)[0].endswith("\\x1b[2J in ops")

@@ -49,6 +49,26 @@ def redact(text: str) -> str:
     return text
 
 
+# Control characters (C0 but tab, DEL, C1) and the Unicode line and paragraph separators.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line, with nothing a terminal acts on: newlines, carriage returns,
+    escape sequences and other control characters shown as ``\\n``, ``\\r``, ``\\x1b`` …,
+    so that what came from outside (a text message, a device name) cannot forge a log line or
+    clear the operator's screen."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in "\n\r":
+        return "\\n" if char == "\n" else "\\r"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+
 def _frame_summary(arg: object) -> object:
     """A websockets frame as its kind and size only. websockets logs every frame at DEBUG with
     (the ends of) its payload, and frames carry tokens, codes and passwords: a pattern cannot
@@ -65,14 +85,14 @@ def _frame_summary(arg: object) -> object:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's final message through :func:`redact`, websocket frames in its
-    arguments reduced to their kind and size."""
+    """Rewrites each record's final message through :func:`redact` and :func:`escape_controls`,
+    websocket frames in its arguments reduced to their kind and size."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(_frame_summary(arg) for arg in record.args)
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = escape_controls(redact(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_text is None and record.exc_info[1] is not None:
