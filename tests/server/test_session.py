@@ -612,3 +612,14 @@ def test_next_deadline_is_the_earliest_of_every_timer(rooms: tuple[str, ...]) ->
     h.later(1.0)
     h.talk("a", room="ops")
     assert h.core.next_deadline == 6.0
+
+
+def test_an_unknown_command_is_logged_by_its_length_not_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness()
+    h.connect("c")
+    with caplog.at_level("INFO", logger="pttd.server.session"):
+        h.run(h.core.text("c", '{"command": "launch-the-missiles-now", "seq": 3}', h.now))
+    assert h.answer("c", 3).error == p.UNKNOWN_COMMAND
+    assert "missiles" not in caplog.text and "a command name of 22 characters" in caplog.text

@@ -745,7 +745,7 @@ def parse_client_message(frame: str | bytes) -> ClientCommand:
     name = _command_name(obj, seq)
     kind = _CLIENT_COMMANDS.get(name)
     if kind is None:
-        raise ProtocolError(UNKNOWN_COMMAND, repr(name[:MAX_NAME]), seq)
+        raise ProtocolError(UNKNOWN_COMMAND, f"a command name of {len(name)} characters", seq)
     message: ClientCommand = kind.from_fields(_Fields(obj, seq))
     return message
 
@@ -758,7 +758,7 @@ def parse_server_message(frame: str | bytes) -> ServerMessage:
     name = _command_name(obj, seq)
     kind = _SERVER_EVENTS.get(name)
     if kind is None:
-        raise ProtocolError(UNKNOWN_COMMAND, repr(name[:MAX_NAME]), seq)
+        raise ProtocolError(UNKNOWN_COMMAND, f"a command name of {len(name)} characters", seq)
     message: ServerMessage = kind.from_fields(_Fields(obj, seq))
     return message
 
