@@ -622,4 +622,4 @@ def test_an_unknown_command_is_logged_by_its_length_not_its_text(
     with caplog.at_level("INFO", logger="pttd.server.session"):
         h.run(h.core.text("c", '{"command": "launch-the-missiles-now", "seq": 3}', h.now))
     assert h.answer("c", 3).error == p.UNKNOWN_COMMAND
-    assert "missiles" not in caplog.text and "a command name of 22 characters" in caplog.text
+    assert "missiles" not in caplog.text and "a command name of 23 characters" in caplog.text
