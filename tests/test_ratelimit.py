@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pttd.ratelimit import FailureLog, RateLimiter
+from pttd.ratelimit import FailureLog, LogThrottle, RateLimiter
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -30,3 +30,12 @@ def test_failure_log_blocks_within_the_window_and_forgets_after() -> None:
         failures.record(f"10.1.0.{i}", 100.0)
     failures.record("10.2.0.1", 200.0)
     assert len(failures) == 1
+
+
+def test_log_throttle_lets_a_burst_through_then_counts() -> None:
+    throttle = LogThrottle(burst=3, window=10.0)
+    assert [throttle.allow("junk", 0.0) for _ in range(5)] == [0, 0, 0, None, None]
+    assert throttle.allow("other", 1.0) == 0  # causes are counted apart
+    assert throttle.allow("junk", 9.9) is None
+    assert throttle.allow("junk", 10.0) == 3  # the next window's first line tells the held ones
+    assert throttle.allow("junk", 10.1) == 0

@@ -80,3 +80,32 @@ class FailureLog:
                 times.remove(stamp)
             if not times:
                 del self._failures[address]
+
+
+class LogThrottle:
+    """At most ``burst`` log lines per cause in any ``window`` seconds; what is held back is
+    counted and told with the next line of that cause ("… and 312 more like this").
+
+    The causes are the code's own fixed strings, never outside input, so the table stays small.
+    What a client can make the server or the device log is bounded by it: a flood of junk costs
+    a few lines a window, not one line a frame."""
+
+    def __init__(self, burst: int = 10, window: float = 10.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._causes: dict[str, list[float]] = {}  # cause -> [window start, lines, held back]
+
+    def allow(self, cause: str, now: float) -> int | None:
+        """None: hold this line back. Otherwise the number of lines of this cause held back
+        since the last one let through (to say so)."""
+        state = self._causes.get(cause)
+        if state is None or now - state[0] >= self.window:
+            held = int(state[2]) if state is not None else 0
+            self._causes[cause] = [now, 1, 0]
+            return held
+        if state[1] < self.burst:
+            state[1] += 1
+            held, state[2] = int(state[2]), 0
+            return held
+        state[2] += 1
+        return None

@@ -96,7 +96,7 @@ class Harness:
     # the client's side -------------------------------------------------------------------
 
     def connect(self, conn: str, address: str = "192.0.2.1") -> None:
-        self.core.connected(conn, address, self.now)
+        self.run(self.core.connected(conn, address, self.now))
 
     def send(self, conn: str, message: Any) -> list[Any]:
         return self.run(self.core.text(conn, message.to_json(), self.now))
@@ -185,7 +185,7 @@ def test_failed_logons_block_passwords_from_that_address_but_not_device_tokens()
 def test_attempts_sent_at_once_count_before_they_are_checked() -> None:
     """Many password guesses sent together: only as many get a password check as the limit
     allows; the rest are refused without one. A right one gives its reservation back."""
-    h = Harness(auth_failures=5)
+    h = Harness(auth_failures=5, max_pending_per_address=100)
     checks: list[CheckLogon[str]] = []
     for i in range(30):
         h.connect(f"g{i}")
@@ -623,3 +623,45 @@ def test_an_unknown_command_is_logged_by_its_length_not_its_text(
         h.run(h.core.text("c", '{"command": "launch-the-missiles-now", "seq": 3}', h.now))
     assert h.answer("c", 3).error == p.UNKNOWN_COMMAND
     assert "missiles" not in caplog.text and "a command name of 23 characters" in caplog.text
+
+
+def test_one_user_opens_a_bounded_number_of_sessions() -> None:
+    h = Harness(max_sessions_per_principal=3)
+    for i in range(3):
+        assert h.logon(f"ann{i}", ANN).success
+    refused = h.logon("ann3", ANN)
+    assert (refused.error, refused.reason) == (p.NOT_AUTHORIZED, p.REASON_TOO_MANY_SESSIONS)
+    h.run(h.core.disconnected("ann0"))
+    assert h.logon("ann4", ANN).success
+    for i in range(5):  # a device has one connection: a new one replaces the old
+        assert h.logon(f"van{i}", VAN).success
+    assert sum(1 for s in h.core.sessions.values() if s.principal == VAN) == 1
+
+
+def test_connections_not_logged_on_go_first_when_there_are_too_many() -> None:
+    h = Harness(max_pending_per_address=3, max_connections=6)
+    h.logon("ann", ANN)
+    for i in range(3):
+        h.connect(f"x{i}", "198.51.100.7")
+    h.connect("x3", "198.51.100.7")  # a fourth from that address: the oldest pending goes
+    assert h.closed == {"x0": (1013, "too many connections")} and "x0" not in h.core.sessions
+    h.connect("y0", "203.0.113.9")
+    h.connect("y1", "203.0.113.9")
+    h.connect("y2", "203.0.113.9")  # full (6): the oldest pending anywhere goes, not ann
+    assert "x1" in h.closed and "ann" in h.core.sessions
+    assert len(h.core.sessions) == 6
+
+
+def test_what_a_client_can_make_the_server_log_is_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness(log_burst=5, log_window=10.0, max_text_rate=1e6)
+    h.logon("a", ANN)
+    with caplog.at_level("INFO", logger="pttd.server.session"):
+        for _ in range(1000):
+            h.run(h.core.text("a", '{"command": "nope", "seq": 1}', h.now))
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) == 5
+        h.later(10.0)
+        h.run(h.core.text("a", '{"command": "nope", "seq": 2}', h.now))
+    assert "(and 995 more like this before)" in caplog.records[-1].getMessage()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterable
@@ -42,6 +43,8 @@ from pttd.server.session import (
 from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
+
+FD_RESERVE = 64  # file descriptors kept free of connections: SQLite, logs, the listening socket
 
 __all__ = ["MAX_PACKET_RATE", "RoomServer", "ServerSettings", "run_server", "server_tls_context"]
 
@@ -81,10 +84,21 @@ class ServerSettings:
     auth_failures: int = 5  # failed logons or pairings per address …
     auth_window: float = 60.0  # … within this many seconds, before further tries are refused
     registry_poll: float = 0.5  # seconds between looks for admin changes (revocations)
+    max_connections: int = 10_000  # in all; held below the process's file-descriptor limit
+    max_pending_per_address: int = 16  # connections not logged on yet, from one address
+    max_sessions_per_principal: int = 8  # logged-on connections of one user at once
+    log_burst: int = 10  # log lines of one kind per log_window, then counted
+    log_window: float = 10.0
 
     def core(self) -> CoreSettings:
-        """The numbers the connection rules use (the fields both have, by name)."""
-        return CoreSettings(**{f.name: getattr(self, f.name) for f in fields(CoreSettings)})
+        """The numbers the connection rules use (the fields both have, by name), with
+        ``max_connections`` held :data:`FD_RESERVE` below the file-descriptor limit, so that
+        the server sheds connections before accept() runs out of descriptors."""
+        values = {f.name: getattr(self, f.name) for f in fields(CoreSettings)}
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            values["max_connections"] = max(1, min(self.max_connections, soft - FD_RESERVE))
+        return CoreSettings(**values)
 
 
 def server_tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
@@ -210,7 +224,8 @@ class RoomServer:
         core = self.core
         loop = asyncio.get_running_loop()
         peer = ws.remote_address
-        core.connected(ws, str(peer[0]) if isinstance(peer, tuple) else str(peer), loop.time())
+        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self._apply(core.connected(ws, address, loop.time()))
         self._rearm()
         try:
             async for frame in ws:
@@ -247,7 +262,9 @@ class RoomServer:
         limit = self.settings.max_write_buffer
         for ws in receivers:
             transport = ws.transport
-            if transport is not None and transport.get_write_buffer_size() > limit:
+            if transport is None or transport.is_closing():
+                continue  # gone: writing to it would only make asyncio log each write
+            if transport.get_write_buffer_size() > limit:
                 self._drop_behind(ws)
             else:
                 out.append(ws)
@@ -256,7 +273,9 @@ class RoomServer:
     def _drop_behind(self, ws: ServerConnection) -> None:
         transport = ws.transport
         session = self.core.sessions.get(ws)
-        log.warning(
+        self.core.note(
+            logging.WARNING,
+            "behind",
             "dropping %s: %d bytes behind",
             session or "a connection",
             transport.get_write_buffer_size(),

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from pttd.errors import ProtocolError
-from pttd.ratelimit import FailureLog, RateLimiter
+from pttd.ratelimit import FailureLog, LogThrottle, RateLimiter
 from pttd.server.rooms import Granted, Room, Stream
 from pttd.wire import messages as p
 
@@ -49,6 +49,7 @@ C = TypeVar("C", bound=Hashable)  # the I/O layer's handle for a connection (a w
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # policy violation: floods, revoked credentials, logon timeout
+CLOSE_TRY_AGAIN = 1013  # try again later: too many connections
 MAX_PACKET_RATE = 250.0  # audio packets/s one client may send: 5x real time at 20 ms (0: no limit)
 
 
@@ -97,6 +98,11 @@ class CoreSettings:
     max_packet_rate: float = MAX_PACKET_RATE
     auth_failures: int = 5  # failed logons or pairings per address …
     auth_window: float = 60.0  # … within this many seconds, before further tries are refused
+    max_connections: int = 10_000  # in all (the server sets it below its file-descriptor limit)
+    max_pending_per_address: int = 16  # connections not logged on yet, from one address
+    max_sessions_per_principal: int = 8  # logged-on connections of one user (a device has one)
+    log_burst: int = 10  # log lines of one kind (refusals, floods …) per log_window …
+    log_window: float = 10.0  # … then counted and told with the next one
 
 
 # --------------------------------------------------------------------------- sessions
@@ -280,11 +286,53 @@ class ServerCore(Generic[C]):
     def __post_init__(self) -> None:
         s = self.settings
         self.auth_failures = FailureLog(s.auth_failures, s.auth_window)
+        self.log_throttle = LogThrottle(s.log_burst, s.log_window)
+        self._now = 0.0  # the latest time passed in, for lines logged where none is
+
+    def note(self, level: int, cause: str, message: str, *args: object) -> None:
+        """Log a line of the kind ``cause``, at most ``log_burst`` of a kind per ``log_window``:
+        what clients can make the server log is bounded (the rest is counted, then told)."""
+        held = self.log_throttle.allow(cause, self._now)
+        if held is None:
+            return
+        if held:
+            message += f" (and {held} more like this before)"
+        log.log(level, message, *args)
 
     # ------------------------------------------------------------------ connections
 
-    def connected(self, conn: C, address: str, now: float) -> None:
+    def connected(self, conn: C, address: str, now: float) -> list[Action[C]]:
+        """A new connection. Connections not logged on yet are the first to go when there are
+        too many: past ``max_pending_per_address`` from one address, or ``max_connections`` in
+        all, the oldest of them is closed to make room (or, with none to close, the new one)."""
+        self._now = now
+        s = self.settings
+        out: list[Action[C]] = []
+        pending = [x for x in self.sessions.values() if x.principal is None and not x.closing]
+        from_there = [x for x in pending if x.address == address]
+        shed: Session[C] | None = None
+        if len(from_there) >= s.max_pending_per_address:
+            shed = from_there[0]
+        elif len(self.sessions) >= s.max_connections:
+            if not pending:
+                self.note(
+                    logging.WARNING, "full", "refusing a connection: %d open", len(self.sessions)
+                )
+                out.append(Close(conn, CLOSE_TRY_AGAIN, "too many connections"))
+                return out
+            shed = pending[0]
+        if shed is not None:
+            self.note(
+                logging.WARNING,
+                "shed",
+                "closing %s, not logged on: too many connections",
+                shed.name,
+            )
+            shed.closing = True
+            out.append(Close(shed.conn, CLOSE_TRY_AGAIN, "too many connections"))
+            out += self.disconnected(shed.conn)
         self.sessions[conn] = Session(conn, address, self.settings, now)
+        return out
 
     def disconnected(self, conn: C) -> list[Action[C]]:
         """The connection is gone (closed by either side, or dropped as too slow)."""
@@ -293,7 +341,7 @@ class ServerCore(Generic[C]):
         if session is not None:
             self._leave_rooms(session, out)
             if session.principal is not None:
-                log.info("%s disconnected", session.name)
+                self.note(logging.INFO, "session", "%s disconnected", session.name)
         return out
 
     def _leave_rooms(self, session: Session[C], out: list[Action[C]]) -> None:
@@ -321,12 +369,13 @@ class ServerCore(Generic[C]):
     # ------------------------------------------------------------------ text frames
 
     def text(self, conn: C, frame: str, now: float) -> list[Action[C]]:
+        self._now = now
         out: list[Action[C]] = []
         session = self.sessions.get(conn)
         if session is None or session.closing:
             return out
         if not session.text_limit.allow(now):
-            log.warning("closing %s: control message flood", session.name)
+            self.note(logging.WARNING, "flood", "closing %s: control message flood", session.name)
             self._kick(session, p.INVALID_REQUEST, "flood", out)
             return out
         try:
@@ -346,7 +395,7 @@ class ServerCore(Generic[C]):
             else:
                 self._on_unpair(session, message, out)
         except ProtocolError as exc:
-            log.info("refused from %s: %s", session.name, exc)
+            self.note(logging.INFO, "refused", "refused from %s: %s", session.name, exc)
             out.append(Send((conn,), p.error_response(exc)))
         return out
 
@@ -367,6 +416,7 @@ class ServerCore(Generic[C]):
         self, conn: C, m: p.Logon, principal: Principal | None, now: float
     ) -> list[Action[C]]:
         """The registry's answer to :class:`CheckLogon`: whose credentials they were, if any."""
+        self._now = now
         out: list[Action[C]] = []
         session = self.sessions.get(conn)
         if session is None or session.closing or session.principal is not None:
@@ -380,7 +430,12 @@ class ServerCore(Generic[C]):
                 and attempt is None
                 and self.auth_failures.blocked(session.address, now)
             ):
-                log.warning("logon from %s refused: too many failed attempts", session.address)
+                self.note(
+                    logging.WARNING,
+                    "blocked",
+                    "logon from %s refused: too many failed attempts",
+                    session.address,
+                )
                 # With a reason, so that a device does not take it for a revocation.
                 self._answer(
                     session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED
@@ -393,8 +448,13 @@ class ServerCore(Generic[C]):
             not_allowed = [r for r in m.channels if r not in principal.rooms]
             if not_allowed:
                 raise ProtocolError(p.NOT_AUTHORIZED, f"rooms {not_allowed}", m.seq)
+            if self._too_many_sessions(principal):
+                self._answer(
+                    session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_TOO_MANY_SESSIONS
+                )
+                return out
         except ProtocolError as exc:
-            log.info("refused from %s: %s", session.name, exc)
+            self.note(logging.INFO, "refused", "refused from %s: %s", session.name, exc)
             out.append(Send((conn,), p.error_response(exc)))
             return out
         out.append(IssueRefreshToken(conn, m, principal))
@@ -407,6 +467,11 @@ class ServerCore(Generic[C]):
         out: list[Action[C]] = []
         session = self.sessions.get(conn)
         if session is None or session.closing or session.principal is not None:
+            return out
+        if self._too_many_sessions(principal):  # others of it logged on meanwhile
+            self._answer(
+                session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_TOO_MANY_SESSIONS
+            )
             return out
         if principal.kind == "device":
             # A device that reconnects replaces its old, possibly half-dead, connection.
@@ -422,7 +487,9 @@ class ServerCore(Generic[C]):
         session.principal = principal
         session.listen_only = m.listen_only
         session.logon_deadline = None
-        log.info(
+        self.note(
+            logging.INFO,
+            "session",
             "%s %s logged on from %s to %s%s",
             principal.kind,
             principal.name,
@@ -439,6 +506,20 @@ class ServerCore(Generic[C]):
             if room.stream is not None:  # late entry: hear the talk already going on
                 out.append(Send((session.conn,), self._stream_start(room.stream).to_json()))
         return out
+
+    def _too_many_sessions(self, principal: Principal) -> bool:
+        """A user already logged on ``max_sessions_per_principal`` times (one credential must
+        not open a thousand sessions); a device replaces its old connection instead."""
+        if principal.kind == "device":
+            return False
+        key = principal.key
+        same = sum(1 for s in self.sessions.values() if s.principal and s.principal.key == key)
+        if same < self.settings.max_sessions_per_principal:
+            return False
+        self.note(
+            logging.WARNING, "sessions", "%s refused: %d sessions already", principal.name, same
+        )
+        return True
 
     def _announce_status(self, room: Room[Session[C]], out: list[Action[C]]) -> None:
         status = p.OnChannelStatus(room.name, "online", room.users_online).to_json()
@@ -484,7 +565,14 @@ class ServerCore(Generic[C]):
             now,
         )
         if not isinstance(outcome, Granted):
-            log.info("floor of %s refused to %s: %s", room.name, session.name, outcome.reason)
+            self.note(
+                logging.INFO,
+                "floor",
+                "floor of %s refused to %s: %s",
+                room.name,
+                session.name,
+                outcome.reason,
+            )
             self._answer(
                 session,
                 m.seq,
@@ -558,7 +646,12 @@ class ServerCore(Generic[C]):
 
     def _on_pair(self, session: Session[C], m: p.Pair, now: float, out: list[Action[C]]) -> None:
         if self.auth_failures.blocked(session.address, now):
-            log.warning("pairing from %s refused: too many failed attempts", session.address)
+            self.note(
+                logging.WARNING,
+                "blocked",
+                "pairing from %s refused: too many failed attempts",
+                session.address,
+            )
             self._answer(session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_RATE_LIMITED)
             return
         session.attempt = self.auth_failures.record(session.address, now)
@@ -568,6 +661,7 @@ class ServerCore(Generic[C]):
         self, conn: C, m: p.Pair, result: Pairing | PairRefused, now: float
     ) -> list[Action[C]]:
         """The registry's answer to :class:`RedeemCode`."""
+        self._now = now
         out: list[Action[C]] = []
         session = self.sessions.get(conn)
         if session is None or session.closing:
@@ -578,10 +672,16 @@ class ServerCore(Generic[C]):
         if isinstance(result, PairRefused):
             if result.reason is None:  # a device name that cannot be used
                 exc = ProtocolError(p.INVALID_REQUEST, result.detail, m.seq)
-                log.info("refused from %s: %s", session.name, exc)
+                self.note(logging.INFO, "refused", "refused from %s: %s", session.name, exc)
                 out.append(Send((conn,), p.error_response(exc)))
                 return out
-            log.info("pairing from %s refused: %s", session.address, result.reason)
+            self.note(
+                logging.INFO,
+                "refused",
+                "pairing from %s refused: %s",
+                session.address,
+                result.reason,
+            )
             self._answer(session, m.seq, out, error=p.NOT_AUTHORIZED, reason=result.reason)
             return out
         log.info("device %s paired from %s", result.device_name, session.address)
@@ -616,12 +716,13 @@ class ServerCore(Generic[C]):
     # ------------------------------------------------------------------ audio (the hot path)
 
     def binary(self, conn: C, frame: bytes, now: float) -> list[Action[C]]:
+        self._now = now
         session = self.sessions.get(conn)
         if session is None or session.closing:
             return []
         out: list[Action[C]] = []
         if not session.packet_limit.allow(now):
-            log.warning("closing %s: audio packet flood", session.name)
+            self.note(logging.WARNING, "flood", "closing %s: audio packet flood", session.name)
             self._kick(session, p.FAILED_TO_SEND_DATA, "flood", out)
             return out
         try:
@@ -634,7 +735,9 @@ class ServerCore(Generic[C]):
                     return out  # in flight when the server ended it
                 raise ProtocolError(p.INVALID_AUDIO_PACKET, f"stream {stream_id} is not yours")
         except ProtocolError as exc:
-            log.info("refused packet from %s: %s", session.name, exc)
+            self.note(
+                logging.INFO, "refused packet", "refused packet from %s: %s", session.name, exc
+            )
             out.append(Send((conn,), p.error_response(exc)))
             return out
         packet_id = stream.take_packet_id()
@@ -664,13 +767,20 @@ class ServerCore(Generic[C]):
         """Whatever is due: connections that did not log on in time are closed; a talk ends at
         the maximum talk time, or when its audio stopped coming (a dead link the pings have not
         caught yet, a client that forgot stop_stream)."""
+        self._now = now
         out: list[Action[C]] = []
         s = self.settings
         for session in list(self.sessions.values()):
             deadline = session.logon_deadline
             if deadline is not None and now >= deadline and not session.closing:
                 session.logon_deadline = None
-                log.info("closing %s: no logon within %.0f s", session.name, s.logon_timeout)
+                self.note(
+                    logging.INFO,
+                    "logon timeout",
+                    "closing %s: no logon within %.0f s",
+                    session.name,
+                    s.logon_timeout,
+                )
                 session.closing = True
                 out.append(Close(session.conn, CLOSE_POLICY, "logon timeout"))
         for stream in list(self.streams.values()):
