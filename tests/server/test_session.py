@@ -665,3 +665,17 @@ def test_what_a_client_can_make_the_server_log_is_bounded(
         h.later(10.0)
         h.run(h.core.text("a", '{"command": "nope", "seq": 2}', h.now))
     assert "(and 995 more like this before)" in caplog.records[-1].getMessage()
+
+
+def test_a_stream_of_refused_audio_is_a_flood() -> None:
+    """Audio aimed at someone else's talk, just under the packet limit: a few refusals are
+    answered, then the sender is closed, and nothing of it was relayed."""
+    h = Harness()
+    h.logon("a", ANN)
+    h.logon("b", BOB)
+    stream = h.talk("a").stream_id or 0
+    for _ in range(100):
+        h.audio("b", stream)
+        h.now += 0.01  # 100 a second
+    assert h.closed == {"b": (CLOSE_POLICY, "flood")}
+    assert 20 <= len(h.of("b", p.OnError)) <= 30 and not h.of("a", p.AudioPacket)

@@ -50,6 +50,7 @@ C = TypeVar("C", bound=Hashable)  # the I/O layer's handle for a connection (a w
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # policy violation: floods, revoked credentials, logon timeout
 CLOSE_TRY_AGAIN = 1013  # try again later: too many connections
+REFUSED_PACKET_RATE = 5.0  # refused audio packets per second (bursts of 20) before a kick
 MAX_PACKET_RATE = 250.0  # audio packets/s one client may send: 5x real time at 20 ms (0: no limit)
 
 
@@ -121,6 +122,7 @@ class Session(Generic[C]):
         "logon_deadline",
         "packet_limit",
         "principal",
+        "refusal_limit",
         "rooms",
         "text_limit",
     )
@@ -137,6 +139,9 @@ class Session(Generic[C]):
         self.logon_deadline: float | None = now + settings.logon_timeout
         self.text_limit = RateLimiter(settings.max_text_rate, settings.max_text_rate * 2, now)
         self.packet_limit = RateLimiter(settings.max_packet_rate, settings.max_packet_rate, now)
+        # Audio packets refused (not its stream, not logged on): a few are a client's mistake,
+        # a stream of them is an attack that costs every honest talk CPU.
+        self.refusal_limit = RateLimiter(REFUSED_PACKET_RATE, REFUSED_PACKET_RATE * 4, now)
         # Streams of ours that ended under us (timeout, pre-emption): their last packets in flight
         # are dropped quietly instead of answered with errors.
         self.ended_streams: deque[int] = deque(maxlen=8)
@@ -735,6 +740,10 @@ class ServerCore(Generic[C]):
                     return out  # in flight when the server ended it
                 raise ProtocolError(p.INVALID_AUDIO_PACKET, f"stream {stream_id} is not yours")
         except ProtocolError as exc:
+            if not session.refusal_limit.allow(now):  # a stream of junk, not a late packet
+                self.note(logging.WARNING, "flood", "closing %s: invalid audio flood", session.name)
+                self._kick(session, p.INVALID_AUDIO_PACKET, "flood", out)
+                return out
             self.note(
                 logging.INFO, "refused packet", "refused packet from %s: %s", session.name, exc
             )
