@@ -261,7 +261,7 @@ async def test_no_audio_into_a_room_not_joined_or_a_stream_not_owned(
     marker = struct.Struct(">I")
     for n in range(20):
         await alice.send_audio(victim, marker.pack(n) + bytes(20))
-        for client in (outsider, insider):
+        for client in (outsider, insider) if n < 8 else ():  # more is a flood: see below
             frame = p.AudioPacket(victim, n, b"\xee" * 24).encode()
             await client.ws.send(frame)  # into alice's stream
             await client.ws.send(p.AudioPacket(victim + 1 + n, 0, b"\xee" * 24).encode())
