@@ -2,10 +2,10 @@
 
 Everything here is a real part or a thin observer of one: a :class:`RoomServer` on 127.0.0.1 with
 an OS-picked port and a registry in the test's directory, devices paired through the real pairing
-flow (:func:`pttd.radio.link.pair`) and run as :class:`pttd.radio.daemon.Device` with simulated
-audio, a
-Channel-API client that logs on as a user and records what it hears, and a TCP relay whose
-server-to-device direction a test can hold (to keep a device waiting for the floor).
+flow (:func:`pttd.radio.link.pair`) and built as every simulated device is
+(:class:`pttd.sim.device.SimDevice`), a Channel-API client that logs on as a user and records
+what it hears, and a TCP relay whose server-to-device direction a test can hold (to keep a
+device waiting for the floor).
 
 Waits are bounded (:data:`TIMEOUT`, generous for a loaded machine) and wait for a state, never
 for a time; nothing asserts on speed.
@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,27 +25,14 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from pttd.radio.config import (
-    AudioConfig,
-    ButtonsConfig,
-    Config,
-    DeviceConfig,
-    LedsConfig,
-    PttConfig,
-    ServerConfig,
-    StateConfig,
-    TalkConfig,
-)
-from pttd.radio.daemon import Device
-from pttd.radio.inputs import Input, build_inputs
-from pttd.radio.leds import Leds, build_leds
+from pttd.radio.config import Config
+from pttd.radio.inputs import Input
 from pttd.radio.link import LinkSettings, pair
-from pttd.radio.machine import DeviceMachine, Event, Link, Talk
+from pttd.radio.machine import Event, Link, Talk
 from pttd.radio.store import Credential, Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
-from pttd.sim.audio import ClockedSource, RecordingSink, sine
-from pttd.sim.inputs import SimulatedButton
+from pttd.sim.device import SimDevice, sim_config
 from pttd.wire import messages as p
 
 T = TypeVar("T")
@@ -57,7 +43,6 @@ OTHER_ROOM = "ops"
 LISTENER = "listener"
 LISTENER_PASSWORD = "listener-secret"
 RATE = 48000
-FRAME = RATE * 20 // 1000
 
 
 async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -150,23 +135,11 @@ class Snap:
 
 
 @dataclass
-class RunningDevice:
-    """A :class:`Device` with a simulated microphone and speaker, run on the test's loop."""
+class RunningDevice(SimDevice):
+    """A simulated device (:class:`SimDevice`) that can also record a :class:`Snap` after every
+    event it handles."""
 
-    device: Device
-    mic: ClockedSource
-    speaker: RecordingSink
-    button: SimulatedButton
-    task: asyncio.Task[None] | None = None
     snaps: list[Snap] = field(default_factory=list)
-
-    @property
-    def machine(self) -> DeviceMachine:
-        return self.device.machine
-
-    @property
-    def name(self) -> str:
-        return self.device.config.device.name
 
     def observe(self) -> None:
         """Record a :class:`Snap` after every event: wraps ``Device.feed`` (the one way events
@@ -189,94 +162,18 @@ class RunningDevice:
 
         self.device.feed = observed  # type: ignore[method-assign]
 
-    async def start(self) -> None:
-        ready = asyncio.Event()
-        self.task = asyncio.create_task(self.device.run(ready.set), name=f"device {self.name}")
-        async with asyncio.timeout(TIMEOUT):
-            await ready.wait()
 
-    async def until(
-        self, condition: Callable[[DeviceMachine], bool], timeout: float = TIMEOUT
-    ) -> None:
-        async with asyncio.timeout(timeout):
-            await self.device.until(condition)
-
-    async def online(self, timeout: float = TIMEOUT) -> None:
-        await self.until(lambda m: m.link is Link.ONLINE, timeout)
-
-    async def transmitting(self) -> None:
-        await self.until(lambda m: m.talk is Talk.TRANSMITTING)
-
-    async def idle(self) -> None:
-        await self.until(lambda m: m.talk is Talk.IDLE and not m.capture_open)
-
-    async def stop(self) -> None:
-        if self.task is None:
-            return
-        self.device.stop()
-        async with asyncio.timeout(TIMEOUT):
-            await self.task
-        self.task = None
+# Kept for tests/e2e/test_link.py (changed in parallel): the config is the one every simulated
+# device has.
+device_config = sim_config
 
 
-def device_config(
-    name: str,
-    url: str,
-    state_dir: Path,
-    *,
-    talk: TalkConfig | None = None,
-    ptt: Sequence[PttConfig] = (),
-    buttons: ButtonsConfig | None = None,
-    leds: LedsConfig | None = None,
-) -> Config:
-    return Config(
-        device=DeviceConfig(name=name),
-        server=ServerConfig(url=url),
-        state=StateConfig(dir=str(state_dir)),
-        audio=AudioConfig(backend="sim"),
-        talk=talk or TalkConfig(),
-        ptt=tuple(ptt),
-        buttons=buttons or ButtonsConfig(),
-        leds=leds or LedsConfig(),
-    )
-
-
-def make_device(
-    config: Config,
-    *,
-    inputs: Sequence[Input] = (),
-    pin_factory: object | None = None,
-    leds: Leds | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> RunningDevice:
-    """A device on the parts ``config`` asks for (GPIO ones on ``pin_factory``), plus a
-    :class:`SimulatedButton`, ``inputs``, a looping 440 Hz 'voice' and a recording speaker;
-    ``clock`` is its monotonic clock (the machine's and the link's time)."""
-    mic = ClockedSource(
-        sine(440.0, 1.0, sample_rate=RATE, amplitude=0.3),
-        sample_rate=RATE,
-        frame_samples=FRAME,
-        at_end="loop",
-    )
-    speaker = RecordingSink(sample_rate=RATE, frame_samples=FRAME, keep_seconds=10.0)
-    button = SimulatedButton(f"sim:{config.device.name}")
-    built = build_inputs(config.ptt, config.buttons, pin_factory=pin_factory)
-    if leds is None:
-        leds = (
-            build_leds(config.leds, pin_factory=pin_factory)
-            if pin_factory is not None
-            else build_leds(config.leds, fake=True)
-        )
-    device = Device(
-        config,
-        store=Store(config.state.dir),
-        audio_in=mic,
-        audio_out=speaker,
-        inputs=[*built, *inputs, button],
-        leds=leds,
-        clock=clock,
-    )
-    return RunningDevice(device, mic, speaker, button)
+def make_device(config: Config, **build: Any) -> RunningDevice:
+    """A device as :meth:`SimDevice.build` makes them (a looping 440 Hz 'voice', a recording
+    speaker that keeps 10 s, a :class:`SimulatedButton` after the configured inputs), its waits
+    bounded by :data:`TIMEOUT`."""
+    build = {"restart_on_open": False, "keep_seconds": 10.0, "timeout": TIMEOUT, **build}
+    return RunningDevice.build(config, **build)
 
 
 # --------------------------------------------------------------------------- the server side
@@ -339,7 +236,7 @@ class Rig:
         if server_url is not None:
             credential = dataclasses.replace(credential, server_url=server_url)
         Store(self.state_dir(name)).save_credential(credential)
-        return device_config(name, self.url, self.state_dir(name), **config)
+        return sim_config(name, self.url, self.state_dir(name), **config)
 
     async def run_device(
         self,

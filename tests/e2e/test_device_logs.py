@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from device_harness import ROOM, TIMEOUT, Listener, Rig, RunningDevice, eventually, make_device
+from device_harness import ROOM, Listener, Rig, RunningDevice, eventually, make_device
 
 from pttd.radio.machine import Link, LinkConnecting, Talk
 from pttd.redact import RedactingFilter
@@ -159,7 +159,7 @@ async def test_a_server_that_is_down_is_logged_once_summed_up_and_back_once(
 
     clock.now += 5.0
     await rig.start_server()
-    await a.online(TIMEOUT)
+    await a.online()
     back = [m for m in messages(caplog, "pttd.radio.link") if m.startswith("online at")]
     assert len(back) == 1 and re.search(r"; back after 20 s \(\d+ attempts failed\)$", back[0])
     assert len(link_lines()) == 2

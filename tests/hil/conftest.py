@@ -28,24 +28,13 @@ from hil_rig import (
 )
 from websockets.asyncio.client import connect
 
-from pttd.radio.config import (
-    Config,
-    ConsoleConfig,
-    DeviceConfig,
-    LedsConfig,
-    PttConfig,
-    ServerConfig,
-    StateConfig,
-    load_config,
-)
-from pttd.radio.daemon import Device
-from pttd.radio.inputs import build_inputs
-from pttd.radio.leds import build_leds
+from pttd.radio.config import Config, ConsoleConfig, LedsConfig, PttConfig, load_config
 from pttd.radio.link import LinkSettings, pair
 from pttd.radio.machine import Link
 from pttd.radio.store import Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
+from pttd.sim.device import assemble_device, sim_config
 from pttd.wire import messages as p
 
 
@@ -131,17 +120,18 @@ def console_cable(rig: Rig) -> Iterator[Terminal]:
 
 
 def device_config(rig: Rig, state: Path, server_url: str) -> Config:
+    """The simulated device's config on the rig's pins; the real rig's own audio config, if any."""
     base = rig.audio_config or Config()
-    audio = base.audio if rig.kind == "real" else replace(base.audio, backend="sim")
-    return Config(
-        device=DeviceConfig(name="hil-device"),
-        server=ServerConfig(url=server_url),
-        state=StateConfig(dir=str(state)),
-        audio=audio,
+    config = sim_config(
+        "hil-device",
+        server_url,
+        state,
+        base.audio,
         ptt=(PttConfig(kind="gpio", pin=rig.pins["ptt"]),),
         leds=LedsConfig(transmit=rig.pins["led"]),
         console=ConsoleConfig(port=rig.console_port),
     )
+    return replace(config, audio=base.audio) if rig.kind == "real" else config
 
 
 @pytest.fixture
@@ -156,16 +146,7 @@ async def bench(rig: Rig, tmp_path: Path) -> AsyncIterator[Bench]:
             state = tmp_path / "state"
             Store(state).save_credential(credential)
             config = device_config(rig, state, server.url)
-            audio_in, audio_out = rig.make_audio(config)
-            leds = build_leds(config.leds, pin_factory=rig.factory)
-            device = Device(
-                config,
-                store=Store(state),
-                audio_in=audio_in,
-                audio_out=audio_out,
-                inputs=build_inputs(config.ptt, config.buttons, pin_factory=rig.factory),
-                leds=leds,
-            )
+            device = assemble_device(config, *rig.make_audio(config), pin_factory=rig.factory)
             ready = asyncio.Event()
             task = asyncio.create_task(device.run(ready.set))
             # unbounded queue: a listener that reads only the first packet still closes at once

@@ -18,7 +18,6 @@ from typing import Any
 
 from channel_client import TIMEOUT, Client, eventually
 
-from pttd.demo import SimDevice, make_sim_device, sim_config
 from pttd.radio.audio import Pcm
 from pttd.radio.config import AudioConfig, TalkConfig
 from pttd.radio.link import LinkSettings, pair
@@ -27,6 +26,7 @@ from pttd.radio.store import Credential, Store
 from pttd.server.app import ServerSettings
 from pttd.server.registry import Registry
 from pttd.sim.audio import sine
+from pttd.sim.device import SimDevice, sim_config
 from pttd.wire import messages as p
 
 ROOM = "alpha"
@@ -230,13 +230,14 @@ async def start_radio(
         credential.server_url,
         state,
         audio or AudioConfig(sample_rate=SAMPLE_RATE, bitrate=16000, complexity=0, volume=87),
+        talk=talk,
+        ca_file=ca_file,
     )
-    if talk is not None:
-        config = replace(config, talk=talk)
-    if ca_file:
-        config = replace(config, server=replace(config.server, ca_file=ca_file))
-    sim = make_sim_device(
-        config, mic if mic is not None else speech_like(), restart_on_open=restart_on_open
+    sim = SimDevice.build(
+        config,
+        mic if mic is not None else speech_like(),
+        restart_on_open=restart_on_open,
+        timeout=TIMEOUT,
     )
     tls = sim.device.link.settings  # what the device made of its config: keep that
     sim.device.link.settings = replace(link, ca_file=tls.ca_file, tls_verify=tls.tls_verify)

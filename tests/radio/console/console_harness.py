@@ -17,17 +17,17 @@ import select
 import threading
 import tty
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pttd.demo import Bench, SimDevice, loopback_bench, make_sim_device, sim_config
-from pttd.radio.config import ConsoleConfig, ServerConfig
+from pttd.radio.config import ConsoleConfig
 from pttd.radio.console.device_backend import build_console
 from pttd.radio.console.serial_console import SerialConsole
 from pttd.redact import LogBuffer
 from pttd.server.app import ServerSettings
-from pttd.sim.audio import sine
+from pttd.sim.device import SimDevice, sim_config
+from pttd.sim.loopback import Loopback, loopback
 
 TIMEOUT = 5.0
 PROMPT = re.compile(rb"pttd\[[^\]\r\n]*\]> $")
@@ -138,7 +138,7 @@ class Terminal:
 @dataclass
 class ConsoleRig:
     tmp: Path
-    bench: Bench
+    bench: Loopback
     sim: SimDevice
     console: SerialConsole
     pty: Pty
@@ -201,20 +201,20 @@ async def console_rig(
     """A room server (rooms ops, yard), an unpaired device with simulated audio and in-memory
     LEDs, and its console on a pty; the console has greeted the terminal when this yields."""
     settings = ServerSettings(host="127.0.0.1", port=0, registry_poll=0.05)
-    async with loopback_bench(settings) as bench:
+    async with loopback(settings) as bench:
         for room in ROOMS:
             await asyncio.to_thread(bench.registry.add_room, room)
         pty = Pty()
         port = tmp_path / "ttyCONSOLE"
         port.symlink_to(pty.path)
-        config = sim_config("gate-1", server_url, tmp_path / "state")
-        config = replace(
-            config,
+        config = sim_config(
+            "gate-1",
+            server_url,
+            tmp_path / "state",
             console=ConsoleConfig(port=str(port)),
-            server=ServerConfig(url=server_url, ca_file=ca_file),
+            ca_file=ca_file,
         )
-        rate = config.audio.sample_rate
-        sim = make_sim_device(config, sine(440.0, 1.0, sample_rate=rate, amplitude=0.3))
+        sim = SimDevice.build(config, timeout=TIMEOUT)
         logs = LogBuffer()
         pttd_logger = logging.getLogger("pttd")
         old_level = pttd_logger.level

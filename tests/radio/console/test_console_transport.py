@@ -10,15 +10,14 @@ import re
 import threading
 import time
 import types
-from dataclasses import replace
 from pathlib import Path
 
 from console_harness import PROMPT, Pty, Terminal, console_rig
 
-from pttd.demo import make_sim_device, sim_config
 from pttd.radio.config import AudioConfig, Config, ConsoleConfig
 from pttd.radio.console.device_backend import DeviceBackend, build_console
 from pttd.sim.audio import silence
+from pttd.sim.device import SimDevice, sim_config
 
 JSON_LINE = re.compile(rb"\r\n(\{\"audio_devices\".*\})\r\n")
 
@@ -39,15 +38,15 @@ async def loop_lag(seconds: float = 0.3) -> float:
 
 
 async def test_no_console_without_a_port(tmp_path: Path) -> None:
-    sim = make_sim_device(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
+    sim = SimDevice.build(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
     assert build_console(sim.device) is None
 
 
 async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Path, caplog) -> None:
     """loop:// sends back all the console writes: the greeting comes back as lines, the
     answers to those come back, and so on. The guard stops it and the daemon stays responsive."""
-    config = replace(sim_config("a", "", tmp_path), console=ConsoleConfig(port="loop://"))
-    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    config = sim_config("a", "", tmp_path, console=ConsoleConfig(port="loop://"))
+    sim = SimDevice.build(config, silence(0.1, sample_rate=48000))
     await sim.start()
     console = build_console(sim.device, retry_s=0.05, read_timeout_s=0.05, mute_s=0.5)
     assert console is not None
@@ -66,10 +65,8 @@ async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Pa
 
 
 async def test_absent_port_is_retried_and_close_is_prompt(tmp_path: Path, caplog) -> None:
-    config = replace(
-        sim_config("a", "", tmp_path), console=ConsoleConfig(port=str(tmp_path / "ttyNONE"))
-    )
-    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    config = sim_config("a", "", tmp_path, console=ConsoleConfig(port=str(tmp_path / "ttyNONE")))
+    sim = SimDevice.build(config, silence(0.1, sample_rate=48000))
     console = build_console(sim.device, retry_s=0.02)
     assert console is not None
     with caplog.at_level(logging.WARNING, logger="pttd.radio.console"):
@@ -106,8 +103,8 @@ async def test_console_on_a_plain_pty_path(tmp_path: Path) -> None:
     """No symlink: the pts path itself, as a device path in the config would be."""
     pty = Pty()
     terminal = Terminal(pty)
-    config = replace(sim_config("plain", "", tmp_path), console=ConsoleConfig(port=pty.path))
-    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    config = sim_config("plain", "", tmp_path, console=ConsoleConfig(port=pty.path))
+    sim = SimDevice.build(config, silence(0.1, sample_rate=48000))
     await sim.start()
     console = build_console(sim.device, read_timeout_s=0.05)
     assert console is not None
