@@ -8,7 +8,8 @@ what it hears, and a TCP relay whose server-to-device direction a test can hold 
 device waiting for the floor).
 
 Waits are bounded (:data:`TIMEOUT`, generous for a loaded machine) and wait for a state, never
-for a time; nothing asserts on speed.
+for a time; nothing asserts on speed. ``eventually`` is the one in ``tests/support/waits.py``,
+imported here for the tests that take it from this module.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from channel_client import Client
+from waits import eventually as eventually  # re-exported: test_link.py, test_device_link.py
 
 from pttd.radio.config import Config
 from pttd.radio.inputs import Input
@@ -33,9 +33,6 @@ from pttd.radio.store import Credential, Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 from pttd.sim.device import SimDevice, sim_config
-from pttd.wire import messages as p
-
-T = TypeVar("T")
 
 TIMEOUT = 15.0  # every wait is bounded by this; generous for a loaded 2-core machine
 ROOM = "demo"
@@ -43,80 +40,6 @@ OTHER_ROOM = "ops"
 LISTENER = "listener"
 LISTENER_PASSWORD = "listener-secret"
 RATE = 48000
-
-
-async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Wait (bounded) until ``check()`` holds, for state that changes off the machine's events
-    (counters, threads, pins)."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110 (conditions set on other threads too)
-            await asyncio.sleep(0.01)
-
-
-# --------------------------------------------------------------------------- a listening client
-
-
-class Listener:
-    """A Channel-API client logged on as a user: records every event and audio packet."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.events: list[Any] = []
-        self._changed = asyncio.Event()
-        self._seq = itertools.count(1)
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                if isinstance(frame, bytes):
-                    self.events.append(p.parse_audio_packet(frame))
-                else:
-                    self.events.append(p.parse_server_message(frame))
-                self._changed.set()
-        except ConnectionClosed:
-            pass
-
-    async def logon(self, rooms: Sequence[str]) -> None:
-        seq = next(self._seq)
-        await self.ws.send(
-            p.Logon(
-                channels=tuple(rooms), seq=seq, username=LISTENER, password=LISTENER_PASSWORD
-            ).to_json()
-        )
-        answer = await self.wait_for(p.Response, lambda r: r.seq == seq)
-        assert answer.success, answer
-
-    def mark(self) -> int:
-        """A position in :attr:`events`, for :meth:`wait_for` to look only after it."""
-        return len(self.events)
-
-    def of(self, kind: type[T], since: int = 0) -> list[T]:
-        return [e for e in self.events[since:] if isinstance(e, kind)]
-
-    def packets(self, stream_id: int | None = None) -> list[p.AudioPacket]:
-        return [e for e in self.of(p.AudioPacket) if stream_id in (None, e.stream_id)]
-
-    async def wait_for(
-        self,
-        kind: type[T],
-        where: Callable[[T], bool] = lambda _: True,
-        *,
-        since: int = 0,
-        timeout: float = TIMEOUT,
-    ) -> T:
-        """The first event of ``kind`` (after position ``since``) for which ``where`` holds."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events[since:]:
-                    if isinstance(event, kind) and where(event):
-                        return event
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self.reader
 
 
 # --------------------------------------------------------------------------- devices
@@ -193,7 +116,7 @@ class Rig:
         self.server: RoomServer | None = None
         self.port = 0
         self.devices: list[RunningDevice] = []
-        self.listeners: list[Listener] = []
+        self.listeners: list[Client] = []
         self._cleanups: list[Callable[[], Awaitable[object]]] = []
 
     @property
@@ -270,11 +193,13 @@ class Rig:
         cfg = await self.paired_config(name, rooms, **config)
         return await self.run_device(cfg, inputs=inputs, pin_factory=pin_factory, observe=observe)
 
-    async def listener(self, rooms: Sequence[str] = (ROOM,)) -> Listener:
-        ws = await connect(self.url, compression=None)
-        listener = Listener(ws)
+    async def listener(self, rooms: Sequence[str] = (ROOM,)) -> Client:
+        """A Channel-API client logged on as the user :data:`LISTENER`: it records every event
+        and audio packet (see :class:`Client`)."""
+        listener = await Client.connect(self.url, TIMEOUT)
         self.listeners.append(listener)
-        await listener.logon(rooms)
+        answer = await listener.logon(tuple(rooms), username=LISTENER, password=LISTENER_PASSWORD)
+        assert answer.success, answer
         return listener
 
     def on_close(self, cleanup: Callable[[], Awaitable[object]]) -> None:

@@ -8,13 +8,13 @@ the real pairing flow, and a listener logged on to the same room.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from channel_client import Client
 from hil_bench import ROOM, TIMEOUT, Bench
 from hil_rig import (
     Rig,
@@ -26,7 +26,6 @@ from hil_rig import (
     real_factory,
     rig_lock,
 )
-from websockets.asyncio.client import connect
 
 from pttd.radio.config import Config, ConsoleConfig, LedsConfig, PttConfig, load_config
 from pttd.radio.link import LinkSettings, pair
@@ -35,7 +34,6 @@ from pttd.radio.store import Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 from pttd.sim.device import assemble_device, sim_config
-from pttd.wire import messages as p
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -149,17 +147,13 @@ async def bench(rig: Rig, tmp_path: Path) -> AsyncIterator[Bench]:
             device = assemble_device(config, *rig.make_audio(config), pin_factory=rig.factory)
             ready = asyncio.Event()
             task = asyncio.create_task(device.run(ready.set))
-            # unbounded queue: a listener that reads only the first packet still closes at once
-            listener = await connect(server.url, compression=None, max_queue=None, close_timeout=1)
+            listener = await Client.connect(server.url, TIMEOUT, close_timeout=1)
             try:
                 await asyncio.wait_for(ready.wait(), TIMEOUT)
-                await listener.send(
-                    p.Logon(
-                        channels=(ROOM,), seq=1, username="listener", password="listener-secret"
-                    ).to_json()
+                answer = await listener.logon(
+                    (ROOM,), username="listener", password="listener-secret"
                 )
-                answer = json.loads(await asyncio.wait_for(listener.recv(), TIMEOUT))
-                assert answer.get("success"), answer
+                assert answer.success, answer
                 b = Bench(rig, server, device, listener, task)
                 await b.until(lambda m: m.link is Link.ONLINE)
                 yield b

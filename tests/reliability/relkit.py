@@ -1,6 +1,7 @@
 """Helpers for the reliability suite: simulated devices with short timeouts that can be pointed
-at a proxy, and a privacy watch on the device state machine. The Channel-API client, ``CODEC``,
-``TIMEOUT`` and ``eventually`` are shared: see ``tests/support/channel_client.py``.
+at a proxy, and a privacy watch on the device state machine. The Channel-API client and
+``eventually`` are shared: see ``tests/support/channel_client.py`` and ``tests/support/waits.py``;
+the devices are built as every simulated device is (``pttd.sim.device``).
 
 Imported by path (pytest puts this directory on ``sys.path``); the name is unique in the tree.
 """
@@ -16,7 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from channel_client import TIMEOUT, Client, eventually
+from channel_client import Client
+from waits import TIMEOUT, eventually
 
 from pttd.radio.audio import Pcm
 from pttd.radio.config import AudioConfig, TalkConfig

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from channel_client import eventually
 from faultproxy import FaultProxy
 from relkit import SAMPLE_RATE, Radio, pair_over_wire, radios_stopped, start_radio
+from waits import eventually
 
 from pttd.demo import speech_sample
 from pttd.radio.audio import Pcm

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from channel_client import Client, eventually
+from channel_client import Client
 from faultproxy import FaultProxy
 from relkit import (
     FAST_LINK,
@@ -29,6 +29,7 @@ from relkit import (
     start_radio,
     user_client,
 )
+from waits import eventually
 
 from pttd.radio.machine import Link, Tone
 from pttd.server.app import RoomServer, ServerSettings

@@ -14,8 +14,8 @@ import contextlib
 from dataclasses import replace
 from pathlib import Path
 
-from channel_client import TIMEOUT, eventually
 from relkit import Radio, fast_server_settings, pair_over_wire, radios_stopped, start_radio
+from waits import TIMEOUT, eventually
 
 from pttd.radio.machine import Talk, Tone
 from pttd.server.app import RoomServer, ServerSettings

@@ -22,10 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from channel_client import TIMEOUT, Client, eventually
+from channel_client import Client
 from faultproxy import FaultProxy
 from pttd_process import start_pttd_run
 from relkit import PASSWORDS, ROOM, pair_over_wire, secret_fragments, user_client
+from waits import TIMEOUT, eventually
 
 from pttd.radio.store import Store
 from pttd.server.app import RoomServer

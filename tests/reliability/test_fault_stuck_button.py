@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from channel_client import Client, eventually
+from channel_client import Client
 from relkit import (
     PASSWORDS,
     Radio,
@@ -22,6 +22,7 @@ from relkit import (
     start_radio,
     user_client,
 )
+from waits import eventually
 
 from pttd.radio.config import TalkConfig
 from pttd.radio.machine import Tone

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from channel_client import Client, eventually
+from channel_client import Client
 from faultproxy import FaultProxy
 from relkit import (
     FAST_LINK,
@@ -40,6 +40,7 @@ from relkit import (
     start_radio,
     user_client,
 )
+from waits import eventually
 from websockets.exceptions import ConnectionClosed
 
 from pttd.errors import PairingFailed
