@@ -23,17 +23,12 @@ from hil_rig import (
     mock_rig,
     rig_lock,
 )
+from waits import eventually
 
 from pttd.radio.audio import Pcm
 from pttd.sim.audio import sine
 
 TONE_HZ = float(os.environ.get("PTTD_HIL_TONE_HZ", "1000"))
-
-
-async def eventually(check: object, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # type: ignore[operator]  # noqa: ASYNC110 (GPIO levels, other threads)
-            await asyncio.sleep(0.002)
 
 
 async def test_driving_the_ptt_pin_opens_capture_and_sends_the_first_packet(bench: Bench) -> None:

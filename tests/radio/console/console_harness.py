@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from waits import eventually
+
 from pttd.radio.config import ConsoleConfig
 from pttd.radio.console.device_backend import build_console
 from pttd.radio.console.serial_console import SerialConsole
@@ -109,12 +111,10 @@ class Terminal:
             return pattern.search(out) is not None
 
         try:
-            async with asyncio.timeout(timeout):
-                while not found(out := self.since(mark)):  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
+            await eventually(lambda: found(self.since(mark)), timeout, every=0.005)
+        except AssertionError:
             raise AssertionError(f"no {pattern!r} in {self.since(mark)!r}") from None
-        return out
+        return self.since(mark)
 
     async def command(
         self, line: str, until: re.Pattern[bytes] | bytes = PROMPT, timeout: float = TIMEOUT
@@ -168,9 +168,7 @@ class ConsoleRig:
         old_sessions = self.console.sessions
         self.terminal.close()
         self.pty.close()
-        async with asyncio.timeout(TIMEOUT):
-            while self.console.connected:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not self.console.connected, TIMEOUT, "the console let go")
         self.pty = Pty()
         replacement = self.tmp / "ttyCONSOLE.new"
         replacement.symlink_to(self.pty.path)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from waits import eventually
 
 from pttd.radio.inputs import Button
 from pttd.radio.inputs.serial_ptt import LineParser, SerialPtt
@@ -52,7 +53,7 @@ async def running(port: str, recorder) -> AsyncIterator[SerialPtt]:
     ptt = SerialPtt(port, 9600, retry_s=0.02, read_timeout_s=0.2)
     await ptt.start(recorder)
     try:
-        await recorder.eventually(lambda: ptt.connected)
+        await eventually(lambda: ptt.connected)
         yield ptt
     finally:
         await asyncio.wait_for(ptt.close(), TIMEOUT)
@@ -126,11 +127,11 @@ async def test_port_vanishing_mid_press_releases_then_reconnects(tmp_path: Path,
             edges = await recorder.wait_for(4)
             assert sorted(recorder.summary()[2:], key=str) == sorted([PTT_UP, SOS_UP], key=str)
             assert {edge.source for edge in edges} == {f"serial:{link}"}
-            await recorder.eventually(lambda: not ptt.connected)
+            await eventually(lambda: not ptt.connected)
             replacement = tmp_path / "new"
             replacement.symlink_to(second.path)
             replacement.replace(link)
-            await recorder.eventually(lambda: ptt.connected)
+            await eventually(lambda: ptt.connected)
             second.write(b"+PTT=P\r\n")
             await recorder.wait_for(5)
         await recorder.wait_for(6)  # closing releases it
