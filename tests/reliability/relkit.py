@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import os
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ class PrivacyWatch:
     sim: SimDevice
     violations: list[str]
     events: int = 0
+    kinds: Counter[type[Event]] = field(default_factory=Counter)  # events handled, by kind
     _depth: int = 0
 
     @classmethod
@@ -121,6 +123,7 @@ class PrivacyWatch:
 
     def _before(self, m: DeviceMachine, event: Event) -> None:
         self.events += 1
+        self.kinds[type(event)] += 1
         if self._depth == 0 and self.sim.mic.is_open != m.capture_open:
             self.violations.append(
                 f"before {type(event).__name__}: mic open={self.sim.mic.is_open} but machine "
@@ -183,6 +186,20 @@ class Radio:
 
     async def wait_transmitting(self, timeout: float = TIMEOUT) -> None:
         await eventually(lambda: self.machine.transmitting, timeout, f"{self.name} transmitting")
+
+    def seen(self, kind: type[Event]) -> int:
+        """How many events of ``kind`` the device has handled (``LinkConnecting``: attempts)."""
+        return self.watch.kinds[kind]
+
+    def check_waits_for_a_press(self) -> None:
+        """No talk starts until a new press, however long one waits: only a press starts a talk
+        (the state machine decides every talk), and the machine is idle with no request out and
+        no talk timer armed, waiting for every button to be up (hold mode) or with its latch
+        dropped (toggle mode). A state, checked now: no pause watches for it."""
+        m = self.machine
+        assert m.talk is Talk.IDLE and m.request is None and not m.capture_open, m
+        assert m.blocked if m.held_buttons else not m.latched, m
+        assert not self.sim.mic.is_open
 
     async def wait_mic_closed(self, timeout: float = TIMEOUT) -> None:
         await eventually(

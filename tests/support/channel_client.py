@@ -86,6 +86,9 @@ class Client:
         finally:
             self.closed.set()
             self._changed.set()
+            for future in self.answers.values():  # no answer will come: say so at once
+                if not future.done():
+                    future.set_exception(ConnectionError("connection closed before the answer"))
 
     def _record(self, event: Any) -> None:
         self.events.append(event)
@@ -102,9 +105,12 @@ class Client:
     # ------------------------------------------------------------------ requests
 
     async def request(self, make: Callable[[int], Any], timeout: float | None = None) -> p.Response:
-        """Send ``make(seq)`` and wait for the answer with that ``seq``."""
+        """Send ``make(seq)`` and wait for the answer with that ``seq``; :class:`ConnectionError`
+        if the connection closes first."""
         seq = next(self.seq)
         future: asyncio.Future[p.Response] = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():
+            raise ConnectionError("connection closed")
         self.answers[seq] = future
         await self.ws.send(make(seq).to_json())
         return await asyncio.wait_for(future, self.timeout if timeout is None else timeout)
@@ -158,20 +164,6 @@ class Client:
             event = await self.next(max(0.0, deadline - loop.time()))
             if isinstance(event, kind) and (where is None or where(event)):
                 return event
-
-    async def quiet(self, kind: type[Any], wait: float = 0.3) -> list[Any]:
-        """Events of ``kind`` that arrive within ``wait`` seconds (expected: none)."""
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (left := deadline - loop.time()) > 0:
-            try:
-                event = await self.next(left)
-            except TimeoutError:
-                break
-            if isinstance(event, kind):
-                got.append(event)
-        return got
 
     def drain(self) -> list[Any]:
         """Every event after the read position; moves the position to the end."""
