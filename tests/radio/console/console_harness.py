@@ -15,6 +15,7 @@ import os
 import re
 import select
 import threading
+import time
 import tty
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -135,6 +136,20 @@ class Terminal:
         return await self.command(line, until=re.compile(rb"(?:: |> )$"))
 
 
+class SkewClock:
+    """The device's (and so its console's) monotonic clock: ``time.monotonic()`` plus what the
+    test moved it on by (a wait the console asks for, without waiting)."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skew
+
+    def advance(self, seconds: float) -> None:
+        self.skew += seconds
+
+
 @dataclass
 class ConsoleRig:
     tmp: Path
@@ -145,6 +160,7 @@ class ConsoleRig:
     terminal: Terminal
     port: Path  # the stable name the console opens
     logs: LogBuffer
+    clock: SkewClock
 
     @property
     def state(self) -> Path:
@@ -212,7 +228,8 @@ async def console_rig(
             console=ConsoleConfig(port=str(port)),
             ca_file=ca_file,
         )
-        sim = SimDevice.build(config, timeout=TIMEOUT)
+        clock = SkewClock()
+        sim = SimDevice.build(config, clock=clock, timeout=TIMEOUT)
         logs = LogBuffer()
         pttd_logger = logging.getLogger("pttd")
         old_level = pttd_logger.level
@@ -225,7 +242,7 @@ async def console_rig(
         if scrypt_n is not None:
             console.console.scrypt_n = scrypt_n
         terminal = Terminal(pty)
-        rig = ConsoleRig(tmp_path, bench, sim, console, pty, terminal, port, logs)
+        rig = ConsoleRig(tmp_path, bench, sim, console, pty, terminal, port, logs, clock)
         try:
             await console.start()
             await terminal.wait_for(PROMPT)
