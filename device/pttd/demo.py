@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,21 +35,13 @@ import numpy as np
 from pttd.cliargs import add_log_level
 from pttd.errors import PttdError
 from pttd.radio.audio import Pcm
-from pttd.radio.config import AudioConfig, Config, DeviceConfig, ServerConfig, StateConfig
-from pttd.radio.daemon import Device
-from pttd.radio.leds import build_leds
-from pttd.radio.link import LinkSettings, pair
-from pttd.radio.machine import Link
-from pttd.radio.store import Store
+from pttd.radio.config import AudioConfig
 from pttd.redact import setup_logging
-from pttd.server.app import RoomServer, ServerSettings
-from pttd.server.registry import Registry
-from pttd.sim.audio import ClockedSource, RecordingSink, read_wav, silence
-from pttd.sim.inputs import SimulatedButton
+from pttd.sim.audio import read_wav, silence
+from pttd.sim.loopback import ROOM, loopback
 
 log = logging.getLogger(__name__)
 
-ROOM = "demo"
 TALK_TAIL_S = 0.2  # A holds the PTT this long after the speech sample ends
 AUDIBLE = 0.02  # of the loudest sample: where speech starts and ends (-34 dB)
 
@@ -62,111 +50,6 @@ def speech_sample(sample_rate: int) -> Pcm:
     """The shipped speech sample (espeak-ng, 16 kHz) at ``sample_rate``."""
     with resources.as_file(resources.files("pttd") / "data" / "speech.wav") as path:
         return read_wav(path, sample_rate=sample_rate)
-
-
-@dataclass
-class SimDevice:
-    """A device with simulated microphone, speaker, button and LEDs."""
-
-    device: Device
-    button: SimulatedButton
-    mic: ClockedSource
-    speaker: RecordingSink
-    task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        ready = asyncio.Event()
-        self.task = asyncio.create_task(self.device.run(ready.set))
-        await asyncio.wait_for(ready.wait(), 5)
-
-    async def wait_online(self) -> None:
-        async with asyncio.timeout(5.0):
-            await self.device.until(lambda m: m.link is Link.ONLINE)
-
-    async def stop(self) -> None:
-        self.device.stop()
-        if self.task is not None:
-            await self.task
-
-
-def sim_config(name: str, url: str, state_dir: Path, audio: AudioConfig | None = None) -> Config:
-    return Config(
-        device=DeviceConfig(name=name),
-        server=ServerConfig(url=url),
-        state=StateConfig(dir=str(state_dir)),
-        audio=replace(audio or AudioConfig(), backend="sim"),
-    )
-
-
-def make_sim_device(config: Config, mic_signal: Pcm, *, restart_on_open: bool = True) -> SimDevice:
-    rate = config.audio.sample_rate
-    frame = rate * config.audio.frame_ms // 1000
-    mic = ClockedSource(
-        mic_signal, sample_rate=rate, frame_samples=frame, restart_on_open=restart_on_open
-    )
-    speaker = RecordingSink(sample_rate=rate, frame_samples=frame)
-    button = SimulatedButton(f"sim:{config.device.name}")
-    device = Device(
-        config,
-        store=Store(config.state.dir),
-        audio_in=mic,
-        audio_out=speaker,
-        inputs=[button],
-        leds=build_leds(config.leds, fake=True),
-    )
-    return SimDevice(device, button, mic, speaker)
-
-
-@dataclass
-class Bench:
-    """A room server on loopback with a temporary registry, and paired simulated devices."""
-
-    directory: Path
-    registry: Registry
-    server: RoomServer
-    devices: list[SimDevice] = field(default_factory=list)
-
-    async def add_device(
-        self,
-        name: str,
-        mic_signal: Pcm,
-        audio: AudioConfig | None = None,
-        *,
-        url: str | None = None,
-        **kw: Any,
-    ) -> SimDevice:
-        """Pair a new simulated device with the server and start it. ``url``: the address it
-        connects to once paired, if not the server's own (a proxy in front of it: the benches)."""
-        code = await asyncio.to_thread(self.registry.create_pair_code, [ROOM])
-        credential = await pair(self.server.url, code.code, name, LinkSettings())
-        if url is not None:
-            credential = replace(credential, server_url=url)
-        state = self.directory / name
-        store = Store(state)
-        store.save_credential(credential)
-        config = sim_config(name, credential.server_url, state, audio)
-        sim = make_sim_device(config, mic_signal, **kw)
-        await sim.start()
-        self.devices.append(sim)
-        return sim
-
-
-@contextlib.asynccontextmanager
-async def loopback_bench(settings: ServerSettings | None = None) -> AsyncIterator[Bench]:
-    with tempfile.TemporaryDirectory(prefix="pttd-demo-") as tmp:
-        directory = Path(tmp)
-        registry = Registry(directory / "server.db")
-        registry.add_room(ROOM)
-        server = RoomServer(registry, settings or ServerSettings(host="127.0.0.1", port=0))
-        await server.start()
-        bench = Bench(directory, registry, server)
-        try:
-            yield bench
-        finally:
-            for sim in bench.devices:
-                await sim.stop()
-            await server.close()
-            registry.close()
 
 
 def onset(signal: Pcm, fraction: float = 0.1) -> int:
@@ -190,12 +73,12 @@ def speech_span(signal: Pcm, sample_rate: int, fraction: float = AUDIBLE) -> flo
 async def run_demo(progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     rate = AudioConfig().sample_rate
     speech = speech_sample(rate)
-    async with loopback_bench() as bench:
+    async with loopback() as bench:
         progress(f"room server on {bench.server.url}, room '{ROOM}'")
         a = await bench.add_device("device-a", speech)
         b = await bench.add_device("device-b", silence(1.0, sample_rate=rate))
-        await a.wait_online()
-        await b.wait_online()
+        await a.online()
+        await b.online()
         progress("device-a and device-b paired with one-time codes and online")
         await asyncio.sleep(0.3)  # let the 'connected' tones play out
         b.speaker.clear()

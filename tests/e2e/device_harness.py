@@ -2,13 +2,14 @@
 
 Everything here is a real part or a thin observer of one: a :class:`RoomServer` on 127.0.0.1 with
 an OS-picked port and a registry in the test's directory, devices paired through the real pairing
-flow (:func:`pttd.radio.link.pair`) and run as :class:`pttd.radio.daemon.Device` with simulated
-audio, a
-Channel-API client that logs on as a user and records what it hears, and a TCP relay whose
-server-to-device direction a test can hold (to keep a device waiting for the floor).
+flow (:func:`pttd.radio.link.pair`) and built as every simulated device is
+(:class:`pttd.sim.device.SimDevice`), a Channel-API client that logs on as a user and records
+what it hears, and a TCP relay whose server-to-device direction a test can hold (to keep a
+device waiting for the floor).
 
 Waits are bounded (:data:`TIMEOUT`, generous for a loaded machine) and wait for a state, never
-for a time; nothing asserts on speed.
+for a time; nothing asserts on speed. ``eventually`` is the one in ``tests/support/waits.py``,
+imported here for the tests that take it from this module.
 """
 
 from __future__ import annotations
@@ -16,40 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from channel_client import Client
+from waits import eventually as eventually  # re-exported: test_link.py, test_device_link.py
 
-from pttd.radio.config import (
-    AudioConfig,
-    ButtonsConfig,
-    Config,
-    DeviceConfig,
-    LedsConfig,
-    PttConfig,
-    ServerConfig,
-    StateConfig,
-    TalkConfig,
-)
-from pttd.radio.daemon import Device
-from pttd.radio.inputs import Input, build_inputs
-from pttd.radio.leds import Leds, build_leds
+from pttd.radio.config import Config
+from pttd.radio.inputs import Input
 from pttd.radio.link import LinkSettings, pair
-from pttd.radio.machine import DeviceMachine, Event, Link, Talk
+from pttd.radio.machine import Event, Link, Talk
 from pttd.radio.store import Credential, Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
-from pttd.sim.audio import ClockedSource, RecordingSink, sine
-from pttd.sim.inputs import SimulatedButton
-from pttd.wire import messages as p
-
-T = TypeVar("T")
+from pttd.sim.device import SimDevice, sim_config
 
 TIMEOUT = 15.0  # every wait is bounded by this; generous for a loaded 2-core machine
 ROOM = "demo"
@@ -57,81 +40,6 @@ OTHER_ROOM = "ops"
 LISTENER = "listener"
 LISTENER_PASSWORD = "listener-secret"
 RATE = 48000
-FRAME = RATE * 20 // 1000
-
-
-async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Wait (bounded) until ``check()`` holds, for state that changes off the machine's events
-    (counters, threads, pins)."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110 (conditions set on other threads too)
-            await asyncio.sleep(0.01)
-
-
-# --------------------------------------------------------------------------- a listening client
-
-
-class Listener:
-    """A Channel-API client logged on as a user: records every event and audio packet."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.events: list[Any] = []
-        self._changed = asyncio.Event()
-        self._seq = itertools.count(1)
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                if isinstance(frame, bytes):
-                    self.events.append(p.parse_audio_packet(frame))
-                else:
-                    self.events.append(p.parse_server_message(frame))
-                self._changed.set()
-        except ConnectionClosed:
-            pass
-
-    async def logon(self, rooms: Sequence[str]) -> None:
-        seq = next(self._seq)
-        await self.ws.send(
-            p.Logon(
-                channels=tuple(rooms), seq=seq, username=LISTENER, password=LISTENER_PASSWORD
-            ).to_json()
-        )
-        answer = await self.wait_for(p.Response, lambda r: r.seq == seq)
-        assert answer.success, answer
-
-    def mark(self) -> int:
-        """A position in :attr:`events`, for :meth:`wait_for` to look only after it."""
-        return len(self.events)
-
-    def of(self, kind: type[T], since: int = 0) -> list[T]:
-        return [e for e in self.events[since:] if isinstance(e, kind)]
-
-    def packets(self, stream_id: int | None = None) -> list[p.AudioPacket]:
-        return [e for e in self.of(p.AudioPacket) if stream_id in (None, e.stream_id)]
-
-    async def wait_for(
-        self,
-        kind: type[T],
-        where: Callable[[T], bool] = lambda _: True,
-        *,
-        since: int = 0,
-        timeout: float = TIMEOUT,
-    ) -> T:
-        """The first event of ``kind`` (after position ``since``) for which ``where`` holds."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events[since:]:
-                    if isinstance(event, kind) and where(event):
-                        return event
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self.reader
 
 
 # --------------------------------------------------------------------------- devices
@@ -150,23 +58,11 @@ class Snap:
 
 
 @dataclass
-class RunningDevice:
-    """A :class:`Device` with a simulated microphone and speaker, run on the test's loop."""
+class RunningDevice(SimDevice):
+    """A simulated device (:class:`SimDevice`) that can also record a :class:`Snap` after every
+    event it handles."""
 
-    device: Device
-    mic: ClockedSource
-    speaker: RecordingSink
-    button: SimulatedButton
-    task: asyncio.Task[None] | None = None
     snaps: list[Snap] = field(default_factory=list)
-
-    @property
-    def machine(self) -> DeviceMachine:
-        return self.device.machine
-
-    @property
-    def name(self) -> str:
-        return self.device.config.device.name
 
     def observe(self) -> None:
         """Record a :class:`Snap` after every event: wraps ``Device.feed`` (the one way events
@@ -189,94 +85,18 @@ class RunningDevice:
 
         self.device.feed = observed  # type: ignore[method-assign]
 
-    async def start(self) -> None:
-        ready = asyncio.Event()
-        self.task = asyncio.create_task(self.device.run(ready.set), name=f"device {self.name}")
-        async with asyncio.timeout(TIMEOUT):
-            await ready.wait()
 
-    async def until(
-        self, condition: Callable[[DeviceMachine], bool], timeout: float = TIMEOUT
-    ) -> None:
-        async with asyncio.timeout(timeout):
-            await self.device.until(condition)
-
-    async def online(self, timeout: float = TIMEOUT) -> None:
-        await self.until(lambda m: m.link is Link.ONLINE, timeout)
-
-    async def transmitting(self) -> None:
-        await self.until(lambda m: m.talk is Talk.TRANSMITTING)
-
-    async def idle(self) -> None:
-        await self.until(lambda m: m.talk is Talk.IDLE and not m.capture_open)
-
-    async def stop(self) -> None:
-        if self.task is None:
-            return
-        self.device.stop()
-        async with asyncio.timeout(TIMEOUT):
-            await self.task
-        self.task = None
+# Kept for tests/e2e/test_link.py (changed in parallel): the config is the one every simulated
+# device has.
+device_config = sim_config
 
 
-def device_config(
-    name: str,
-    url: str,
-    state_dir: Path,
-    *,
-    talk: TalkConfig | None = None,
-    ptt: Sequence[PttConfig] = (),
-    buttons: ButtonsConfig | None = None,
-    leds: LedsConfig | None = None,
-) -> Config:
-    return Config(
-        device=DeviceConfig(name=name),
-        server=ServerConfig(url=url),
-        state=StateConfig(dir=str(state_dir)),
-        audio=AudioConfig(backend="sim"),
-        talk=talk or TalkConfig(),
-        ptt=tuple(ptt),
-        buttons=buttons or ButtonsConfig(),
-        leds=leds or LedsConfig(),
-    )
-
-
-def make_device(
-    config: Config,
-    *,
-    inputs: Sequence[Input] = (),
-    pin_factory: object | None = None,
-    leds: Leds | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> RunningDevice:
-    """A device on the parts ``config`` asks for (GPIO ones on ``pin_factory``), plus a
-    :class:`SimulatedButton`, ``inputs``, a looping 440 Hz 'voice' and a recording speaker;
-    ``clock`` is its monotonic clock (the machine's and the link's time)."""
-    mic = ClockedSource(
-        sine(440.0, 1.0, sample_rate=RATE, amplitude=0.3),
-        sample_rate=RATE,
-        frame_samples=FRAME,
-        at_end="loop",
-    )
-    speaker = RecordingSink(sample_rate=RATE, frame_samples=FRAME, keep_seconds=10.0)
-    button = SimulatedButton(f"sim:{config.device.name}")
-    built = build_inputs(config.ptt, config.buttons, pin_factory=pin_factory)
-    if leds is None:
-        leds = (
-            build_leds(config.leds, pin_factory=pin_factory)
-            if pin_factory is not None
-            else build_leds(config.leds, fake=True)
-        )
-    device = Device(
-        config,
-        store=Store(config.state.dir),
-        audio_in=mic,
-        audio_out=speaker,
-        inputs=[*built, *inputs, button],
-        leds=leds,
-        clock=clock,
-    )
-    return RunningDevice(device, mic, speaker, button)
+def make_device(config: Config, **build: Any) -> RunningDevice:
+    """A device as :meth:`SimDevice.build` makes them (a looping 440 Hz 'voice', a recording
+    speaker that keeps 10 s, a :class:`SimulatedButton` after the configured inputs), its waits
+    bounded by :data:`TIMEOUT`."""
+    build = {"restart_on_open": False, "keep_seconds": 10.0, "timeout": TIMEOUT, **build}
+    return RunningDevice.build(config, **build)
 
 
 # --------------------------------------------------------------------------- the server side
@@ -296,7 +116,7 @@ class Rig:
         self.server: RoomServer | None = None
         self.port = 0
         self.devices: list[RunningDevice] = []
-        self.listeners: list[Listener] = []
+        self.listeners: list[Client] = []
         self._cleanups: list[Callable[[], Awaitable[object]]] = []
 
     @property
@@ -339,7 +159,7 @@ class Rig:
         if server_url is not None:
             credential = dataclasses.replace(credential, server_url=server_url)
         Store(self.state_dir(name)).save_credential(credential)
-        return device_config(name, self.url, self.state_dir(name), **config)
+        return sim_config(name, self.url, self.state_dir(name), **config)
 
     async def run_device(
         self,
@@ -373,11 +193,13 @@ class Rig:
         cfg = await self.paired_config(name, rooms, **config)
         return await self.run_device(cfg, inputs=inputs, pin_factory=pin_factory, observe=observe)
 
-    async def listener(self, rooms: Sequence[str] = (ROOM,)) -> Listener:
-        ws = await connect(self.url, compression=None)
-        listener = Listener(ws)
+    async def listener(self, rooms: Sequence[str] = (ROOM,)) -> Client:
+        """A Channel-API client logged on as the user :data:`LISTENER`: it records every event
+        and audio packet (see :class:`Client`)."""
+        listener = await Client.connect(self.url, TIMEOUT)
         self.listeners.append(listener)
-        await listener.logon(rooms)
+        answer = await listener.logon(tuple(rooms), username=LISTENER, password=LISTENER_PASSWORD)
+        assert answer.success, answer
         return listener
 
     def on_close(self, cleanup: Callable[[], Awaitable[object]]) -> None:

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
-from device_harness import RATE, Rig, RunningDevice, eventually
+from device_harness import RATE, Rig, RunningDevice
 from evdev import InputEvent, ecodes
+from waits import eventually
 
 from pttd.radio.config import PttConfig
 from pttd.radio.inputs import Button

@@ -14,14 +14,14 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from device_harness import ROOM, TIMEOUT, Listener, Rig, RunningDevice, eventually, make_device
+from device_harness import ROOM, Rig, RunningDevice, make_device
+from waits import eventually
 
 from pttd.radio.machine import Link, LinkConnecting, Talk
 from pttd.redact import RedactingFilter
 from pttd.wire import messages as p
 
 SECRET_TEXT = "the spare key is under the blue flowerpot by gate 7"
-CODEC = p.CodecHeader(48000, 1, 20)
 
 
 @pytest.fixture
@@ -41,12 +41,6 @@ def messages(caplog: pytest.LogCaptureFixture, logger: str, level: int = logging
     return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno == level]
 
 
-async def request(listener: Listener, message: p.ClientCommand, seq: int) -> p.Response:
-    """Send one request as the listening user and wait for the server's answer."""
-    await listener.ws.send(message.to_json())
-    return await listener.wait_for(p.Response, lambda r: r.seq == seq)
-
-
 # --------------------------------------------------------------------------- privacy
 
 
@@ -55,7 +49,7 @@ async def test_a_text_message_reaches_the_log_as_sender_room_and_length_only(
 ) -> None:
     a = await rig.device("device-a")
     listener = await rig.listener()
-    answer = await request(listener, p.SendTextMessage(ROOM, SECRET_TEXT, seq=900), 900)
+    answer = await listener.request(lambda seq: p.SendTextMessage(ROOM, SECRET_TEXT, seq=seq))
     assert answer.success, answer
     await eventually(lambda: a.device.counters.texts_received == 1)
 
@@ -77,7 +71,7 @@ async def test_presses_permits_refusals_and_other_talkers_are_logged_without_con
     caplog.set_level(logging.INFO, logger="pttd")
     a = await rig.device("device-a")  # the only device: every pttd.radio.daemon line is its own
     listener = await rig.listener()
-    talking = await request(listener, p.StartStream(CODEC, 20, seq=901, channel=ROOM), 901)
+    talking = await listener.start(ROOM)
     assert talking.success and talking.stream_id is not None
     await a.until(lambda m: bool(m.incoming))
 
@@ -85,7 +79,7 @@ async def test_presses_permits_refusals_and_other_talkers_are_logged_without_con
     await a.until(lambda m: m.blocked and m.talk is Talk.IDLE)
     a.button.release()
     await a.until(lambda m: not m.held_buttons)
-    await request(listener, p.StopStream(talking.stream_id, seq=902), 902)
+    await listener.stop(talking.stream_id)
     await a.until(lambda m: not m.incoming)
 
     a.button.press()
@@ -159,7 +153,7 @@ async def test_a_server_that_is_down_is_logged_once_summed_up_and_back_once(
 
     clock.now += 5.0
     await rig.start_server()
-    await a.online(TIMEOUT)
+    await a.online()
     back = [m for m in messages(caplog, "pttd.radio.link") if m.startswith("online at")]
     assert len(back) == 1 and re.search(r"; back after 20 s \(\d+ attempts failed\)$", back[0])
     assert len(link_lines()) == 2

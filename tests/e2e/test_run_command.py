@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from device_harness import ROOM, TIMEOUT, Rig, eventually
+from device_harness import ROOM, TIMEOUT, Rig
 from pttd_process import start_pttd_run
+from waits import eventually
 
 from pttd.radio.store import Store
 from pttd.wire import messages as p

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from device_harness import Rig, device_config, make_device
+from device_harness import Rig, make_device
 
 from pttd.errors import PttdError, StoreError
 from pttd.radio.console.pin import hash_pin, pin_matches
@@ -38,6 +38,7 @@ from pttd.radio.store import (
     Settings,
     Store,
 )
+from pttd.sim.device import sim_config
 
 CREDENTIAL = Credential(
     server_url="ws://127.0.0.1:9",
@@ -266,7 +267,7 @@ async def test_a_damaged_credential_starts_the_daemon_unpaired(rig: Rig, tmp_pat
     state = tmp_path / "damaged"
     state.mkdir()
     (state / CREDENTIAL_FILE).write_text('{"server_url": "ws://127.0.0.1:9", "auth_tok')
-    device = make_device(device_config("device-a", rig.url, state))
+    device = make_device(sim_config("device-a", rig.url, state))
     rig.devices.append(device)
     await device.start()
     await device.until(lambda m: m.link is Link.UNPAIRED)

@@ -8,13 +8,13 @@ the real pairing flow, and a listener logged on to the same room.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from channel_client import Client
 from hil_bench import ROOM, TIMEOUT, Bench
 from hil_rig import (
     Rig,
@@ -26,27 +26,14 @@ from hil_rig import (
     real_factory,
     rig_lock,
 )
-from websockets.asyncio.client import connect
 
-from pttd.radio.config import (
-    Config,
-    ConsoleConfig,
-    DeviceConfig,
-    LedsConfig,
-    PttConfig,
-    ServerConfig,
-    StateConfig,
-    load_config,
-)
-from pttd.radio.daemon import Device
-from pttd.radio.inputs import build_inputs
-from pttd.radio.leds import build_leds
+from pttd.radio.config import Config, ConsoleConfig, LedsConfig, PttConfig, load_config
 from pttd.radio.link import LinkSettings, pair
 from pttd.radio.machine import Link
 from pttd.radio.store import Store
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
-from pttd.wire import messages as p
+from pttd.sim.device import assemble_device, sim_config
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -131,17 +118,18 @@ def console_cable(rig: Rig) -> Iterator[Terminal]:
 
 
 def device_config(rig: Rig, state: Path, server_url: str) -> Config:
+    """The simulated device's config on the rig's pins; the real rig's own audio config, if any."""
     base = rig.audio_config or Config()
-    audio = base.audio if rig.kind == "real" else replace(base.audio, backend="sim")
-    return Config(
-        device=DeviceConfig(name="hil-device"),
-        server=ServerConfig(url=server_url),
-        state=StateConfig(dir=str(state)),
-        audio=audio,
+    config = sim_config(
+        "hil-device",
+        server_url,
+        state,
+        base.audio,
         ptt=(PttConfig(kind="gpio", pin=rig.pins["ptt"]),),
         leds=LedsConfig(transmit=rig.pins["led"]),
         console=ConsoleConfig(port=rig.console_port),
     )
+    return replace(config, audio=base.audio) if rig.kind == "real" else config
 
 
 @pytest.fixture
@@ -156,29 +144,16 @@ async def bench(rig: Rig, tmp_path: Path) -> AsyncIterator[Bench]:
             state = tmp_path / "state"
             Store(state).save_credential(credential)
             config = device_config(rig, state, server.url)
-            audio_in, audio_out = rig.make_audio(config)
-            leds = build_leds(config.leds, pin_factory=rig.factory)
-            device = Device(
-                config,
-                store=Store(state),
-                audio_in=audio_in,
-                audio_out=audio_out,
-                inputs=build_inputs(config.ptt, config.buttons, pin_factory=rig.factory),
-                leds=leds,
-            )
+            device = assemble_device(config, *rig.make_audio(config), pin_factory=rig.factory)
             ready = asyncio.Event()
             task = asyncio.create_task(device.run(ready.set))
-            # unbounded queue: a listener that reads only the first packet still closes at once
-            listener = await connect(server.url, compression=None, max_queue=None, close_timeout=1)
+            listener = await Client.connect(server.url, TIMEOUT, close_timeout=1)
             try:
                 await asyncio.wait_for(ready.wait(), TIMEOUT)
-                await listener.send(
-                    p.Logon(
-                        channels=(ROOM,), seq=1, username="listener", password="listener-secret"
-                    ).to_json()
+                answer = await listener.logon(
+                    (ROOM,), username="listener", password="listener-secret"
                 )
-                answer = json.loads(await asyncio.wait_for(listener.recv(), TIMEOUT))
-                assert answer.get("success"), answer
+                assert answer.success, answer
                 b = Bench(rig, server, device, listener, task)
                 await b.until(lambda m: m.link is Link.ONLINE)
                 yield b

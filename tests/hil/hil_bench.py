@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from channel_client import Client
 from hil_rig import Rig
-from websockets.asyncio.client import ClientConnection
 
 from pttd.radio.daemon import Device
 from pttd.server.app import RoomServer
@@ -25,15 +25,11 @@ class Bench:
     rig: Rig
     server: RoomServer
     device: Device
-    listener: ClientConnection
+    listener: Client
     task: asyncio.Task[None]
 
     async def next_audio(self, timeout: float = TIMEOUT) -> p.AudioPacket:
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.listener.recv()
-                if isinstance(frame, bytes):
-                    return p.parse_audio_packet(frame)
+        return await self.listener.next_of(p.AudioPacket, timeout)
 
     async def until(self, check: Any, timeout: float = TIMEOUT) -> None:
         async with asyncio.timeout(timeout):

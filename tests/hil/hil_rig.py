@@ -51,12 +51,6 @@ def env_pins() -> dict[str, int]:
     return pins
 
 
-def first_packet_bound() -> float:
-    """Seconds from the PTT edge to the first audio packet at a listener (generous: it is a
-    functional bound, not a benchmark; `pttd bench` measures)."""
-    return float(os.environ.get("PTTD_HIL_FIRST_PACKET_S", "2.0"))
-
-
 # --------------------------------------------------------------------------- the lock
 
 

@@ -19,10 +19,10 @@ from hil_rig import (
     RigBusy,
     Terminal,
     dominant_frequency,
-    first_packet_bound,
     mock_rig,
     rig_lock,
 )
+from waits import eventually
 
 from pttd.radio.audio import Pcm
 from pttd.sim.audio import sine
@@ -30,23 +30,17 @@ from pttd.sim.audio import sine
 TONE_HZ = float(os.environ.get("PTTD_HIL_TONE_HZ", "1000"))
 
 
-async def eventually(check: object, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # type: ignore[operator]  # noqa: ASYNC110 (GPIO levels, other threads)
-            await asyncio.sleep(0.002)
-
-
 async def test_driving_the_ptt_pin_opens_capture_and_sends_the_first_packet(bench: Bench) -> None:
     device = bench.device
     assert not device.audio_in.is_open
     t0 = time.monotonic()
     bench.rig.press()
-    packet = await bench.next_audio(timeout=first_packet_bound() + 5)
+    packet = await bench.next_audio()
     elapsed = time.monotonic() - t0
+    # A figure to read (pttd bench measures it properly), never a pass mark.
     print(f"[{bench.rig.kind}] PTT edge to first packet at the listener: {elapsed * 1000:.0f} ms")
     assert device.audio_in.is_open and device.machine.capture_open
     assert packet.payload  # an Opus packet
-    assert elapsed <= first_packet_bound(), f"first packet after {elapsed:.3f} s"
     bench.rig.release()
     await bench.until(lambda m: not m.capture_open)
     await eventually(lambda: not device.audio_in.is_open)
@@ -55,21 +49,32 @@ async def test_driving_the_ptt_pin_opens_capture_and_sends_the_first_packet(benc
 async def test_the_sensed_led_follows_the_microphone(bench: Bench) -> None:
     device, rig = bench.device, bench.rig
     assert not rig.led_lit()
-    for _ in range(3):
-        rig.press()
-        await bench.until(lambda m: m.capture_open)
-        await eventually(rig.led_lit, timeout=1.0)
-        # while talking, the LED and the microphone agree at every look
-        for _ in range(20):
-            assert rig.led_lit() == device.audio_in.is_open == device.machine.capture_open
-            await asyncio.sleep(0.01)
-        rig.release()
-        await bench.until(lambda m: not m.capture_open)
-        await eventually(lambda: not rig.led_lit(), timeout=1.0)
-        assert not device.audio_in.is_open
-        for _ in range(5):
-            assert not rig.led_lit()
-            await asyncio.sleep(0.01)
+    # The LED and the microphone change only as the device handles an event: they agree after
+    # every one (a captured frame is one too: 50 looks a second while talking), so they agree
+    # at all times, not only at the moments a test happens to look.
+    looks: list[tuple[bool, bool, bool]] = []
+    feed = device.feed
+
+    def looked_at(event: object) -> None:
+        feed(event)  # type: ignore[arg-type]
+        looks.append((rig.led_lit(), device.audio_in.is_open, device.machine.capture_open))
+
+    device.feed = looked_at  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            rig.press()
+            await bench.until(lambda m: m.capture_open)
+            await eventually(rig.led_lit, timeout=1.0)
+            seen = len(looks)
+            await eventually(lambda: len(looks) >= seen + 10)  # noqa: B023 - talking: 10 frames
+            rig.release()
+            await bench.until(lambda m: not m.capture_open)
+            await eventually(lambda: not rig.led_lit(), timeout=1.0)
+            assert not device.audio_in.is_open
+    finally:
+        device.feed = feed  # type: ignore[method-assign]
+    assert any(lit for lit, _, _ in looks) and not looks[-1][0]
+    assert [look for look in looks if len(set(look)) > 1] == []
 
 
 async def test_a_tone_played_by_the_device_comes_back_through_its_microphone(

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from gpiozero.threads import GPIOThread
+from waits import eventually
 
 from pttd.errors import HardwareError, LedError
 from pttd.radio.config import LedsConfig
 from pttd.radio.leds import GpioLed, LedChange, Leds, MemoryLed, NullLed, build_leds
-
-TIMEOUT = 5.0
 
 
 @pytest.fixture
@@ -19,11 +19,9 @@ def factory() -> MockFactory:
     return MockFactory()
 
 
-def wait_until(check, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+def gpio_threads() -> set[threading.Thread]:
+    """gpiozero's background threads that are running (an LED's blinking runs on one)."""
+    return {t for t in threading.enumerate() if isinstance(t, GPIOThread) and t.is_alive()}
 
 
 def test_pin_follows_on_and_off(factory):
@@ -52,21 +50,24 @@ def test_active_low_inverts(factory):
     leds.close()
 
 
-def test_blink_toggles_in_the_background(factory):
+async def test_blink_toggles_in_the_background(factory):
     led = GpioLed(24, pin_factory=factory)
     pin = factory.pin(24)
     pin.clear_states()
+    before = gpio_threads()
     led.blink(0.01, 0.01)
-    wait_until(lambda: len(pin.states) >= 7)  # off, then on/off/on/off/on/off…
+    (blinker,) = gpio_threads() - before
+    await eventually(lambda: len(pin.states) >= 7)  # off, then on/off/on/off/on/off…
     seen = [state.state for state in pin.states[1:7]]
     assert seen == [True, False] * 3
     led.blink(0.01, 0.01)  # the same blink again does not restart it
+    assert gpio_threads() - before == {blinker}
     led.off()
     assert pin.state is False
     assert not led.is_lit
-    count = len(pin.states)
-    time.sleep(0.05)
-    assert len(pin.states) == count  # blinking stopped
+    # Blinking stopped: the thread that toggled the pin is gone (off() joins it), and nothing
+    # else changes a pin by itself.
+    assert gpio_threads() - before == set()
     led.close()
 
 

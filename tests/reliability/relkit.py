@@ -1,6 +1,7 @@
 """Helpers for the reliability suite: simulated devices with short timeouts that can be pointed
-at a proxy, and a privacy watch on the device state machine. The Channel-API client, ``CODEC``,
-``TIMEOUT`` and ``eventually`` are shared: see ``tests/support/channel_client.py``.
+at a proxy, and a privacy watch on the device state machine. The Channel-API client and
+``eventually`` are shared: see ``tests/support/channel_client.py`` and ``tests/support/waits.py``;
+the devices are built as every simulated device is (``pttd.sim.device``).
 
 Imported by path (pytest puts this directory on ``sys.path``); the name is unique in the tree.
 """
@@ -11,14 +12,15 @@ import asyncio
 import contextlib
 import os
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from channel_client import TIMEOUT, Client, eventually
+from channel_client import Client
+from waits import TIMEOUT, eventually
 
-from pttd.demo import SimDevice, make_sim_device, sim_config
 from pttd.radio.audio import Pcm
 from pttd.radio.config import AudioConfig, TalkConfig
 from pttd.radio.link import LinkSettings, pair
@@ -27,6 +29,7 @@ from pttd.radio.store import Credential, Store
 from pttd.server.app import ServerSettings
 from pttd.server.registry import Registry
 from pttd.sim.audio import sine
+from pttd.sim.device import SimDevice, sim_config
 from pttd.wire import messages as p
 
 ROOM = "alpha"
@@ -97,6 +100,7 @@ class PrivacyWatch:
     sim: SimDevice
     violations: list[str]
     events: int = 0
+    kinds: Counter[type[Event]] = field(default_factory=Counter)  # events handled, by kind
     _depth: int = 0
 
     @classmethod
@@ -119,6 +123,7 @@ class PrivacyWatch:
 
     def _before(self, m: DeviceMachine, event: Event) -> None:
         self.events += 1
+        self.kinds[type(event)] += 1
         if self._depth == 0 and self.sim.mic.is_open != m.capture_open:
             self.violations.append(
                 f"before {type(event).__name__}: mic open={self.sim.mic.is_open} but machine "
@@ -182,6 +187,20 @@ class Radio:
     async def wait_transmitting(self, timeout: float = TIMEOUT) -> None:
         await eventually(lambda: self.machine.transmitting, timeout, f"{self.name} transmitting")
 
+    def seen(self, kind: type[Event]) -> int:
+        """How many events of ``kind`` the device has handled (``LinkConnecting``: attempts)."""
+        return self.watch.kinds[kind]
+
+    def check_waits_for_a_press(self) -> None:
+        """No talk starts until a new press, however long one waits: only a press starts a talk
+        (the state machine decides every talk), and the machine is idle with no request out and
+        no talk timer armed, waiting for every button to be up (hold mode) or with its latch
+        dropped (toggle mode). A state, checked now: no pause watches for it."""
+        m = self.machine
+        assert m.talk is Talk.IDLE and m.request is None and not m.capture_open, m
+        assert m.blocked if m.held_buttons else not m.latched, m
+        assert not self.sim.mic.is_open
+
     async def wait_mic_closed(self, timeout: float = TIMEOUT) -> None:
         await eventually(
             lambda: not self.sim.mic.is_open and not self.machine.capture_open,
@@ -230,13 +249,14 @@ async def start_radio(
         credential.server_url,
         state,
         audio or AudioConfig(sample_rate=SAMPLE_RATE, bitrate=16000, complexity=0, volume=87),
+        talk=talk,
+        ca_file=ca_file,
     )
-    if talk is not None:
-        config = replace(config, talk=talk)
-    if ca_file:
-        config = replace(config, server=replace(config.server, ca_file=ca_file))
-    sim = make_sim_device(
-        config, mic if mic is not None else speech_like(), restart_on_open=restart_on_open
+    sim = SimDevice.build(
+        config,
+        mic if mic is not None else speech_like(),
+        restart_on_open=restart_on_open,
+        timeout=TIMEOUT,
     )
     tls = sim.device.link.settings  # what the device made of its config: keep that
     sim.device.link.settings = replace(link, ca_file=tls.ca_file, tls_verify=tls.tls_verify)

@@ -18,15 +18,14 @@ the speech is still there in shape.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from channel_client import eventually
 from faultproxy import FaultProxy
 from relkit import SAMPLE_RATE, Radio, pair_over_wire, radios_stopped, start_radio
+from waits import eventually
 
 from pttd.demo import speech_sample
 from pttd.radio.audio import Pcm
@@ -69,14 +68,24 @@ def measure(sent: Pcm, heard: Pcm) -> dict[str, Any]:
     return figures
 
 
+async def speaker_plays(radio: Radio, seconds: float) -> None:
+    """Wait until the device's speaker has played ``seconds`` more (its own audio clock)."""
+    speaker = radio.sim.speaker
+    blocks = speaker.blocks + round(seconds / speaker.period)
+    await eventually(lambda: speaker.blocks >= blocks, what=f"{seconds} s played")
+
+
 async def one_talk(a: Radio, b: Radio, speech: Pcm) -> dict[str, Any]:
-    await asyncio.sleep(0.4)  # B's 'connected' tone plays out
+    await speaker_plays(b, 0.4)  # B's 'connected' tone plays out
     b.sim.speaker.clear()
     sent0 = a.sim.device.counters.packets_sent
     received0 = b.sim.device.counters.packets_received
     stats0 = b.sim.device.mixer.stats
+    mic = a.sim.mic
     a.sim.button.press()
-    await asyncio.sleep(speech.shape[0] / SAMPLE_RATE + 0.3)
+    # The whole speech and 0.3 s more go into A's microphone (it starts over at each opening).
+    spoken = speech.shape[0] + round(0.3 * SAMPLE_RATE)
+    await eventually(lambda: mic.is_open and mic.position >= spoken, what="the speech spoken")
     a.sim.button.release()
     await a.wait_mic_closed()
     mixer = b.sim.device.mixer
@@ -84,7 +93,7 @@ async def one_talk(a: Radio, b: Radio, speech: Pcm) -> dict[str, Any]:
         lambda: mixer.stats.played > stats0.played and not mixer.stats.streams,
         what="B's stream played out",
     )
-    await asyncio.sleep(0.2)
+    await speaker_plays(b, 0.2)  # and what followed it
     stats = mixer.stats
     sent = a.sim.device.counters.packets_sent - sent0
     received = b.sim.device.counters.packets_received - received0

@@ -10,13 +10,12 @@ online.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from channel_client import Client, eventually
+from channel_client import Client
 from faultproxy import FaultProxy
 from relkit import (
     FAST_LINK,
@@ -29,8 +28,9 @@ from relkit import (
     start_radio,
     user_client,
 )
+from waits import eventually
 
-from pttd.radio.machine import Link, Tone
+from pttd.radio.machine import Link, LinkConnecting, LinkDown, Tone
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 from pttd.wire import messages as p
@@ -70,14 +70,15 @@ async def start_talk(rig: Rig) -> int:
     return start.stream_id
 
 
-async def talk_fully_heard(rig: Rig, seconds: float = 0.4) -> None:
-    """A whole talk on a good link: every packet the device sent reaches the listener."""
+async def talk_fully_heard(rig: Rig, packets: int = 20) -> None:
+    """A whole talk on a good link (``packets`` sent at least): every packet the device sent
+    reaches the listener."""
     counters = rig.talker.sim.device.counters
     sent_before = counters.packets_sent
     rig.talker.sim.button.press()
     await rig.talker.wait_transmitting()
     start = await rig.listener.next_of(p.OnStreamStart, where=lambda s: s.from_ == "radio-far")
-    await asyncio.sleep(seconds)
+    await eventually(lambda: counters.packets_sent - sent_before >= packets, what="talking")
     rig.talker.sim.button.release()
     await rig.talker.wait_mic_closed()
     got = 0
@@ -159,7 +160,9 @@ async def test_network_cut_then_back(rig: Rig) -> None:
     errors = tones.count(Tone.ERROR)
     rig.talker.sim.button.press()
     await eventually(lambda: tones.count(Tone.ERROR) > errors, what="error tone")
-    await asyncio.sleep(2.0)  # several connection attempts time out in the black hole
+    # Several connection attempts time out in the black hole; the microphone stays shut.
+    attempts = rig.talker.seen(LinkConnecting)
+    await eventually(lambda: rig.talker.seen(LinkConnecting) >= attempts + 2, what="attempts")
     assert rig.talker.machine.link is Link.CONNECTING
     assert not rig.talker.sim.mic.is_open
     assert rig.proxy.connections >= 2
@@ -179,8 +182,15 @@ async def test_slow_drip_link(rig: Rig) -> None:
     # try or two while the logon crawls through).
     await rig.talker.wait_reconnected(connects, timeout=30)
     sent = rig.talker.sim.device.counters.packets_sent
+    mic = rig.talker.sim.mic
+    captured, downs = mic.frames_delivered, rig.talker.seen(LinkDown)
     rig.talker.sim.button.press()
-    await asyncio.sleep(2.0)  # 24 kbit/s of audio into 6.4 kbit/s: the backlog grows
+    # 2 s of audio (24 kbit/s) into 6.4 kbit/s: the backlog grows, until the server's keepalive
+    # gives up on the link, as a rule.
+    await eventually(
+        lambda: mic.frames_delivered >= captured + 100 or rig.talker.seen(LinkDown) > downs,
+        what="2 s captured, or the link lost",
+    )
     rig.talker.sim.button.release()
     await rig.talker.wait_mic_closed()
     heard = [e for e in rig.listener.drain() if isinstance(e, p.AudioPacket)]

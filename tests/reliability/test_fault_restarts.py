@@ -14,10 +14,10 @@ import contextlib
 from dataclasses import replace
 from pathlib import Path
 
-from channel_client import TIMEOUT, eventually
 from relkit import Radio, fast_server_settings, pair_over_wire, radios_stopped, start_radio
+from waits import TIMEOUT, eventually
 
-from pttd.radio.machine import Talk, Tone
+from pttd.radio.machine import LinkConnecting, Talk, Tone
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 
@@ -109,7 +109,16 @@ async def test_server_restarted_20_times(tmp_path: Path, registry: Registry) -> 
                     )
                     assert not listeners[0].sim.mic.is_open
                     listeners[0].sim.button.release()
-                await asyncio.sleep(0.15)  # the devices retry against a closed port meanwhile
+                # The devices retry against the closed port meanwhile: one attempt fails and
+                # the next one starts.
+                attempts = [r.seen(LinkConnecting) for r in radios]
+                await eventually(
+                    lambda: all(
+                        r.seen(LinkConnecting) >= a + 2
+                        for r, a in zip(radios, attempts, strict=True)  # noqa: B023
+                    ),
+                    what="attempts against the closed port",
+                )
 
                 server = await start_server_on(registry, settings)
                 for radio in radios:
@@ -120,8 +129,7 @@ async def test_server_restarted_20_times(tmp_path: Path, registry: Registry) -> 
                 ), "each device reconnected exactly once"
                 if during_talk:
                     # The button is still held: the cut talk does not resume by itself.
-                    await asyncio.sleep(0.1)
-                    assert not talker.sim.mic.is_open and talker.machine.talk is Talk.IDLE
+                    talker.check_waits_for_a_press()
                     talker.sim.button.release()
                 assert not server.core.streams
                 for radio in radios:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from channel_client import eventually
 from relkit import PASSWORDS, hear_stream, pair_over_wire, start_radio, user_client
+from waits import eventually
 
 from pttd.errors import StoreError
 from pttd.radio.store import CREDENTIAL_FILE, SETTINGS_FILE, Credential, Settings, Store

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from channel_client import Client, eventually
+from channel_client import Client
 from relkit import (
     FAST_LINK,
     PASSWORDS,
@@ -36,6 +36,7 @@ from relkit import (
     start_radio,
     user_client,
 )
+from waits import eventually
 from websockets.frames import Frame, Opcode
 
 from pttd.radio.link import pair

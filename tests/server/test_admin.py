@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from websockets.asyncio.client import connect
+from channel_client import Client
 
 from pttd.wire import messages as p
 
@@ -183,13 +183,14 @@ def test_password_from_stdin_logs_on_and_server_prints_ready_line(
     assert server.url.startswith("ws://127.0.0.1:")
     pttd("server", "user", "add", "ann", "--room", "ops", "--db", str(db), stdin="s3cret\n")
 
-    async def logon() -> p.ServerMessage:
-        async with connect(server.url) as ws:
-            await ws.send(p.Logon(("ops",), seq=1, username="ann", password="s3cret").to_json())
-            return p.parse_server_message(await ws.recv())
+    async def logon() -> p.Response:
+        client = await Client.connect(server.url)
+        try:
+            return await client.logon(("ops",), username="ann", password="s3cret")
+        finally:
+            await client.close()
 
-    answer = asyncio.run(logon())
-    assert isinstance(answer, p.Response) and answer.success
+    assert asyncio.run(logon()).success
 
 
 def test_pair_then_revoke_while_server_runs(db: Path, server: RunningServer) -> None:
@@ -198,22 +199,19 @@ def test_pair_then_revoke_while_server_runs(db: Path, server: RunningServer) -> 
     )
 
     async def scenario() -> tuple[p.Response, int | None]:
-        async with connect(server.url) as ws:
-            await ws.send(p.Pair(code["code"], "van-7", seq=1).to_json())
-            paired = p.parse_server_message(await ws.recv())
-            assert isinstance(paired, p.Response) and paired.auth_token
-            await ws.send(p.Logon(("ops",), seq=2, auth_token=paired.auth_token).to_json())
-            logon = p.parse_server_message(await ws.recv())
-            assert isinstance(logon, p.Response) and logon.success
+        client = await Client.connect(server.url)
+        try:
+            paired = await client.request(lambda seq: p.Pair(code["code"], "van-7", seq=seq))
+            assert paired.auth_token
+            assert (await client.logon(("ops",), auth_token=paired.auth_token)).success
             devices = json.loads(pttd("server", "device", "list", "--json", "--db", str(db)).stdout)
             assert [(d["name"], d["revoked"]) for d in devices] == [("van-7", False)]
             await asyncio.to_thread(pttd, "server", "device", "revoke", "van-7", "--db", str(db))
-            async for frame in ws:  # the server drops the revoked device by itself
-                event = p.parse_server_message(frame)
-                if isinstance(event, p.OnError):
-                    break
-            await ws.wait_closed()
-            return paired, ws.close_code
+            await client.wait_for(p.OnError)  # the server drops the revoked device by itself
+            await client.closed.wait()
+            return paired, client.ws.close_code
+        finally:
+            await client.close()
 
     paired, close_code = asyncio.run(asyncio.wait_for(scenario(), 20))
     assert close_code == 1008
@@ -243,10 +241,12 @@ def test_wss_with_certificate(db: Path, tmp_path: Path) -> None:
         assert running.url.startswith("wss://127.0.0.1:")
 
         async def handshake(context: ssl.SSLContext) -> None:
-            async with connect(running.url, ssl=context) as ws:
-                await ws.send(p.Logon(("ops",), seq=1, username="x", password="y").to_json())
-                answer = p.parse_server_message(await ws.recv())
-                assert isinstance(answer, p.Response) and answer.error == p.NOT_AUTHORIZED
+            client = await Client.connect(running.url, ssl=context)
+            try:
+                answer = await client.logon(("ops",), username="x", password="y")
+                assert answer.error == p.NOT_AUTHORIZED
+            finally:
+                await client.close()
 
         trusting = ssl.create_default_context()
         ca.configure_trust(trusting)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from channel_client import Client, Connect, pair_device
+from channel_client import Client, Connect, pair_device, settle
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -161,7 +161,24 @@ async def test_three_clients_take_turns(logged_on: LoggedOn) -> None:
         for listener in listeners:
             stop = await listener.next_of(p.OnStreamStop)
             assert stop.stream_id == sid and stop.reason is None
-        assert not await talker.quiet(p.AudioPacket, 0.05)  # no echo to the talker
+        # No echo to the talker: the stop was answered after its packets were dealt with.
+        assert not talker.packets(sid)
+
+
+async def test_settle_is_a_barrier_for_what_the_server_relays(logged_on: LoggedOn) -> None:
+    """The tests' proof that nothing arrived: what one client's frames made the server send
+    another has arrived once both have synced (no pause involved)."""
+    a = await logged_on("alice")
+    b = await logged_on("bob")
+    answer = await a.start()
+    assert answer.stream_id is not None
+    await b.next_of(p.OnStreamStart)
+    for round_ in range(20):
+        mark = b.mark()
+        await a.send_audio(answer.stream_id, bytes([round_]) * 60)
+        await settle(a, b)
+        assert [x.payload[0] for x in b.packets(since=mark)] == [round_]
+    assert (await a.sync()) == a.mark()  # an answer, not an event
 
 
 async def test_busy_floor_is_refused_with_talker_name(logged_on: LoggedOn) -> None:
@@ -193,9 +210,11 @@ async def test_talk_time_out_ends_stream_for_everyone(logged_on: LoggedOn) -> No
         stop = await client.next_of(p.OnStreamStop, timeout=3)
         assert (stop.stream_id, stop.reason) == (sid, p.REASON_TIMEOUT)
     # Packets the talker still had in flight are dropped quietly, not relayed, not errors.
+    a_mark, b_mark = a.mark(), b.mark()
     await a.send_audio(sid, b"late")
-    assert not await b.quiet(p.AudioPacket)
-    assert not await a.quiet(p.OnError)
+    await settle(a, b)  # whatever the late packet caused has reached both
+    assert not b.packets(since=b_mark)
+    assert not a.of(p.OnError, since=a_mark)
     assert (await a.stop(sid)).success  # a late stop of an ended stream is harmless
     assert (await b.start()).success  # the floor is free again
 
@@ -253,12 +272,14 @@ async def test_stream_id_spoofing_is_refused_and_not_relayed(logged_on: LoggedOn
     c = await logged_on("carol")
     sid = await talk(a, packets=1)
     await hear(c, sid, packets=1)
+    c_mark = c.mark()
     await b.send_audio(sid, b"\x66" * 60)  # bob injects into alice's stream
     error = await b.next_of(p.OnError)
     assert error.error == p.INVALID_AUDIO_PACKET
     await b.send_audio(9999, b"\x66" * 60)  # and into no stream at all
     assert (await b.next_of(p.OnError)).error == p.INVALID_AUDIO_PACKET
-    assert not await c.quiet(p.AudioPacket)
+    await settle(b, c)  # whatever bob's packets caused has reached carol
+    assert not c.packets(since=c_mark)
     stop = await b.request(lambda seq: p.StopStream(sid, seq=seq))
     assert stop.error == p.FAILED_TO_STOP_STREAM  # nor can he stop it
 
@@ -335,9 +356,11 @@ async def test_text_messages(logged_on: LoggedOn) -> None:
     for client in (b, c):
         msg = await client.next_of(p.OnTextMessage)
         assert (msg.channel, msg.from_, msg.text) == ("alpha", "alice", "hello")
+    b_mark = b.mark()
     await a.request(lambda seq: p.SendTextMessage("alpha", "psst", seq=seq, for_="carol"))
     assert (await c.next_of(p.OnTextMessage)).text == "psst"
-    assert not await b.quiet(p.OnTextMessage)
+    await settle(a, b)  # had the message gone to bob too, it would be here now
+    assert not b.of(p.OnTextMessage, since=b_mark)
 
 
 # ---------------------------------------------------------------------------- pairing

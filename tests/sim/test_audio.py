@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waits import eventually
 
 from pttd.errors import AudioError
 from pttd.radio.audio import AudioInput, AudioOutput, Pcm
@@ -29,6 +30,11 @@ from pttd.sim.audio import (
 RATE = 48000
 FRAME = 960
 PERIOD = FRAME / RATE  # 20 ms
+
+
+def capture_threads() -> set[threading.Thread]:
+    """Simulated sources' clock threads that are running."""
+    return {t for t in threading.enumerate() if t.name == "pttd-sim-capture" and t.is_alive()}
 
 
 class Collector:
@@ -148,6 +154,7 @@ async def test_source_is_paced_in_real_time() -> None:
 async def test_source_delivers_only_while_open() -> None:
     source = ClockedSource(ramp(RATE), sample_rate=RATE, frame_samples=FRAME)
     got = Collector()
+    others = capture_threads()
     assert not source.is_open
     source.open(got)
     assert source.is_open
@@ -157,7 +164,10 @@ async def test_source_delivers_only_while_open() -> None:
     source.close()
     assert not source.is_open
     n = len(got.frames)
-    await asyncio.sleep(5 * PERIOD)
+    # close() joined the clock thread: nothing posts frames any more, and those posted before
+    # are dropped when the loop runs them.
+    assert capture_threads() <= others
+    await asyncio.sleep(0)
     assert len(got.frames) == n
     assert source.frames_delivered == n
     source.close()  # again: nothing
@@ -168,13 +178,14 @@ async def test_no_frame_after_close_even_if_already_posted() -> None:
     # arrives, while the next one is likely posted already.
     source = ClockedSource(ramp(RATE), sample_rate=RATE, frame_samples=FRAME, paced=False)
     got = Collector()
+    others = capture_threads()
     for _ in range(20):
         source.open(got)
         await got.wait_for(len(got.frames) + 1)
         source.close()
         n = len(got.frames)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.001)
+        assert capture_threads() <= others  # joined: what it posted is all there is
+        await asyncio.sleep(0)  # the loop runs what was posted: dropped
         assert len(got.frames) == n
 
 
@@ -186,7 +197,9 @@ async def test_consecutive_opens_continue_the_signal() -> None:
         source.open(got)
         await got.wait_for(len(got.frames) + 2)
         source.close()
-        await asyncio.sleep(2 * PERIOD)  # time passes between presses; the signal waits
+        # Real time passes between presses (the source's clock is the real one); the signal
+        # waits for the next opening.
+        await asyncio.sleep(2 * PERIOD)
     captured = got.samples()
     assert np.array_equal(captured, signal[: len(captured)])
     assert source.position == len(captured)
@@ -286,9 +299,7 @@ def test_sink_is_paced_and_records_what_it_pulled() -> None:
     assert (spacing > 0).all()
     assert np.mean(spacing) == pytest.approx(PERIOD, rel=0.01)
     assert [b.offset for b in played] == list(range(0, len(recording), FRAME))
-    n = sink.blocks
-    time.sleep(3 * PERIOD)
-    assert sink.blocks == n  # stopped means stopped
+    # Stopped means stopped: stop() joined the one thread that plays.
     assert not any(t.name == "pttd-sim-playback" for t in threading.enumerate())
 
 
@@ -359,10 +370,8 @@ async def test_impulse_from_source_to_sink() -> None:
     sink.start(pull)
     source.open(deliver)
     opened = time.monotonic()
-    played = None
-    while played is None and time.monotonic() - opened < 10:
-        await asyncio.sleep(PERIOD)
-        played = sink.first_above(16000)
+    await eventually(lambda: sink.first_above(16000) is not None, what="the impulse played")
+    played = sink.first_above(16000)
     source.close()
     sink.stop()
     captured = source.time_of(round(at * RATE))

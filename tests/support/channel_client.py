@@ -1,4 +1,5 @@
-"""The Channel-API websocket test client and helpers shared by the test suites.
+"""The Channel-API websocket test client, shared by the test suites (server, device, reliability,
+hardware-in-loop).
 
 Importable from every test folder: ``pythonpath = ["tests/support"]`` in pyproject.toml puts this
 directory on ``sys.path``; the module name is unique in the tree.
@@ -12,6 +13,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from waits import TIMEOUT
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -19,21 +21,11 @@ from pttd.server.registry import Registry
 from pttd.wire import messages as p
 
 T = TypeVar("T")
-TIMEOUT = 10.0  # generous: the suites must pass on a loaded 2-core CI machine
 CODEC = p.CodecHeader(48000, 1, 20)
+NEVER_A_STREAM = 0  # the server numbers streams from 1: stopping this one changes nothing
 
 Connect = Callable[..., Any]
 """A fixture's factory: connect (websockets keyword arguments) and return a :class:`Client`."""
-
-
-async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
-    """Poll ``check`` on the loop until it holds; fail after ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():  # noqa: ASYNC110 - state changes on other tasks and threads
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what or check}") from None
 
 
 def pair_device(reg: Registry, name: str, rooms: tuple[str, ...] = ("alpha",)) -> str:
@@ -43,29 +35,44 @@ def pair_device(reg: Registry, name: str, rooms: tuple[str, ...] = ("alpha",)) -
 
 
 class Client:
-    """A Channel-API client for tests: requests wait for their answer, everything else queues.
+    """A Channel-API client for tests.
 
-    ``timeout`` bounds every wait that is not given its own (answers, events, closing)."""
+    A request (:meth:`request` and the commands built on it) waits for its answer. Everything
+    else the server sends (events, audio packets, answers to requests sent by hand) is recorded,
+    in order, in :attr:`events`. Two ways to read it:
+
+    * as a queue: :meth:`next`, :meth:`next_of` and :meth:`drain` take events one after the
+      other from a read position that only moves forward;
+    * by position: :meth:`mark`, :meth:`of`, :meth:`packets` and :meth:`wait_for` look at the
+      whole record (or from a mark on) and take nothing.
+
+    Nothing-happened checks use :meth:`sync`, a barrier, never a pause. ``timeout`` bounds every
+    wait that is not given its own (answers, events, closing)."""
 
     def __init__(self, ws: ClientConnection, timeout: float = TIMEOUT) -> None:
         self.ws = ws
         self.timeout = timeout
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.events: list[Any] = []
         self.answers: dict[int, asyncio.Future[p.Response]] = {}
         self.seq = itertools.count(1)
         self.closed = asyncio.Event()
+        self._read_at = 0  # the queue's read position in :attr:`events`
+        self._changed = asyncio.Event()
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str, **kwargs: Any) -> Client:
-        ws = await connect(url, compression=None, open_timeout=TIMEOUT, **kwargs)
-        return cls(ws)
+    async def connect(cls, url: str, timeout: float = TIMEOUT, **kwargs: Any) -> Client:
+        """Connect (``kwargs``: websockets' own; the opening handshake is bounded by ``timeout``
+        unless ``open_timeout`` says otherwise)."""
+        kwargs.setdefault("open_timeout", timeout)
+        ws = await connect(url, compression=None, **kwargs)
+        return cls(ws, timeout)
 
     async def _read(self) -> None:
         try:
             async for frame in self.ws:
                 if isinstance(frame, bytes):
-                    self.events.put_nowait(p.parse_audio_packet(frame))
+                    self._record(p.parse_audio_packet(frame))
                     continue
                 message = p.parse_server_message(frame)
                 if isinstance(message, p.Response) and message.seq in self.answers:
@@ -73,21 +80,43 @@ class Client:
                     if not future.done():
                         future.set_result(message)
                 else:
-                    self.events.put_nowait(message)
+                    self._record(message)
         except ConnectionClosed:
             pass
         finally:
             self.closed.set()
+            self._changed.set()
+            for future in self.answers.values():  # no answer will come: say so at once
+                if not future.done():
+                    future.set_exception(ConnectionError("connection closed before the answer"))
+
+    def _record(self, event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def _until(self, found: Callable[[], T | None], timeout: float | None) -> T:
+        """``found()``'s first value that is not None, looked for after each recorded event."""
+        async with asyncio.timeout(self.timeout if timeout is None else timeout):
+            while (value := found()) is None:
+                self._changed.clear()
+                await self._changed.wait()
+        return value
+
+    # ------------------------------------------------------------------ requests
 
     async def request(self, make: Callable[[int], Any], timeout: float | None = None) -> p.Response:
+        """Send ``make(seq)`` and wait for the answer with that ``seq``; :class:`ConnectionError`
+        if the connection closes first."""
         seq = next(self.seq)
         future: asyncio.Future[p.Response] = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():
+            raise ConnectionError("connection closed")
         self.answers[seq] = future
         await self.ws.send(make(seq).to_json())
         return await asyncio.wait_for(future, self.timeout if timeout is None else timeout)
 
     async def logon(self, rooms: tuple[str, ...] = ("alpha",), **creds: Any) -> p.Response:
-        return await self.request(lambda seq: p.Logon(channels=rooms, seq=seq, **creds))
+        return await self.request(lambda seq: p.Logon(channels=tuple(rooms), seq=seq, **creds))
 
     async def start(self, room: str | None = None, priority: p.Priority = "normal") -> p.Response:
         return await self.request(
@@ -100,10 +129,26 @@ class Client:
     async def send_audio(self, stream_id: int, payload: bytes) -> None:
         await self.ws.send(p.AudioPacket(stream_id, 0, payload).encode())
 
+    async def sync(self, timeout: float | None = None) -> int:
+        """A barrier: a request that changes nothing (stopping a stream the server never gave
+        out), answered only after the server has dealt with every frame this client sent before
+        it. The server writes to each connection in order, so once the answer is here,
+        everything the server had sent this client by then is in :attr:`events`. Returns
+        :meth:`mark`. Works in any state, logged on or not (the answer is then an error)."""
+        await self.request(lambda seq: p.StopStream(NEVER_A_STREAM, seq=seq), timeout)
+        return self.mark()
+
+    # ------------------------------------------------------------------ reading as a queue
+
     async def next(self, timeout: float | None = None) -> Any:
-        return await asyncio.wait_for(
-            self.events.get(), self.timeout if timeout is None else timeout
-        )
+        """The next event after the read position (waiting for it); moves the position on."""
+
+        def unread() -> Any:
+            return self.events[self._read_at] if self._read_at < len(self.events) else None
+
+        event = await self._until(unread, timeout)
+        self._read_at += 1
+        return event
 
     async def next_of(
         self,
@@ -120,31 +165,56 @@ class Client:
             if isinstance(event, kind) and (where is None or where(event)):
                 return event
 
-    async def quiet(self, kind: type[Any], wait: float = 0.3) -> list[Any]:
-        """Events of ``kind`` that arrive within ``wait`` seconds (expected: none)."""
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (left := deadline - loop.time()) > 0:
-            try:
-                event = await self.next(left)
-            except TimeoutError:
-                break
-            if isinstance(event, kind):
-                got.append(event)
+    def drain(self) -> list[Any]:
+        """Every event after the read position; moves the position to the end."""
+        got, self._read_at = self.events[self._read_at :], len(self.events)
         return got
 
-    def drain(self) -> list[Any]:
-        """Everything queued so far, removed."""
-        got = []
-        while not self.events.empty():
-            got.append(self.events.get_nowait())
-        return got
+    # ------------------------------------------------------------------ reading by position
+
+    def mark(self) -> int:
+        """The position after the last event recorded, for :meth:`of` and :meth:`wait_for` to
+        look only at what comes after it."""
+        return len(self.events)
+
+    def of(self, kind: type[T], since: int = 0) -> list[T]:
+        """The events of ``kind`` recorded from position ``since`` on."""
+        return [e for e in self.events[since:] if isinstance(e, kind)]
+
+    def packets(self, stream_id: int | None = None, since: int = 0) -> list[p.AudioPacket]:
+        """The audio packets recorded (of ``stream_id``, if given)."""
+        return [e for e in self.of(p.AudioPacket, since) if stream_id in (None, e.stream_id)]
+
+    async def wait_for(
+        self,
+        kind: type[T],
+        where: Callable[[T], bool] = lambda _: True,
+        *,
+        since: int = 0,
+        timeout: float | None = None,
+    ) -> T:
+        """The first event of ``kind`` recorded from position ``since`` on for which ``where``
+        holds, waiting for it if there is none yet."""
+
+        def first() -> T | None:
+            return next((e for e in self.of(kind, since) if where(e)), None)
+
+        return await self._until(first, timeout)
+
+    # ------------------------------------------------------------------ closing
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), self.timeout)
-        await asyncio.wait({self.reader}, timeout=self.timeout)  # let it queue what was in flight
+        await asyncio.wait({self.reader}, timeout=self.timeout)  # let it record what was in flight
         self.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.reader
+
+
+async def settle(*clients: Client) -> None:
+    """:meth:`Client.sync` each client, in order. What the server relays to a later client
+    because of frames an earlier one sent before its barrier is then recorded: e.g.
+    ``await settle(talker, listener)`` before checking that the listener heard nothing."""
+    for client in clients:
+        await client.sync()

@@ -9,7 +9,7 @@ is aligned to what went in by cross-correlation first.
 Quality: PESQ wide-band (ITU-T P.862.2, the ``pesq`` package) against the 16 kHz original, of
 
 * ``codec_only``: the device's Opus settings, encode then decode, frame by frame, no transport;
-* ``chain``: two simulated devices (``pttd.demo.loopback_bench``) and the real room server on
+* ``chain``: two simulated devices (``pttd.sim.loopback``) and the real room server on
   loopback: device A's clocked microphone plays the sample while its PTT is held → encoder →
   packets → server → device B's link → jitter buffer → decoder → mixer → B's recording speaker;
 * the same two with 5 % of the packets lost (``*_loss5``): the same packet indices (seeded) for
@@ -78,17 +78,17 @@ from pttd.bench.common import (
     start_logging,
 )
 from pttd.bench.server import BenchError, pinned
-from pttd.demo import ROOM, loopback_bench, speech_sample
+from pttd.demo import speech_sample
 from pttd.radio.audio import Pcm, to_pcm
 from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.audio.mixer import Mixer
 from pttd.radio.audio.resample import resample
-from pttd.radio.config import AudioConfig, Config, DeviceConfig, StateConfig
+from pttd.radio.config import AudioConfig
 from pttd.radio.daemon import Device
-from pttd.radio.leds import build_leds
 from pttd.radio.machine import Link, LinkUp, Paired, PttPressed, StreamGranted
-from pttd.radio.store import Store
-from pttd.sim.audio import ClockedSource, RecordingSink, silence
+from pttd.sim.audio import silence
+from pttd.sim.device import SimDevice, sim_config
+from pttd.sim.loopback import ROOM, loopback
 from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ class ChainRun:
 async def run_chain(mic: Pcm, audio: AudioConfig, drop: frozenset[int]) -> ChainRun:
     """A talks ``mic`` to B through the server on loopback; B hears it through the proxy."""
     talk_s = mic.shape[0] / RATE + TAIL_S
-    async with loopback_bench() as bench:
+    async with loopback() as bench:
         proxy = LossyProxy(bench.server.port, drop)
         await proxy.start()
         try:
@@ -441,21 +441,8 @@ class CpuBench:
         return self._per_frame_us(time.thread_time_ns() - t0, len(self.pointers))
 
     def _device(self, name: str) -> Device:
-        state = self.workdir / name
-        config = Config(
-            device=DeviceConfig(name=name), state=StateConfig(dir=str(state)), audio=self.audio
-        )
-        device = Device(
-            config,
-            store=Store(state),
-            audio_in=ClockedSource(
-                silence(0.1, sample_rate=RATE), sample_rate=RATE, frame_samples=self.samples
-            ),
-            audio_out=RecordingSink(sample_rate=RATE, frame_samples=self.samples),
-            inputs=[],
-            leds=build_leds(config.leds, fake=True),
-            clock=self.clock,
-        )
+        config = sim_config(name, "", self.workdir / name, self.audio)
+        device = SimDevice.build(config, silence(0.1, sample_rate=RATE), clock=self.clock).device
         device.machine.handle(Paired(self.clock()))  # paired and online, without a link
         device.machine.handle(LinkUp(self.clock(), (ROOM,)))
         return device

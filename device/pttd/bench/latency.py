@@ -1,6 +1,6 @@
 """Latency of push-to-talk on loopback, with the clocked simulated audio and the real room server.
 
-Two simulated devices (``pttd.demo.loopback_bench``), A talking, B listening, 48 kHz, 20 ms
+Two simulated devices (``pttd.sim.loopback``), A talking, B listening, 48 kHz, 20 ms
 frames. A's microphone restarts its signal at every open of the capture (the press), so every
 press speaks the same thing, timed from the press:
 
@@ -71,7 +71,6 @@ from pttd.bench.common import (
     start_logging,
 )
 from pttd.bench.server import SOURCE_ROOT, BenchError
-from pttd.demo import ROOM, Bench, SimDevice, loopback_bench
 from pttd.radio.audio import Pcm
 from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.config import AudioConfig
@@ -79,6 +78,8 @@ from pttd.radio.link import LinkSettings, pair
 from pttd.radio.machine import Link
 from pttd.radio.store import Store
 from pttd.sim.audio import FULL_SCALE, sine
+from pttd.sim.device import SimDevice
+from pttd.sim.loopback import ROOM, Loopback, loopback
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ async def one_press(a: SimDevice, b: SimDevice, reference: Pcm) -> Press:
 
 
 async def late_entries(
-    bench: Bench, a: SimDevice, b: SimDevice, count: int, audio: AudioConfig
+    bench: Loopback, a: SimDevice, b: SimDevice, count: int, audio: AudioConfig
 ) -> list[float]:
     """A talks; ``count`` devices log on one after the other; ms from online to first sound."""
     late_audio = replace(audio, volume=UNITY_VOLUME, tone_level_db=QUIET_TONES_DB)
@@ -233,7 +234,7 @@ async def late_entries(
         a.button.release()
 
 
-async def one_late_entry(bench: Bench, name: str, audio: AudioConfig) -> float:
+async def one_late_entry(bench: Loopback, name: str, audio: AudioConfig) -> float:
     """Pair and start device ``name``; ms from its link coming up to the first sound it plays."""
     c = await bench.add_device(name, np.zeros(RATE // 10, np.int16), audio)
     try:
@@ -323,7 +324,7 @@ async def import_floor(modules: list[str], env: dict[str, str]) -> tuple[int, in
     return int(fields[0]), int(fields[1]), fields[2:]
 
 
-async def device_rss(bench: Bench, b: SimDevice) -> dict[str, Any]:
+async def device_rss(bench: Loopback, b: SimDevice) -> dict[str, Any]:
     """Run ``pttd run`` as a process, let it talk for a moment; its VmRSS and VmHWM in MB, and
     those of a bare interpreter that imports the same modules, pttd's own excepted."""
     name = "rss-probe"
@@ -430,7 +431,7 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
     signal = mic_signal(talk_s)
     reference = codec_reference(signal, audio, IMPULSE_AT_S + 0.1)
     presses: list[Press] = []
-    async with loopback_bench() as bench_:
+    async with loopback() as bench_:
         a = await bench_.add_device("talker", signal, audio)  # restart_on_open: every press
         b = await bench_.add_device(
             "listener", np.zeros(RATE // 10, np.int16), replace(audio, volume=UNITY_VOLUME)

@@ -76,8 +76,9 @@ async def capture(n: int, path: str) -> dict[str, Any]:
     closed = time.monotonic()
     at_close = len(frames)
     # The file plugin is not paced: the callback ran flat out, so posted frames were queued
-    # when close() returned; none of them may arrive.
-    await asyncio.sleep(0.3)
+    # when close() returned (the stream stopped: no callback runs after it); none of them may
+    # arrive once the loop has run them.
+    await asyncio.sleep(0)
     np.save(path, np.concatenate(frames))
     return {
         "was_open": was_open,

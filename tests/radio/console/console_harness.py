@@ -15,19 +15,22 @@ import os
 import re
 import select
 import threading
+import time
 import tty
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pttd.demo import Bench, SimDevice, loopback_bench, make_sim_device, sim_config
-from pttd.radio.config import ConsoleConfig, ServerConfig
+from waits import eventually
+
+from pttd.radio.config import ConsoleConfig
 from pttd.radio.console.device_backend import build_console
 from pttd.radio.console.serial_console import SerialConsole
 from pttd.redact import LogBuffer
 from pttd.server.app import ServerSettings
-from pttd.sim.audio import sine
+from pttd.sim.device import SimDevice, sim_config
+from pttd.sim.loopback import Loopback, loopback
 
 TIMEOUT = 5.0
 PROMPT = re.compile(rb"pttd\[[^\]\r\n]*\]> $")
@@ -109,12 +112,10 @@ class Terminal:
             return pattern.search(out) is not None
 
         try:
-            async with asyncio.timeout(timeout):
-                while not found(out := self.since(mark)):  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
+            await eventually(lambda: found(self.since(mark)), timeout, every=0.005)
+        except AssertionError:
             raise AssertionError(f"no {pattern!r} in {self.since(mark)!r}") from None
-        return out
+        return self.since(mark)
 
     async def command(
         self, line: str, until: re.Pattern[bytes] | bytes = PROMPT, timeout: float = TIMEOUT
@@ -135,16 +136,31 @@ class Terminal:
         return await self.command(line, until=re.compile(rb"(?:: |> )$"))
 
 
+class SkewClock:
+    """The device's (and so its console's) monotonic clock: ``time.monotonic()`` plus what the
+    test moved it on by (a wait the console asks for, without waiting)."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skew
+
+    def advance(self, seconds: float) -> None:
+        self.skew += seconds
+
+
 @dataclass
 class ConsoleRig:
     tmp: Path
-    bench: Bench
+    bench: Loopback
     sim: SimDevice
     console: SerialConsole
     pty: Pty
     terminal: Terminal
     port: Path  # the stable name the console opens
     logs: LogBuffer
+    clock: SkewClock
 
     @property
     def state(self) -> Path:
@@ -168,9 +184,7 @@ class ConsoleRig:
         old_sessions = self.console.sessions
         self.terminal.close()
         self.pty.close()
-        async with asyncio.timeout(TIMEOUT):
-            while self.console.connected:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not self.console.connected, TIMEOUT, "the console let go")
         self.pty = Pty()
         replacement = self.tmp / "ttyCONSOLE.new"
         replacement.symlink_to(self.pty.path)
@@ -201,20 +215,21 @@ async def console_rig(
     """A room server (rooms ops, yard), an unpaired device with simulated audio and in-memory
     LEDs, and its console on a pty; the console has greeted the terminal when this yields."""
     settings = ServerSettings(host="127.0.0.1", port=0, registry_poll=0.05)
-    async with loopback_bench(settings) as bench:
+    async with loopback(settings) as bench:
         for room in ROOMS:
             await asyncio.to_thread(bench.registry.add_room, room)
         pty = Pty()
         port = tmp_path / "ttyCONSOLE"
         port.symlink_to(pty.path)
-        config = sim_config("gate-1", server_url, tmp_path / "state")
-        config = replace(
-            config,
+        config = sim_config(
+            "gate-1",
+            server_url,
+            tmp_path / "state",
             console=ConsoleConfig(port=str(port)),
-            server=ServerConfig(url=server_url, ca_file=ca_file),
+            ca_file=ca_file,
         )
-        rate = config.audio.sample_rate
-        sim = make_sim_device(config, sine(440.0, 1.0, sample_rate=rate, amplitude=0.3))
+        clock = SkewClock()
+        sim = SimDevice.build(config, clock=clock, timeout=TIMEOUT)
         logs = LogBuffer()
         pttd_logger = logging.getLogger("pttd")
         old_level = pttd_logger.level
@@ -227,7 +242,7 @@ async def console_rig(
         if scrypt_n is not None:
             console.console.scrypt_n = scrypt_n
         terminal = Terminal(pty)
-        rig = ConsoleRig(tmp_path, bench, sim, console, pty, terminal, port, logs)
+        rig = ConsoleRig(tmp_path, bench, sim, console, pty, terminal, port, logs, clock)
         try:
             await console.start()
             await terminal.wait_for(PROMPT)

@@ -109,9 +109,15 @@ async def test_installer_pairs_through_picocom(tmp_path: Path) -> None:
         cable.start()
         try:
             with picocom_in_tmux(laptop.path, tmp_path / "picocom.log") as tmux:
-                await asyncio.sleep(0.3)  # picocom opens its port
-                tmux.keys("Enter")
-                await tmux.until("pttd[unpaired]>")  # (capture-pane trims trailing blanks)
+                # picocom opens its port: Enter until the console's prompt shows (what is typed
+                # before picocom is ready goes nowhere).
+                for _ in range(20):
+                    tmux.keys("Enter")
+                    with contextlib.suppress(AssertionError):
+                        await tmux.until("pttd[unpaired]>", timeout=0.5)  # (trailing blanks)
+                        break
+                else:
+                    await tmux.until("pttd[unpaired]>")
 
                 # Typing mistakes fixed the usual way: Backspace, arrow keys (swallowed).
                 tmux.keys("-l", "statuz")

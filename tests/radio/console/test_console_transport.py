@@ -4,26 +4,27 @@ off the event loop."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import re
 import threading
-import time
 import types
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+import serial  # type: ignore[import-untyped]
 from console_harness import PROMPT, Pty, Terminal, console_rig
+from waits import eventually
 
-from pttd.demo import make_sim_device, sim_config
 from pttd.radio.config import AudioConfig, Config, ConsoleConfig
 from pttd.radio.console import device_backend
 from pttd.radio.console.device_backend import DeviceBackend, build_console
 from pttd.radio.console.interpreter import CheckPin, HashPin, PinChecked, PinHashed
 from pttd.sim.audio import silence
+from pttd.sim.device import SimDevice, sim_config
 
 JSON_LINE = re.compile(rb"\r\n(\{\"audio_devices\".*\})\r\n")
 
@@ -32,36 +33,37 @@ def console_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("pttd console")]
 
 
-async def loop_lag(seconds: float = 0.3) -> float:
-    """The worst delay of a 10 ms timer over ``seconds``: how blocked the event loop is."""
-    worst = 0.0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        t = time.monotonic()
-        await asyncio.sleep(0.01)
-        worst = max(worst, time.monotonic() - t - 0.01)
-    return worst
+async def loop_serves(sim: SimDevice) -> None:
+    """The device's loop is not starved: a press and a release reach its state machine (each
+    bounded by the harness's timeout; a loop blocked for the console's write time-out per line
+    would take minutes)."""
+    sim.button.press()
+    await sim.until(lambda m: "ptt" in m.held_buttons)
+    sim.button.release()
+    await sim.until(lambda m: not m.held_buttons)
 
 
 async def test_no_console_without_a_port(tmp_path: Path) -> None:
-    sim = make_sim_device(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
+    sim = SimDevice.build(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
     assert build_console(sim.device) is None
 
 
 async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Path, caplog) -> None:
     """loop:// sends back all the console writes: the greeting comes back as lines, the
-    answers to those come back, and so on. The guard stops it and the daemon stays responsive."""
-    config = replace(sim_config("a", "", tmp_path), console=ConsoleConfig(port="loop://"))
-    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    answers to those come back, and so on. The guard stops it and the daemon's loop keeps
+    serving the device."""
+    config = sim_config("a", "", tmp_path, console=ConsoleConfig(port="loop://"))
+    sim = SimDevice.build(config, silence(0.1, sample_rate=48000))
     await sim.start()
     console = build_console(sim.device, retry_s=0.05, read_timeout_s=0.05, mute_s=0.5)
     assert console is not None
     try:
         with caplog.at_level(logging.WARNING, logger="pttd.radio.console"):
             await console.start()
-            assert await loop_lag(1.5) < 0.5
+            await eventually(lambda: console.mutes >= 1, what="the echo storm muted")
+            await loop_serves(sim)
         assert console.connected and console.sessions == 1
-        assert console.mutes == 1  # once muted, the echo died out: nothing more to answer
+        assert console.mutes == 1
         assert "muted for 0.5 s" in caplog.text
         assert sim.device.status().link == "unpaired"
     finally:
@@ -70,21 +72,32 @@ async def test_an_echoing_line_mutes_the_console_instead_of_a_storm(tmp_path: Pa
     assert console_threads() == []
 
 
-async def test_absent_port_is_retried_and_close_is_prompt(tmp_path: Path, caplog) -> None:
-    config = replace(
-        sim_config("a", "", tmp_path), console=ConsoleConfig(port=str(tmp_path / "ttyNONE"))
-    )
-    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+async def test_absent_port_is_retried_and_close_is_prompt(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = sim_config("a", "", tmp_path, console=ConsoleConfig(port=str(tmp_path / "ttyNONE")))
+    sim = SimDevice.build(config, silence(0.1, sample_rate=48000))
     console = build_console(sim.device, retry_s=0.02)
     assert console is not None
+    attempts: list[str] = []
+    serial_for_url = serial.serial_for_url
+
+    def counted(url: str, *args: object, **kwargs: object) -> object:
+        attempts.append(url)
+        return serial_for_url(url, *args, **kwargs)
+
+    monkeypatch.setattr(serial, "serial_for_url", counted)
     with caplog.at_level(logging.WARNING, logger="pttd.radio.console"):
         await console.start()
-        await asyncio.sleep(0.1)
+        await eventually(lambda: len(attempts) >= 5, what="five tries to open the port")
     assert not console.connected and console.sessions == 0
     assert caplog.text.count("cannot open") == 1  # said once, not every retry
-    started = time.monotonic()
+    # Close is prompt: it ends the wait between tries. Made an hour long here, that wait would
+    # outlast the threads' join on close, and a reader thread would be left.
+    console.retry_s = 3600.0
+    tries = len(attempts)
+    await eventually(lambda: len(attempts) > tries, what="a try before the long wait")
     await console.close()
-    assert time.monotonic() - started < 2.0
     assert console_threads() == []
 
 
@@ -96,14 +109,19 @@ async def test_a_terminal_that_reads_nothing_does_not_block_the_daemon(tmp_path:
         for _ in range(300):
             stalled.write(b"help\r")  # ~1 KiB of answer each
         # Were writes made on the loop, each would hold it for the 1 s write time-out.
-        assert await loop_lag(1.0) < 0.5
+        await loop_serves(rig.sim)
         assert rig.sim.device.status().link == "unpaired"
         rig.terminal = Terminal(rig.pty)  # reading again: the console answers
-        await asyncio.sleep(1.5)  # what was dropped is dropped; the rest drains
-        mark = rig.terminal.mark()
-        rig.terminal.write(b"\x03status --json\r")
-        out = await rig.terminal.wait_for(JSON_LINE, mark)
-        match = JSON_LINE.search(out)
+        # What was dropped is dropped; the rest drains. An answer given while the backlog is
+        # still over its bound is dropped too: ask until one comes.
+        match = None
+        for _ in range(10):
+            mark = rig.terminal.mark()
+            rig.terminal.write(b"\x03status --json\r")
+            with contextlib.suppress(AssertionError):
+                out = await rig.terminal.wait_for(JSON_LINE, mark, timeout=1.0)
+                match = JSON_LINE.search(out)
+                break
         assert match is not None and json.loads(match.group(1))["link"] == "unpaired"
 
 
@@ -111,8 +129,8 @@ async def test_console_on_a_plain_pty_path(tmp_path: Path) -> None:
     """No symlink: the pts path itself, as a device path in the config would be."""
     pty = Pty()
     terminal = Terminal(pty)
-    config = replace(sim_config("plain", "", tmp_path), console=ConsoleConfig(port=pty.path))
-    sim = make_sim_device(config, silence(0.1, sample_rate=48000))
+    config = sim_config("plain", "", tmp_path, console=ConsoleConfig(port=pty.path))
+    sim = SimDevice.build(config, silence(0.1, sample_rate=48000))
     await sim.start()
     console = build_console(sim.device, read_timeout_s=0.05)
     assert console is not None
@@ -138,7 +156,7 @@ def test_audio_devices_listed_for_portaudio_without_failing(tmp_path: Path) -> N
 
 async def test_scrypt_runs_in_a_worker_thread_not_on_the_loop(tmp_path: Path, monkeypatch) -> None:
     """The back-end hashes and checks a PIN off the event loop, where the audio runs."""
-    sim = make_sim_device(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
+    sim = SimDevice.build(sim_config("a", "", tmp_path), silence(0.1, sample_rate=48000))
     backend = DeviceBackend(sim.device)
     threads: list[int] = []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -41,13 +40,6 @@ class EdgeRecorder:
         """Let anything already scheduled on the loop run (edges are call_soon callbacks)."""
         for _ in range(5):
             await asyncio.sleep(0)
-
-    @staticmethod
-    async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        """Wait (bounded) until ``check()`` is true, polling on the loop."""
-        async with asyncio.timeout(timeout):
-            while not check():  # noqa: ASYNC110 (conditions set on other threads)
-                await asyncio.sleep(0.005)
 
     def summary(self) -> list[tuple[Button, bool]]:
         return [(edge.button, edge.pressed) for edge in self.edges]

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from evdev import InputEvent, ecodes
+from waits import eventually
 
 from pttd.errors import ConfigError, InputError
 from pttd.radio.inputs import Button
@@ -139,7 +140,7 @@ async def test_vanishing_mid_press_releases_and_reopens(recorder, caplog):
         assert edges[1].pressed is False
         assert edges[1].source == "evdev:/dev/input/event7"
         assert first.closed
-        await recorder.eventually(lambda: plug.attempts >= 3)  # retrying, device absent
+        await eventually(lambda: plug.attempts >= 3)  # retrying, device absent
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1  # one warning per outage, not one per attempt
     assert "lost" in warnings[0]
@@ -231,7 +232,7 @@ async def test_real_opener_keeps_retrying_until_closed(recorder, caplog):
     ptt = EvdevButton("/dev/input/no-such-event99", retry_s=0.01)
     with caplog.at_level(logging.DEBUG, logger="pttd.radio.inputs.evdev_input"):
         await ptt.start(recorder)
-        await recorder.eventually(lambda: caplog.text.count("still cannot open") >= 2)
+        await eventually(lambda: caplog.text.count("still cannot open") >= 2)
         await asyncio.wait_for(ptt.close(), TIMEOUT)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1

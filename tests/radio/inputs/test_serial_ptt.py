@@ -7,12 +7,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import serial  # type: ignore[import-untyped]
 from hypothesis import given
 from hypothesis import strategies as st
+from waits import eventually
 
 from pttd.radio.inputs import Button
 from pttd.radio.inputs.serial_ptt import LineParser, SerialPtt
@@ -52,7 +55,7 @@ async def running(port: str, recorder) -> AsyncIterator[SerialPtt]:
     ptt = SerialPtt(port, 9600, retry_s=0.02, read_timeout_s=0.2)
     await ptt.start(recorder)
     try:
-        await recorder.eventually(lambda: ptt.connected)
+        await eventually(lambda: ptt.connected)
         yield ptt
     finally:
         await asyncio.wait_for(ptt.close(), TIMEOUT)
@@ -96,21 +99,24 @@ async def test_lines_split_across_writes(pty, recorder):
     async with running(pty.path, recorder):
         for piece in (b"+P", b"TT", b"=P\r", b"\n+PTT", b"=R"):
             pty.write(piece)
-            await asyncio.sleep(0.02)  # separate reads on the adapter's side
-        await recorder.settle()
-        assert recorder.summary() == [PTT_DOWN]  # the release is not terminated yet
+            # Paced, so that the adapter is likely to read the pieces one by one (the outcome
+            # must not depend on it).
+            await asyncio.sleep(0.02)
+        await recorder.wait_for(1)
+        terminated = time.monotonic()
         pty.write(b"\r\n")
-        await recorder.wait_for(2)
+        edges = await recorder.wait_for(2)
     assert recorder.summary() == [PTT_DOWN, PTT_UP]
+    # The release was not taken before its line ended: it is stamped after the terminator.
+    assert edges[1].t >= terminated
 
 
 async def test_repeated_press_is_one_edge(pty, recorder):
     async with running(pty.path, recorder):
         pty.write(b"+PTT=P\r\n+PTT=P\r\n+PTT=P\r\n+PTT=R\r\n+PTT=R\r\n")
-        await recorder.wait_for(2)
-        await asyncio.sleep(0.05)
-        await recorder.settle()
-    assert recorder.summary() == [PTT_DOWN, PTT_UP]
+        pty.write(b"+SOS=P\r\n")  # a marker: lines are taken in order, so the repeats are done
+        await recorder.wait_for(3)
+    assert recorder.summary()[:3] == [PTT_DOWN, PTT_UP, SOS_DOWN]
 
 
 async def test_port_vanishing_mid_press_releases_then_reconnects(tmp_path: Path, recorder):
@@ -126,11 +132,11 @@ async def test_port_vanishing_mid_press_releases_then_reconnects(tmp_path: Path,
             edges = await recorder.wait_for(4)
             assert sorted(recorder.summary()[2:], key=str) == sorted([PTT_UP, SOS_UP], key=str)
             assert {edge.source for edge in edges} == {f"serial:{link}"}
-            await recorder.eventually(lambda: not ptt.connected)
+            await eventually(lambda: not ptt.connected)
             replacement = tmp_path / "new"
             replacement.symlink_to(second.path)
             replacement.replace(link)
-            await recorder.eventually(lambda: ptt.connected)
+            await eventually(lambda: ptt.connected)
             second.write(b"+PTT=P\r\n")
             await recorder.wait_for(5)
         await recorder.wait_for(6)  # closing releases it
@@ -141,10 +147,18 @@ async def test_port_vanishing_mid_press_releases_then_reconnects(tmp_path: Path,
     recorder.check_delivery()
 
 
-async def test_absent_port_retries_until_closed(tmp_path: Path, recorder):
+async def test_absent_port_retries_until_closed(tmp_path: Path, recorder, monkeypatch):
+    attempts: list[str] = []
+    serial_for_url = serial.serial_for_url
+
+    def counted(url: str, *args: object, **kwargs: object) -> object:
+        attempts.append(url)
+        return serial_for_url(url, *args, **kwargs)
+
+    monkeypatch.setattr(serial, "serial_for_url", counted)
     ptt = SerialPtt(str(tmp_path / "no-such-tty"), retry_s=0.01)
     await ptt.start(recorder)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(attempts) >= 3, what="three tries to open the port")
     assert not ptt.connected
     await asyncio.wait_for(ptt.close(), TIMEOUT)
     assert recorder.edges == []
