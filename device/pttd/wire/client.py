@@ -351,6 +351,7 @@ class ClientCore:
 
     def _close(self, code: int, reason: str) -> list[Effect]:
         self.phase = Phase.CLOSING
+        self.own_stream = None  # nothing more goes out under it
         return [Close(code, reason)]
 
     def closed(
@@ -363,7 +364,7 @@ class ClientCore:
         for seq, pending in sorted(self.pending.items()):
             if pending.kind == "unpair":
                 out.append(UnpairAnswered(now, seq, False, "the connection closed"))
-        if was_online and not self._revoked and code == CLOSE_POLICY and reason == REVOKED_REASON:
+        if not self._revoked and code == CLOSE_POLICY and reason == REVOKED_REASON:
             self._revoked = "the server revoked this device's credential"
         result: Result
         if self._revoked:
