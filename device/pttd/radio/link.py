@@ -301,6 +301,8 @@ class ServerLink:
         self.last_error = ""
         self.connects = 0
         self.outage = Outage()
+        # Waiting for wake() alone (no credential, or it was refused): no attempt until then.
+        self.paused = False
 
     @property
     def settings(self) -> LinkSettings:
@@ -402,7 +404,11 @@ class ServerLink:
         """Wait ``delay`` seconds (None: for ever) or until :meth:`wake`."""
         self._wake.clear()
         if delay is None:
-            await self._wake.wait()
+            self.paused = True
+            try:
+                await self._wake.wait()
+            finally:
+                self.paused = False
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
