@@ -432,7 +432,11 @@ def test_a_credential_given_up_ends_the_session_quietly() -> None:
     assert h.run(h.core.give_up()) == [] and len(h.closes) == 1  # once
     assert h.audio(7) == [] and h.talk(2) == [Denied(h.now, 2, "offline")]
     assert h.hear(p.OnStreamStart(3, "ops", "bob", HEADER, 20)) == []  # nothing more is heard
-    assert h.closed() == [Offline(h.now, ""), SessionEnded(h.now, "ended", "", True)]
+    # Even a revocation at that moment is nothing more to act on: the credential is gone.
+    assert h.closed(CLOSE_POLICY, REVOKED_REASON) == [
+        Offline(h.now, ""),
+        SessionEnded(h.now, "ended", "", True),
+    ]
     assert h.run(Harness().core.give_up()) == []  # nothing open: nothing to close
 
 

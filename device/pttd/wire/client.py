@@ -367,10 +367,10 @@ class ClientCore:
         if not self._revoked and code == CLOSE_POLICY and reason == REVOKED_REASON:
             self._revoked = "the server revoked this device's credential"
         result: Result
-        if self._revoked:
-            result, self.last_error = "refused", self._revoked
-        elif self._abandoned:
+        if self._abandoned:  # the credential is gone already: nothing more to decide
             result, self.last_error = "ended", ""
+        elif self._revoked:
+            result, self.last_error = "refused", self._revoked
         elif was_online:
             result = "ended"
             self.last_error = error or self._failure or f"connection closed ({code})"
