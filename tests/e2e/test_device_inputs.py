@@ -24,6 +24,7 @@ from pttd.radio.inputs import Button
 from pttd.radio.inputs.evdev_input import EvdevButton
 from pttd.radio.inputs.serial_ptt import SerialPtt
 from pttd.radio.machine import Talk, Tone
+from pttd.sim.inputs import SimulatedButton
 from pttd.wire import messages as p
 
 
@@ -222,3 +223,35 @@ async def test_simulated_button_talks_and_the_other_device_plays_it(rig: Rig) ->
     spectrum = np.abs(np.fft.rfft(heard.astype(np.float64)))
     peak_hz = float(np.argmax(spectrum)) * RATE / heard.size
     assert 400 < peak_hz < 480, peak_hz
+
+
+async def test_two_ptt_inputs_the_talk_lasts_until_the_last_is_released(rig: Rig) -> None:
+    """Two PTT inputs (as a GPIO button and a serial accessory would be): releasing one while the
+    other is held does not end the talk; releasing the last one does."""
+    pedal = SimulatedButton("sim:pedal")
+    a = await rig.device("device-a", inputs=[pedal], observe=True)
+    listener = await rig.listener()
+    hand = ("ptt", a.button.name)
+    foot = ("ptt", pedal.name)
+
+    a.button.press()
+    await a.transmitting()
+    start = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == a.name)
+    pedal.press()
+    await a.until(lambda m: m.held_buttons == {hand, foot})
+    a.button.release()
+    await a.until(lambda m: m.held_buttons == {foot})
+    # The release has been handled, and the pedal holds the talk: same stream, mic open.
+    assert a.machine.talk is Talk.TRANSMITTING and a.mic.is_open
+    assert a.machine.stream_id == start.stream_id
+    sent = a.device.counters.packets_sent
+    await eventually(lambda: len(listener.packets(start.stream_id)) >= sent + 5)
+
+    pedal.release()
+    await a.idle()
+    assert not a.mic.is_open and not a.machine.held_buttons
+    stop = await listener.wait_for(p.OnStreamStop, lambda e: e.stream_id == start.stream_id)
+    assert stop.reason is None  # the device's own stop, at the last release
+    assert len(listener.of(p.OnStreamStart)) == 1 and a.device.counters.talks == 1
+    assert len(listener.packets(start.stream_id)) == a.device.counters.packets_sent
+    assert all(s.mic_open == s.capture_open == s.transmit_lit for s in a.snaps)

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from pttd.radio.machine import (
     REQUEST_TIMER,
@@ -295,7 +301,64 @@ def test_losing_the_credential_forgets_the_rooms_and_the_selected_room(event: An
     assert of(m.handle(event), RoomSelected) == []  # once
 
 
+def test_two_ptt_inputs_the_talk_ends_when_the_last_one_is_released() -> None:
+    m = online()
+    start = of(m.handle(PttPressed(1.0, source="gpio:17")), SendStartStream)[0]
+    m.handle(StreamGranted(1.1, start.request, 7))
+    pedal = m.handle(PttPressed(2.0, source="serial:/dev/ttyUSB0"))
+    assert not of(pedal, SendStartStream) and not of(pedal, OpenCapture)  # the same talk
+    actions = m.handle(PttReleased(3.0, source="gpio:17"))
+    assert actions == [Report("PTT released")]  # the pedal still holds the talk
+    assert m.capture_open and m.talk is Talk.TRANSMITTING
+    assert m.handle(CapturedFrame(3.1, b"x")) == [SendAudio(7, b"x", 3.1)]
+    actions = m.handle(PttReleased(4.0, source="serial:/dev/ttyUSB0"))
+    assert actions[0] == CloseCapture() and SendStopStream(7, "ops") in actions
+    assert not m.held_buttons
+
+
+def test_two_ptt_inputs_a_press_that_went_nowhere_waits_for_both_to_be_up() -> None:
+    m = online()
+    m.handle(PttPressed(1.0, source="a"))
+    m.handle(StreamRefused(1.1, 1, "busy", "bob"))
+    m.handle(PttPressed(1.2, source="b"))
+    m.handle(PttReleased(1.3, source="a"))
+    assert m.blocked and not m.capture_open  # b is still down
+    assert of(m.handle(PttPressed(1.4, source="a")), OpenCapture) == []
+    m.handle(PttReleased(1.5, source="a"))
+    m.handle(PttReleased(1.6, source="b"))
+    assert not m.blocked
+    assert of(m.handle(PttPressed(2.0, source="b")), OpenCapture) == [OpenCapture()]
+
+
+def test_a_ptt_and_an_emergency_key_of_one_input_are_two_keys() -> None:
+    m = online()
+    m.handle(PttPressed(1.0, emergency=True, source="serial"))
+    m.handle(PttPressed(1.1, source="serial"))
+    m.handle(PttReleased(1.2, emergency=True, source="serial"))
+    assert m.capture_open  # the PTT key of the same accessory is still down
+    m.handle(PttReleased(1.3, source="serial"))
+    assert not m.capture_open
+
+
+def test_toggle_mode_with_two_inputs_each_press_switches() -> None:
+    m = online(toggle=True)
+    m.handle(PttPressed(1.0, source="a"))
+    m.handle(PttReleased(1.1, source="a"))
+    assert m.capture_open  # latched on by a
+    m.handle(PttPressed(2.0, source="b"))  # b switches it off
+    assert not m.capture_open and not m.latched
+    m.handle(PttReleased(2.1, source="b"))
+    m.handle(PttPressed(3.0, source="a"))  # held through b's press and release: no matter
+    assert m.capture_open
+    m.handle(PttPressed(3.1, source="b"))
+    m.handle(PttReleased(3.2, source="a"))
+    assert not m.capture_open  # switched off by b; a's release means nothing
+
+
 # ---------------------------------------------------------------------------- stateful property
+
+
+INPUTS = ["gpio:17", "serial:/dev/ttyUSB0"]  # two PTT inputs, held and released independently
 
 
 class Machine(RuleBasedStateMachine):
@@ -304,8 +367,8 @@ class Machine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.m = DeviceMachine(MachineSettings(toggle=False))
-        self.held = False
-        self.emergency = False
+        self.held: dict[str, bool] = dict.fromkeys(INPUTS, False)  # PTT input -> held
+        self.emergency: dict[str, bool] = dict.fromkeys(INPUTS, False)  # … as an emergency key
         self.spoiled = False  # the current press went nowhere (refused, timed out, cut…)
         self.request: int | None = None
         self.granted: int | None = None
@@ -352,24 +415,56 @@ class Machine(RuleBasedStateMachine):
     def can_talk(self) -> bool:
         return self.m.link is Link.ONLINE and self.m.room is not None
 
-    @rule(emergency=st.booleans())
-    def press(self, emergency: bool) -> None:
-        if self.held:
+    @property
+    def any_held(self) -> bool:
+        return any(self.held.values())
+
+    @initialize()
+    def start(self) -> None:
+        """Online in a room, where talking happens (the rules below take it down often)."""
+        self.feed(LinkUp(0.0, ("ops", "yard")))
+
+    @precondition(lambda self: self.can_talk() and not self.any_held and not self.m.blocked)
+    @rule(pick=st.integers(0, 1), emergency=st.booleans())
+    def press_to_talk(self, pick: int, emergency: bool) -> None:
+        """A press where it can talk (the other rules leave the link down much of the time)."""
+        self.press(pick, emergency)
+
+    @rule(pick=st.integers(0, 1), emergency=st.booleans())
+    def press(self, pick: int, emergency: bool) -> None:
+        up = [source for source in INPUTS if not self.held[source]]
+        if not up:
             return
-        self.held = True
-        self.emergency = emergency
-        self.spoiled = not self.can_talk()
-        self.feed(PttPressed(0.0, emergency=emergency))
+        source = up[pick % len(up)]
+        if not self.any_held:  # a fresh press; else it joins a talk, or a spoiled press
+            self.spoiled = not self.can_talk()
+        self.held[source] = True
+        self.emergency[source] = emergency
+        self.feed(PttPressed(0.0, emergency=emergency, source=source))
         if self.m.talk is not Talk.IDLE:
             self.spoiled = False
 
-    @rule()
-    def release(self) -> None:
-        if not self.held:
+    @precondition(lambda self: self.any_held and not all(self.held.values()))
+    @rule(emergency=st.booleans())
+    def the_other_input_joins(self, emergency: bool) -> None:
+        """While one input is held, the other is pressed (two hands, a pedal and a button)."""
+        self.press(0, emergency)
+
+    @precondition(lambda self: all(self.held.values()))
+    @rule(pick=st.integers(0, 1))
+    def one_of_two_is_released(self, pick: int) -> None:
+        self.release(pick)
+
+    @rule(pick=st.integers(0, 1))
+    def release(self, pick: int) -> None:
+        down = [source for source in INPUTS if self.held[source]]
+        if not down:
             return
-        self.held = False
-        self.spoiled = False
-        self.feed(PttReleased(0.0, emergency=self.emergency))
+        source = down[pick % len(down)]
+        self.held[source] = False
+        if not self.any_held:
+            self.spoiled = False
+        self.feed(PttReleased(0.0, emergency=self.emergency[source], source=source))
 
     @rule(rooms=st.lists(st.sampled_from(["ops", "yard", "dock"]), unique=True, max_size=3))
     def link_up(self, rooms: list[str]) -> None:
@@ -460,12 +555,14 @@ class Machine(RuleBasedStateMachine):
         self.feed(Shutdown(0.0))
 
     def spoil_if_held(self) -> None:
-        if self.held:
+        if self.any_held:
             self.spoiled = True
 
     @invariant()
     def capture_open_exactly_while_it_should(self) -> None:
-        should_talk = self.held and self.can_talk() and not self.spoiled
+        """Capture is open ⇔ at least one PTT input is held, in a joined room, and the talk was
+        neither refused, timed out nor cut (or the audio test runs)."""
+        should_talk = self.any_held and self.can_talk() and not self.spoiled
         assert self.m.capture_open == (should_talk or self.m.audio_test)
         assert (self.m.talk is not Talk.IDLE) == should_talk
 

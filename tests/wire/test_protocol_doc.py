@@ -25,6 +25,7 @@ from pttd.radio.console.interpreter import parse_pairing_link
 from pttd.radio.link import LinkSettings
 from pttd.server import app, registry, session
 from pttd.server.admin import pairing_link
+from pttd.wire import client
 from pttd.wire import messages as p
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
@@ -333,6 +334,22 @@ def test_every_close_the_server_makes_is_in_the_close_table() -> None:
         assert (str(session.CLOSE_POLICY), f"`{reason}`") in rows, reason
     for websockets_code in ("1001", "1009"):
         assert websockets_code in {first for first, _ in rows}
+
+
+def test_the_device_side_states_the_revocation_rule_the_two_cores_share() -> None:
+    """The device revokes on exactly what the doc says, and that is what the server does."""
+    said = " ".join(section("The device side").split())
+    assert (
+        f"the server closes the connection with close code {client.CLOSE_POLICY} and reason "
+        f"`{client.REVOKED_REASON}`"
+    ) in said
+    assert f"is `{p.NOT_AUTHORIZED}` without `reason` `{p.REASON_RATE_LIMITED}`" in said
+    assert f"Nothing else revokes: an `on_error` `{p.NOT_AUTHORIZED}`" in said
+    kicks = re.findall(
+        r'_kick\(\w+, p\.(\w+), "([^"]+)", out\)', inspect.getsource(session.ServerCore.revoked)
+    )
+    assert kicks == [("NOT_AUTHORIZED", client.REVOKED_REASON)]
+    assert session.CLOSE_POLICY == client.CLOSE_POLICY
 
 
 # ================================================================================ examples

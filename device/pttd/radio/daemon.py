@@ -277,9 +277,9 @@ class Device:
             emergency = b is Button.EMERGENCY
             if edge.pressed:
                 self._press_t = edge.t
-                self.feed(PttPressed(edge.t, emergency))
+                self.feed(PttPressed(edge.t, emergency, edge.source))
             else:
-                self.feed(PttReleased(edge.t, emergency))
+                self.feed(PttReleased(edge.t, emergency, edge.source))
         elif edge.pressed and b in (Button.ROOM_UP, Button.ROOM_DOWN):
             self.feed(ChangeRoom(edge.t, step=1 if b is Button.ROOM_UP else -1))
         elif edge.pressed and b in (Button.VOLUME_UP, Button.VOLUME_DOWN):

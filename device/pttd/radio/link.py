@@ -1,10 +1,12 @@
 """The device's link to the room server: a websockets client that keeps itself connected.
 
-It logs on with the stored credential, joins the credential's rooms, reconnects by itself
-(exponential back-off with full jitter, capped at a few seconds), answers pings (websockets does),
-and verifies TLS by default. It makes no decisions: what it hears becomes events for the daemon
-(the state machine's link and floor events, plus incoming streams and audio for the mixer).
-A refused credential stops it until :meth:`ServerLink.wake` (a new pairing).
+The rules of the device's side of the wire (logon, answers matched by seq, our own stream,
+revocation, the reconnect back-off) are :class:`pttd.wire.client.ClientCore`'s, sans-I/O.
+:class:`ServerLink` only moves frames: it opens connections (TLS verified by default), feeds the
+core frames and time, runs its one timer, sleeps for its back-off, carries out what it says and
+passes its outcomes on to the daemon as the state machine's events (plus incoming streams and
+audio for the mixer). Websockets answers pings. A refused credential stops it until
+:meth:`ServerLink.wake` (a new pairing).
 
 While the server cannot be reached the log gets the first failure, then a summary at a falling
 rate, and one line when the link is back, saying how long it was down (:class:`Outage`).
@@ -14,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
+from typing import Final, TypeAlias
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import broadcast
@@ -40,6 +41,25 @@ from pttd.radio.machine import (
 )
 from pttd.radio.store import Credential
 from pttd.wire import messages as p
+from pttd.wire.client import (
+    BadFrame,
+    ClientCore,
+    ClientSettings,
+    Close,
+    Denied,
+    Effect,
+    Granted,
+    Offline,
+    Online,
+    Outcome,
+    OwnStreamEnded,
+    Revoked,
+    Send,
+    ServerError,
+    SessionEnded,
+    TimedOut,
+    UnpairAnswered,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +77,6 @@ LinkEvent: TypeAlias = (
     | p.AudioPacket
 )
 LinkHandler = Callable[[LinkEvent], None]
-Outcome: TypeAlias = Literal["refused", "failed", "ended"]  # how a session ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +268,12 @@ async def pair(url: str, code: str, device_name: str, settings: LinkSettings) ->
 
 
 class ServerLink:
-    """Keeps one websocket to the server up; ``await link.run()`` until :meth:`close`."""
+    """Keeps one websocket to the server up; ``await link.run()`` until :meth:`close`.
+
+    The rules are :class:`~pttd.wire.client.ClientCore`'s: this class opens connections, feeds
+    the core frames and time, carries out what it says (send, close) and passes its outcomes on
+    to the handler as the state machine's events. ``rng`` is the back-off's random source.
+    """
 
     def __init__(
         self,
@@ -258,57 +282,59 @@ class ServerLink:
         codec_header: p.CodecHeader,
         settings: LinkSettings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self._credential = credential
         self._handler = handler
         self.codec_header = codec_header
-        self.settings = settings or LinkSettings()
         self._now = monotonic
+        self.core = ClientCore(codec_header, rng=rng)
+        self.settings = settings or LinkSettings()
         self._ws: ClientConnection | None = None
-        self._seq = itertools.count(1)
-        self._pending: dict[int, int] = {}  # start_stream seq -> the machine's request id
-        self._answers: dict[int, asyncio.Future[p.Response | None]] = {}  # awaited requests
-        self._own_streams: set[int] = set()
+        self._url = ""
+        self._answers: dict[int, asyncio.Future[tuple[bool, str]]] = {}  # unpair seq -> answer
         self._closed = False
         self._wake = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()
-        self.online = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
         self.last_error = ""
         self.connects = 0
         self.outage = Outage()
+        # Waiting for wake() alone (no credential, or it was refused): no attempt until then.
+        self.paused = False
+
+    @property
+    def settings(self) -> LinkSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: LinkSettings) -> None:
+        self._settings = settings
+        self.core.settings = ClientSettings(
+            answer_timeout=settings.answer_timeout,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            version=__version__,
+        )
+
+    @property
+    def online(self) -> bool:
+        return self.core.online
 
     # -- sending (called from the daemon, on the loop thread; never blocks) -------------------
 
-    def _send(self, data: str | bytes) -> bool:
-        ws = self._ws
-        if ws is None:
-            return False
-        broadcast((ws,), data)
-        return True
-
     def start_stream(self, request: int, room: str, priority: p.Priority) -> None:
-        seq = next(self._seq)
-        self._pending[seq] = request
-        message = p.StartStream(
-            self.codec_header,
-            self.codec_header.packet_duration_ms,
-            seq=seq,
-            channel=room,
-            priority=priority,
-        )
-        if not self._send(message.to_json()):
-            self._pending.pop(seq, None)
-            self._handler(StreamRefused(self._now(), request, "offline"))
+        self._apply(self.core.start_stream(request, room, priority, self._now()))
 
     def stop_stream(self, stream_id: int, room: str | None) -> None:
-        self._own_streams.discard(stream_id)
-        self._send(p.StopStream(stream_id, channel=room).to_json())
+        self._apply(self.core.stop_stream(stream_id, room))
 
     def send_audio(self, stream_id: int, payload: bytes) -> None:
-        self._send(p.AudioPacket(stream_id, 0, payload).encode())
+        self._apply(self.core.send_audio(stream_id, payload))
 
     def send_text(self, room: str, text: str) -> None:
-        self._send(p.SendTextMessage(room, text).to_json())
+        self._apply(self.core.send_text(room, text))
 
     async def unpair(self) -> bool:
         """Tell the server, over the live connection, that this device gives its credential up.
@@ -316,33 +342,25 @@ class ServerLink:
         True when the server confirmed; False when offline (nothing sent) or no answer came.
         The server closes the connection afterwards; the caller drops the credential.
         """
-        ws = self._ws
-        if ws is None:
+        seq, effects = self.core.unpair(self._now())
+        if seq is None:
             return False
-        seq = next(self._seq)
-        answer: asyncio.Future[p.Response | None] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
         self._answers[seq] = answer
         try:
-            await ws.send(p.Unpair(seq=seq).to_json())
-            async with asyncio.timeout(self.settings.answer_timeout):
-                response = await answer
-        except (OSError, TimeoutError, ConnectionClosed) as exc:
-            log.warning("link: unpair not confirmed: %s", exc or type(exc).__name__)
-            return False
+            self._apply(effects)
+            confirmed, why = await answer
         finally:
             self._answers.pop(seq, None)
-        return response is not None and response.success
+        if not confirmed:
+            log.warning("link: unpair not confirmed: %s", why)
+        return confirmed
 
     def drop(self) -> None:
         """Close the current connection (the credential was given up); :meth:`run` goes on and
         waits for a credential."""
         self._wake.set()
-        ws = self._ws
-        if ws is not None:
-            self._ws = None
-            task = asyncio.get_running_loop().create_task(ws.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        self._apply(self.core.give_up())
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -359,170 +377,161 @@ class ServerLink:
                 await ws.close()
 
     async def run(self) -> None:
-        backoff = self.settings.backoff_initial
-        while not self._closed:
-            credential = self._credential()
-            if credential is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            self._handler(LinkConnecting(self._now()))
-            outcome: Outcome = "failed"
-            lost = False
-            connects = self.connects
-            try:
-                outcome = await self._session(credential)
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
-                _, self.last_error = describe_failure(exc)
-            except ProtocolError as exc:
-                self.last_error = f"server sent a bad message: {exc}"
-            finally:
-                self._ws = None
-                self._pending.clear()
-                for waiting in self._answers.values():
-                    if not waiting.done():
-                        waiting.set_result(None)
-                self._own_streams.clear()
-                if self.online:
-                    self.online = False
-                    lost = True
-                    self._handler(LinkDown(self._now(), self.last_error))
-            if self._closed:
-                break
-            refused = outcome == "refused"
-            self._report(credential, refused=refused, lost=lost, failed=outcome == "failed")
-            if refused:
-                self._handler(CredentialRefused(self._now()))
-                self._wake.clear()
-                await self._wake.wait()
-                backoff = self.settings.backoff_initial
-                continue
-            if self.connects > connects:  # this session got online: start the back-off afresh
-                backoff = self.settings.backoff_initial
-            delay = random.uniform(0, backoff)  # full jitter
-            backoff = min(backoff * 2, self.settings.backoff_max)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+        try:
+            while not self._closed:
+                credential = self._credential()
+                if credential is None:
+                    await self._sleep(None)
+                    continue
+                self._handler(LinkConnecting(self._now()))
+                ended = await self._session(credential)
+                if self._closed:
+                    break
+                if ended is None:
+                    continue  # given up before logging on: see what the credential is now
+                self._report(credential, ended)
+                delay = self.core.retry_delay()
+                if delay is None:
+                    self._handler(CredentialRefused(self._now()))
+                await self._sleep(delay)
+        finally:
+            self._set_timer(None)
+            for waiting in self._answers.values():
+                if not waiting.done():
+                    waiting.set_result((False, "the link was closed"))
 
-    def _report(self, credential: Credential, *, refused: bool, lost: bool, failed: bool) -> None:
+    async def _sleep(self, delay: float | None) -> None:
+        """Wait ``delay`` seconds (None: for ever) or until :meth:`wake`."""
+        self._wake.clear()
+        if delay is None:
+            self.paused = True
+            try:
+                await self._wake.wait()
+            finally:
+                self.paused = False
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    async def _session(self, credential: Credential) -> SessionEnded | None:
+        """One connection, from logon to loss; None if the credential changed before it could
+        log on."""
+        code: int | None = None
+        reason = error = ""
+        self._url = credential.server_url
+        try:
+            async with _connect(credential.server_url, self.settings) as ws:
+                if self._credential() != credential:
+                    return None
+                self._ws = ws
+                try:
+                    self._apply(self.core.opened(credential, self._now()))
+                    async for frame in ws:
+                        if isinstance(frame, bytes):
+                            self._apply(self.core.binary(frame, self._now()))
+                        else:
+                            self._apply(self.core.text(frame, self._now()))
+                finally:
+                    self._ws = None
+                    code, reason = ws.close_code, ws.close_reason or ""
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+            _, error = describe_failure(exc)
+        effects = self.core.closed(self._now(), code, reason, error)
+        self.last_error = self.core.last_error
+        self._apply(effects)
+        return next(e for e in effects if isinstance(e, SessionEnded))
+
+    def _report(self, credential: Credential, ended: SessionEnded) -> None:
         """Log the end of a session as :class:`Outage` says: not every failed attempt."""
-        if refused or self._credential() != credential:
+        if ended.result == "refused" or self._credential() != credential:
             self.outage.end()  # refused (said already), or given up: nothing is down
             return
         now = self._now()
         line = (
-            self.outage.lost(now, self.last_error or "connection closed")
-            if lost
-            else self.outage.failed(now, self.last_error)
-            if failed
+            self.outage.lost(now, ended.error or "connection closed")
+            if ended.was_online
+            else self.outage.failed(now, ended.error)
+            if ended.result == "failed"
             else None
         )
         if line is not None:
             log.warning("link to %s: %s", credential.server_url, line)
 
-    async def _session(self, credential: Credential) -> Outcome:
-        """One connection, from logon to loss: ``refused`` if the credential was refused for
-        good, ``failed`` if the logon failed otherwise, else ``ended``."""
-        async with _connect(credential.server_url, self.settings) as ws:
-            seq = next(self._seq)
-            await ws.send(
-                p.Logon(
-                    channels=credential.rooms,
-                    seq=seq,
-                    auth_token=credential.auth_token,
-                    version=__version__,
-                    platform_type="pttd",
-                    platform_name=credential.device_name,
-                ).to_json()
-            )
-            async with asyncio.timeout(self.settings.answer_timeout):
-                answer = await self._await_logon(ws, seq)
-            if not answer.success:
-                self.last_error = f"logon refused: {answer.error}"
-                # Refused for good only when the credential itself is: not when rate-limited.
-                if answer.error == p.NOT_AUTHORIZED and answer.reason != p.REASON_RATE_LIMITED:
-                    log.error("link: %s", self.last_error)
-                    return "refused"
-                return "failed"
-            if self._credential() != credential:
-                return "ended"  # given up (unpaired) while logging on: this session is over
-            self._ws = ws
-            self.online = True
+    # -- carrying the core's effects out ------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                ws = self._ws
+                if ws is not None:
+                    broadcast((ws,), effect.data)
+            elif isinstance(effect, Close):
+                self._close_connection(effect.code, effect.reason)
+            else:
+                self._deliver(effect)
+        self._set_timer(self.core.next_deadline)
+
+    def _close_connection(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if ws is not None:
+            task = asyncio.get_running_loop().create_task(ws.close(code, reason))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def _deliver(self, outcome: Outcome) -> None:
+        """An outcome of the core becomes the daemon's event, a log line, or an answer."""
+        if isinstance(outcome, Online):
             self.connects += 1
             self.last_error = ""
-            back = self.outage.online(self._now())
+            back = self.outage.online(outcome.t)
             log.info(
                 "online at %s in %s%s",
-                credential.server_url,
-                ", ".join(credential.rooms),
+                self._url,
+                ", ".join(outcome.rooms),
                 f"; {back}" if back else "",
             )
-            self._handler(LinkUp(self._now(), credential.rooms))
-            revoked = False
-            async for frame in ws:
-                if isinstance(frame, bytes):
-                    self._on_audio(frame)
-                    continue
-                try:
-                    message = p.parse_server_message(frame)
-                except ProtocolError as exc:
-                    log.warning("link: ignoring a bad message from the server: %s", exc)
-                    continue
-                if isinstance(message, p.OnError) and message.error == p.NOT_AUTHORIZED:
-                    revoked = True
-                self._dispatch(message)
-            if revoked:
-                self.last_error = "the server revoked this device's credential"
-                log.error("link: %s", self.last_error)
-            elif self._credential() is None:
-                self.last_error = ""  # dropped: the credential was given up
+            self._handler(LinkUp(outcome.t, outcome.rooms))
+        elif isinstance(outcome, Offline):
+            self._handler(LinkDown(outcome.t, outcome.reason))
+        elif isinstance(outcome, Granted):
+            self._handler(StreamGranted(outcome.t, outcome.request, outcome.stream_id))
+        elif isinstance(outcome, Denied):
+            self._handler(StreamRefused(outcome.t, outcome.request, outcome.reason, outcome.talker))
+        elif isinstance(outcome, OwnStreamEnded):
+            self._handler(OwnStreamStopped(outcome.t, outcome.stream_id, outcome.reason))
+        elif isinstance(outcome, Revoked):
+            log.error("link: %s", outcome.why)  # the daemon hears of it once the session ended
+        elif isinstance(outcome, UnpairAnswered):
+            waiting = self._answers.get(outcome.seq)
+            if waiting is not None and not waiting.done():
+                waiting.set_result((outcome.confirmed, outcome.why))
+        elif isinstance(outcome, ServerError):
+            log.warning("link: the server says: %s", outcome.error)
+        elif isinstance(outcome, BadFrame):
+            if outcome.audio:
+                log.debug("link: bad audio packet: %s", outcome.detail)
             else:
-                self.last_error = f"connection closed ({ws.close_code})"
-            return "refused" if revoked else "ended"
+                log.warning("link: ignoring a bad message from the server: %s", outcome.detail)
+        elif isinstance(outcome, TimedOut):
+            log.debug("link: no answer to %s %d", outcome.kind, outcome.seq)
+        elif isinstance(outcome, SessionEnded):
+            pass  # :meth:`run` reports it and decides what comes next
+        else:
+            self._handler(outcome)  # incoming streams, their audio, text messages
 
-    async def _await_logon(self, ws: ClientConnection, seq: int) -> p.Response:
-        while True:
-            frame = await ws.recv()
-            if not isinstance(frame, str):
-                continue
-            message = p.parse_server_message(frame)
-            if isinstance(message, p.Response) and message.seq == seq:
-                return message
-
-    def _on_audio(self, frame: bytes) -> None:
-        try:
-            packet = p.parse_audio_packet(frame)
-        except ProtocolError as exc:
-            log.debug("link: bad audio packet: %s", exc)
+    def _set_timer(self, deadline: float | None) -> None:
+        """Run :meth:`ClientCore.tick` at ``deadline`` (None: no timer)."""
+        if deadline == self._timer_at:
             return
-        self._handler(packet)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._now())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
-    def _dispatch(self, message: p.ServerMessage) -> None:
-        now = self._now()
-        if isinstance(message, p.Response):
-            waiting = self._answers.pop(message.seq, None)
-            if waiting is not None:
-                if not waiting.done():
-                    waiting.set_result(message)
-                return
-            request = self._pending.pop(message.seq, None)
-            if request is None:
-                return  # the answer to a stop_stream or a text message
-            if message.success and message.stream_id is not None:
-                self._own_streams.add(message.stream_id)
-                self._handler(StreamGranted(now, request, message.stream_id))
-            else:
-                self._handler(
-                    StreamRefused(
-                        now, request, message.reason or message.error or "", message.talker or ""
-                    )
-                )
-        elif isinstance(message, p.OnStreamStop) and message.stream_id in self._own_streams:
-            self._own_streams.discard(message.stream_id)
-            self._handler(OwnStreamStopped(now, message.stream_id, message.reason or ""))
-        elif isinstance(message, p.OnStreamStart | p.OnStreamStop | p.OnTextMessage):
-            self._handler(message)
-        elif isinstance(message, p.OnError):
-            log.warning("link: the server says: %s", message.error)
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._apply(self.core.tick(self._now()))

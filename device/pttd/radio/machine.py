@@ -10,11 +10,16 @@ daemon logs at INFO: presses, talk permits, refusals (with the reason and who ho
 the end of each talk, other talkers starting and stopping, text messages arriving. Who, which
 room, why: never what was said or written.
 
-The privacy rule lives here and only here: the microphone (capture) is open exactly while a PTT
-button is held (or latched, in toggle mode) in a joined room and the talk was neither refused nor
-timed out — or while the installer's explicit audio test runs. Every way out of talking closes
-capture first. Captured audio is sent only under a stream the server granted; audio captured
-before the grant is held and sent first once it comes, and dropped unsent on refusal.
+The privacy rule lives here and only here: the microphone (capture) is open exactly while at least
+one PTT input is held (or talk is latched on, in toggle mode) in a joined room and the talk was
+neither refused nor timed out — or while the installer's explicit audio test runs. A device may
+have several PTT inputs (a GPIO button, a serial accessory, a pedal…): each press and release says
+which (its ``source``), and in hold mode a talk ends only when the last one held is released. In
+toggle mode each press of any of them switches talk on or off; releases mean nothing.
+
+Every way out of talking closes capture first. Captured audio is sent only under a stream the
+server granted; audio captured before the grant is held and sent first once it comes, and
+dropped unsent on refusal.
 """
 
 from __future__ import annotations
@@ -66,12 +71,14 @@ REQUEST_TIMER = "request"  # no answer to start_stream
 class PttPressed:
     t: float
     emergency: bool = False  # the emergency button rather than a PTT
+    source: str = ""  # which input: "gpio:17", "serial:/dev/ttyUSB0", "sim" …
 
 
 @dataclass(frozen=True, slots=True)
 class PttReleased:
     t: float
     emergency: bool = False
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +345,8 @@ class DeviceMachine:
     # A press that went nowhere (refused, timed out, cut by link loss or room change): nothing
     # opens again until every button is released.
     blocked: bool = False
-    held_buttons: set[str] = field(default_factory=set)
+    # The PTT inputs held: ("ptt" or "emergency", the input's source).
+    held_buttons: set[tuple[str, str]] = field(default_factory=set)
     latched: bool = False  # toggle mode: talk switched on
     stream_id: int | None = None  # our granted stream
     request: int | None = None  # our outstanding start_stream
@@ -453,7 +461,7 @@ class DeviceMachine:
         return self.link is Link.ONLINE and self.room is not None and not self.blocked
 
     def _on_press(self, event: PttPressed, out: list[Action]) -> None:
-        button = "emergency" if event.emergency else "ptt"
+        button = ("emergency" if event.emergency else "ptt", event.source)
         pressed = "emergency button pressed" if event.emergency else "PTT pressed"
         if self.settings.toggle:
             if self.latched or self.talk is not Talk.IDLE:
@@ -491,11 +499,11 @@ class DeviceMachine:
         out.append(Report(f"{pressed}: asking to talk in {self.room}{priority}"))
 
     def _on_release(self, event: PttReleased, out: list[Action]) -> None:
-        self.held_buttons.discard("emergency" if event.emergency else "ptt")
+        self.held_buttons.discard(("emergency" if event.emergency else "ptt", event.source))
         released = "emergency button released" if event.emergency else "PTT released"
         if self.settings.toggle:
             return  # a release means nothing in toggle mode
-        if self.held_buttons:
+        if self.held_buttons:  # another input still holds the talk
             out.append(Report(released))
             return
         if self.talk is Talk.TRANSMITTING and self.settings.roger_beep:
