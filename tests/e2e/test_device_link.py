@@ -509,7 +509,7 @@ async def test_an_unrelated_not_authorized_then_a_drop_leaves_the_device_paired(
     await rig.start_server()
     await a.until(lambda m: m.link in (Link.UNPAIRED, Link.ONLINE))
     assert a.machine.link is Link.ONLINE
-    assert a.device.status()["paired"] and a.device.link.connects == 2
+    assert a.device.status().paired and a.device.link.connects == 2
     assert not any(isinstance(s.event, CredentialRefused) for s in a.snaps)
 
 

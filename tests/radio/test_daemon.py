@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pttd.demo import make_sim_device, sim_config
 from pttd.radio.daemon import Recent, Tally
 from pttd.radio.machine import Tone
+from pttd.sim.device import SimDevice, sim_config
 from pttd.sim.inputs import SimulatedButton
 
 
@@ -53,7 +53,7 @@ async def test_a_part_that_fails_to_close_is_logged_and_the_rest_closes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = sim_config("gate-1", "", tmp_path / "state")
-    sim = make_sim_device(config, np.zeros(480, np.int16))
+    sim = SimDevice.build(config, np.zeros(480, np.int16))
     stuck, other = StuckInput("stuck"), SimulatedButton("other")
     sim.device.inputs[:] = [stuck, other]
     await sim.start()

@@ -546,7 +546,7 @@ def test_the_server_core_and_the_client_core_agree_on_revocation() -> None:
     assert h.core.online
     to_server(h.core.send_text("nowhere", "hello"))  # a room it is not in: on_error, no seq
     assert h.of(ServerError) == [ServerError(h.now, p.NOT_AUTHORIZED)] and h.core.online
-    to_van(server.revoked(["van"]))
+    to_van(server.principals_changed({x: None for x in server.live_principals()}))
     assert [(c.code, c.reason) for c in closes] == [(CLOSE_POLICY, REVOKED_REASON)]
     h.closed(closes[0].code, closes[0].reason)
     assert h.of(Revoked) and h.core.retry_delay() is None

@@ -346,7 +346,8 @@ def test_the_device_side_states_the_revocation_rule_the_two_cores_share() -> Non
     assert f"is `{p.NOT_AUTHORIZED}` without `reason` `{p.REASON_RATE_LIMITED}`" in said
     assert f"Nothing else revokes: an `on_error` `{p.NOT_AUTHORIZED}`" in said
     kicks = re.findall(
-        r'_kick\(\w+, p\.(\w+), "([^"]+)", out\)', inspect.getsource(session.ServerCore.revoked)
+        r'_kick\(\w+, p\.(\w+), "([^"]+)", out\)',
+        inspect.getsource(session.ServerCore.principals_changed),
     )
     assert kicks == [("NOT_AUTHORIZED", client.REVOKED_REASON)]
     assert session.CLOSE_POLICY == client.CLOSE_POLICY

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pttd.errors import StoreError
-from pttd.radio.console.pin import PinRecord
+from pttd.radio.status import PinRecord
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from pttd.radio.console.interpreter import (
     meter_line,
     parse_pairing_link,
 )
-from pttd.radio.console.pin import MAX_DELAY_S, PinRecord, hash_pin, pin_matches, retry_delay
-from pttd.radio.status import DeviceStatus
+from pttd.radio.console.pin import MAX_DELAY_S, hash_pin, pin_matches, retry_delay
+from pttd.radio.status import DeviceStatus, PinRecord
 from pttd.redact import redact
 
 CODE = "K7QW-3MZP-9XTR"

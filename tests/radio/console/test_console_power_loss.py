@@ -18,7 +18,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from pttd.radio.console.pin import PinRecord, pin_matches
+from pttd.radio.console.pin import pin_matches
+from pttd.radio.status import PinRecord
 from pttd.radio.store import PIN_FILE, SETTINGS_FILE
 
 SAVE_FOREVER = """

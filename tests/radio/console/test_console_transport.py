@@ -38,7 +38,7 @@ async def loop_serves(sim: SimDevice) -> None:
     bounded by the harness's timeout; a loop blocked for the console's write time-out per line
     would take minutes)."""
     sim.button.press()
-    await sim.until(lambda m: "ptt" in m.held_buttons)
+    await sim.until(lambda m: bool(m.held_buttons))
     sim.button.release()
     await sim.until(lambda m: not m.held_buttons)
 

@@ -48,12 +48,12 @@ from pttd.radio.console.interpreter import (
     UnpairRequest,
     meter_line,
 )
-from pttd.radio.console.pin import PinRecord, hash_pin, pin_matches
+from pttd.radio.console.pin import hash_pin, pin_matches
 from pttd.radio.console.serial_console import SerialConsole
 from pttd.radio.daemon import Device
 from pttd.radio.link import pair
 from pttd.radio.machine import AudioTest, ChangeRoom, Link
-from pttd.radio.status import DeviceStatus
+from pttd.radio.status import DeviceStatus, PinRecord
 from pttd.redact import LOG_BUFFER, LogBuffer
 from pttd.sim.audio import sine
 

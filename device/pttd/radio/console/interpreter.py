@@ -43,8 +43,8 @@ from pttd.radio.config import (
     parse_value,
     settable_keys,
 )
-from pttd.radio.console.pin import SCRYPT_N, PinRecord, pin_problem, retry_delay
-from pttd.radio.status import DeviceStatus
+from pttd.radio.console.pin import SCRYPT_N, pin_problem, retry_delay
+from pttd.radio.status import DeviceStatus, PinRecord
 from pttd.redact import redact
 
 IDLE_LOCK_S: Final = 15 * 60.0
