@@ -81,10 +81,10 @@ def build_audio(config: Config) -> tuple[AudioInput, AudioOutput]:
     )
 
 
-def with_saved_settings(config: Config) -> Config:
+def with_saved_settings(config: Config, store: Store | None = None) -> Config:
     """``config`` with the values saved by the console's ``config set`` laid over it; a saved
     value that no longer checks out is logged and the file's values are used."""
-    values = Store(config.state.dir).settings().values
+    values = (store or Store(config.state.dir)).settings().values
     if not values:
         return config
     try:
@@ -95,11 +95,14 @@ def with_saved_settings(config: Config) -> Config:
 
 
 def build_device(config: Config, *, pin_factory: object | None = None) -> Device:
-    config = with_saved_settings(config)
+    """The device ``config`` describes, its state directory checked before anything in it is
+    read (:meth:`Store.open`: StoreError, one line naming the path, when it cannot be trusted)."""
+    store = Store.open(config.state.dir)
+    config = with_saved_settings(config, store)
     audio_in, audio_out = build_audio(config)
     return Device(
         config,
-        store=Store(config.state.dir),
+        store=store,
         audio_in=audio_in,
         audio_out=audio_out,
         inputs=build_inputs(config.ptt, config.buttons, pin_factory=pin_factory),

@@ -5,6 +5,24 @@ Files live in the state directory, each JSON, written atomically (a temporary fi
 directory, fsync, rename, fsync of the directory), so a power cut leaves the old or the new
 version, never a broken one. The credential file is 0600. A failed write (disk full, read-only
 directory) raises :class:`StoreError` naming the file, and the old state stays intact.
+
+At the daemon's start (``pttd run``, and so its console) :meth:`Store.open` checks the directory
+before anything in it is trusted; the checks read owners and mode bits, never ``access()``, so that
+they mean the same when the daemon runs as root. The directory must belong to this process's user
+and be writable by nobody else, each file must be a regular file of ours, writable by nobody else.
+Anything else is refused with one line naming the path and what to check: whoever could write
+there could have planted a credential (the device would talk to their server), settings (no TLS
+check, an hour-long transmission), or removed the PIN record (an open console), and a removal
+leaves no trace to check. Read bits for others are repaired (0700, 0600) with a warning, since
+nothing could have been changed through them; for the credential or the PIN the warning says what
+may have leaked and what to do about it.
+
+A settings file writable by others is refused too, rather than set aside as
+``settings.json.untrusted`` with the daemon going on with defaults: on a headless radio a warning
+in the journal goes unread, the device would then run quietly with other settings than the
+installer's (a server address or room set at the console gone), and what made the file writable
+may well have touched the rest of the directory; a refused start is seen (the unit fails, the
+radio stays off the air) and the line tells the installer what to look at.
 """
 
 from __future__ import annotations
@@ -13,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +46,17 @@ log = logging.getLogger(__name__)
 CREDENTIAL_FILE = "credential.json"
 SETTINGS_FILE = "settings.json"
 PIN_FILE = "console-pin.json"
+STATE_FILES = (CREDENTIAL_FILE, SETTINGS_FILE, PIN_FILE)
+_LEAK = {  # what a file readable by others may have given away, and what to do about it
+    CREDENTIAL_FILE: "its token may have been copied: unpair and pair again to be sure",
+    PIN_FILE: "the PIN's hash may have been copied: set a new PIN ('pin set') to be sure",
+}
+_RISK = {  # what a file others could write may have been made to do
+    CREDENTIAL_FILE: "it may point the device at someone else's server",
+    SETTINGS_FILE: "it may have been changed (server address, TLS check, talk time-out ...)",
+    PIN_FILE: "the installer PIN in it may have been changed",
+}
+_DIR_RISK = "a credential, settings or the PIN record in it may have been planted or removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +108,94 @@ class Store:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> Store:
+        """The store at ``directory``, its owner and modes checked first (:meth:`check`): what
+        the daemon uses at start. StoreError (one line, naming the path) when it is refused."""
+        store = cls(directory)
+        store.check()
+        return store
+
+    def check(self) -> None:
+        """Refuse a state directory that someone else could have written to (owned by another
+        user, writable by group or others; a file in it not a regular file of ours, or writable by
+        group or others): StoreError saying what to check. Repair read bits for others (the
+        directory 0700, files 0600), logging a warning for each. A directory not there yet is
+        fine: the first save makes it, 0700."""
+        uid = os.geteuid()
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            raise StoreError(f"state directory {self.dir}: not a directory") from None
+        except OSError as exc:
+            raise StoreError(f"state directory {self.dir}: cannot open: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+            self._check_one(fd, f"state directory {self.dir}", uid, 0o700, st, _DIR_RISK)
+            searchable = bool(st.st_mode & 0o011)  # by others: its files' read bits mattered
+            for name in STATE_FILES:
+                self._check_file(fd, name, uid, _LEAK.get(name, "") if searchable else "")
+        finally:
+            os.close(fd)
+
+    def _check_file(self, dir_fd: int, name: str, uid: int, leak: str) -> None:
+        path = self.dir / name
+        try:
+            before = os.lstat(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(before.st_mode):
+            raise StoreError(
+                f"{path}: not a regular file ({_kind(before)}): refused; check it (what it is), "
+                "then remove it"
+            )
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+            )
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+                raise StoreError(f"{path}: replaced while being checked: refused; check it")
+            self._check_one(fd, str(path), uid, 0o600, st, _RISK[name], leak)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _check_one(
+        fd: int, what: str, uid: int, wanted: int, st: os.stat_result, risk: str, leak: str = ""
+    ) -> None:
+        """Refuse ``what`` (open as ``fd``, ``st``) when another user owns it or group or others
+        may write to it (``risk``: what that may have done); repair other modes to ``wanted``."""
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != uid:
+            raise StoreError(
+                f"{what} belongs to uid {st.st_uid}, not to this service's user (uid {uid}): "
+                f"refused, {risk}; check it, then give it to the service's user (chown) or remove "
+                "it"
+            )
+        if mode & 0o022:
+            raise StoreError(
+                f"{what} is writable by group or others (mode {mode:04o}): refused, {risk}; "
+                f"check it, then chmod {wanted:o} it (or remove it)"
+            )
+        if mode != wanted:
+            try:
+                os.fchmod(fd, wanted)
+            except OSError as exc:
+                raise StoreError(f"{what}: mode {mode:04o}, cannot set {wanted:04o}") from exc
+            log.warning(
+                "%s was mode %04o: set to %04o%s",
+                what,
+                mode,
+                wanted,
+                f"; others could read it, {leak}" if mode & 0o044 and leak else "",
+            )
 
     def _ensure_dir(self) -> None:
         try:
@@ -202,3 +320,16 @@ class Store:
         self.wipe_credential()
         self._remove(SETTINGS_FILE)
         self.wipe_pin()
+
+
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"

@@ -141,7 +141,7 @@ def test_secret_mode_echoes_stars():
     editor.secret = True
     steps = editor.run("12é4\x7f5\r".encode())
     assert b"".join(s.echo for s in steps) == b"****\b \b*\r\n"
-    assert steps[-1].event == Line("12é5")
+    assert steps[-1].event == Line("12é5", secret=True)
 
 
 def test_mode_change_between_steps_applies_to_the_rest_of_a_read():
@@ -151,7 +151,7 @@ def test_mode_change_between_steps_applies_to_the_rest_of_a_read():
     assert first == Step(b"pin unlock\r\n", Line("pin unlock"))
     editor.secret = True
     second = editor.step()
-    assert second == Step(b"****\r\n", Line("1234"))
+    assert second == Step(b"****\r\n", Line("1234", secret=True))
     assert editor.step() is None
 
 

@@ -222,7 +222,7 @@ def test_help_texts_survive_redaction_unchanged():
 def test_unknown_command_and_empty_line(console):
     assert text(console, "") == ""
     assert text(console, "   ") == ""
-    assert text(console, "frobnicate") == "unknown command 'frobnicate': type 'help'"
+    assert text(console, "frobnicate") == "unknown command: type 'help'"
     assert text(console, "STATUS").startswith("device:")  # commands are not case-sensitive
     assert "x" * 30 not in text(console, "x" * 200)
     assert text(console, 'room "ops').startswith("cannot read that line")
@@ -230,7 +230,7 @@ def test_unknown_command_and_empty_line(console):
 
 def test_a_code_typed_as_a_command_is_not_repeated(console):
     out = text(console, CODE)
-    assert CODE not in out and "[redacted]" in out
+    assert out == "unknown command: type 'help'"
 
 
 def test_version(console):
@@ -693,12 +693,17 @@ def test_unlock_with_growing_delays(console, backend):
     assert (
         say(console, "0000", now=0.0).text == "wrong PIN (1 in a row): wait 1 s before the next try"
     )
+    assert console.secret_input and console.prompt(0.5) == "PIN: "  # asked again
+    assert text(console, "", now=0.5) == "no PIN typed: still locked"  # Enter gives up
     assert text(console, "pin unlock", now=0.5) == "wait 1 s before the next try"
-    say(console, "pin unlock", now=1.0)
+    assert console.secret_input and console.prompt(0.5) == "PIN: "  # the wait is no command
+    assert text(console, "1111", now=0.7) == "too soon, that PIN was not checked: wait 1 s"
+    assert console.secret_input  # and asked again: not counted
     assert "(2 in a row): wait 2 s" in say(console, "1111", now=1.0).text
+    assert console.cancel(2.0) == "cancelled"  # Ctrl-C gives up
     assert text(console, "pin unlock", now=2.0) == "wait 1 s before the next try"
-    say(console, "pin unlock", now=3.0)
     assert "(3 in a row): wait 4 s" in say(console, "1111", now=3.0).text
+    console.cancel(3.0)
     assert backend.pin is not None and backend.pin.failures == 3
     assert "3 wrong PIN(s) (3 in a row)" in text(console, "status", now=3.1)
     assert json.loads(text(console, "status --json", now=3.1))["lock"]["wrong_pins"] == 3
@@ -728,7 +733,6 @@ def test_backoff_survives_a_restart(backend):
     console = Console(backend, pin=backend.pin, now=100.0, scrypt_n=16)
     assert console.locked(100.0)
     assert text(console, "pin unlock", now=101.0) == "wait 3 s before the next try"
-    say(console, "pin unlock", now=104.0)
     assert say(console, "2468", now=104.0).text == "unlocked"
 
 
@@ -742,6 +746,114 @@ def test_idle_and_new_sessions_lock(console, backend):
     assert not console.locked(2000.0)
     console.start_session(2001.0)
     assert console.locked(2001.0)
+
+
+IDLE = IDLE_LOCK_S + 1.0  # a quarter of an hour and a second without a line
+DROPPED = (
+    "no answer for 15 minutes: the question was dropped and nothing done; that line was ignored"
+)
+
+
+def test_idle_lock_drops_a_pending_factory_reset(console, backend):
+    """An unlocked installer types factory-reset and walks away; whoever answers 'yes' after the
+    idle lock gets nothing wiped, and the console is locked."""
+    backend.online()
+    set_pin(console, now=0.0)
+    assert "wipes the pairing" in text(console, "factory-reset", now=10.0)
+    reply = say(console, "yes", now=10.0 + IDLE)
+    assert reply == Reply(DROPPED)
+    assert console.locked(10.0 + IDLE) and not console.secret_input
+    assert console.prompt(10.0 + IDLE) == "pttd[online ops locked]> "
+    assert text(console, "yes", now=10.0 + IDLE) == "unknown command: type 'help'"  # not a reset
+    assert text(console, "factory-reset", now=10.0 + IDLE) == "locked: type 'pin unlock' first"
+    assert [type(e) for e in backend.effects] == [HashPin, SavePin]  # setting the PIN only
+
+
+def test_idle_drops_a_question_without_a_pin_too(console, backend):
+    say(console, "factory-reset", now=0.0)
+    assert say(console, "yes", now=IDLE) == Reply(DROPPED)
+    assert not console.locked(IDLE)  # no PIN: nothing to lock, but the question is gone
+    say(console, "factory-reset", now=IDLE)
+    assert say(console, "yes", now=IDLE + IDLE_LOCK_S).effect == FactoryResetRequest()  # in time
+
+
+@pytest.mark.parametrize("answered", [0, 1])
+def test_idle_lock_drops_a_pending_pin_set(console, backend, answered):
+    set_pin(console, "2468", now=0.0)
+    say(console, "pin set", now=1.0)
+    for _ in range(answered):
+        say(console, "1357", now=1.0)
+    assert console.secret_input
+    reply = say(console, "1357", now=1.0 + IDLE)
+    assert reply == Reply(DROPPED) and "1357" not in reply.text
+    assert console.locked(1.0 + IDLE)
+    assert backend.pin is not None and pin_matches(backend.pin, "2468")
+    assert [type(e) for e in backend.effects] == [HashPin, SavePin]  # the first PIN only
+
+
+def test_idle_drops_a_pending_pairing_code(console):
+    say(console, f"pair {URL}", now=0.0)
+    assert console.secret_input
+    reply = console.handle_line(CODE, IDLE, secret=True)
+    assert reply == Reply(DROPPED) and CODE not in reply.text
+
+
+def test_a_fresh_prompt_after_the_idle_time_reads_a_command(console):
+    """The question was dropped before its answer came (the console showed the shell's prompt
+    again): the next line is a command."""
+    say(console, "factory-reset", now=0.0)
+    assert console.prompt(IDLE) == "pttd[unpaired]> " and not console.secret_input
+    assert text(console, "version", now=IDLE) == f"pttd {__version__}"
+
+
+def test_ctrl_c_does_not_put_the_idle_lock_off(console):
+    set_pin(console, now=0.0)
+    say(console, "factory-reset", now=1.0)
+    assert console.cancel(1.0 + IDLE) == ""  # the question went with the lock
+    assert console.locked(1.0 + IDLE)
+    assert console.prompt(1.0 + IDLE) == "pttd[unpaired locked]> "
+
+
+@pytest.mark.parametrize("lock", ["reconnect", "idle"])
+def test_every_lock_drops_the_question(console, backend, lock):
+    """Whatever locks the console leaves no question behind for the next person ('pin lock'
+    and 'exit' cannot be typed while a question waits: the line would be its answer)."""
+    set_pin(console, now=0.0)
+    say(console, "factory-reset", now=1.0)
+    later = 2.0 if lock == "reconnect" else 1.0 + IDLE
+    if lock == "reconnect":
+        console.start_session(later)
+    assert console.locked(later) and not console.secret_input
+    assert console.prompt(later) == "pttd[unpaired locked]> "
+    assert say(console, "yes", now=later).effect is None
+    assert not any(isinstance(e, FactoryResetRequest) for e in backend.effects)
+
+
+def test_a_line_typed_as_a_secret_is_never_a_command(console):
+    """The terminal echoed it as stars, but no question is left to take it: ignored, not run,
+    not repeated."""
+    reply = console.handle_line("97531", 1.0, secret=True)
+    assert reply.effect is None and "97531" not in reply.text and "ignored" in reply.text
+    reply = console.handle_line("factory-reset", 1.0, secret=True)
+    assert reply.effect is None and not console.prompt(1.0).startswith("type 'yes'")
+
+
+def test_a_pin_typed_after_the_wait_reply_is_taken_as_the_pin(console, backend):
+    """After 'wait N s', the next line is the PIN (echoed as stars), typed too soon or not: it is
+    never run as a command nor repeated."""
+    set_pin(console, "97531", now=0.0)
+    say(console, "pin lock", now=0.0)
+    say(console, "pin unlock", now=0.0)
+    assert "wait 1 s" in say(console, "11111", now=0.0).text
+    console.cancel(0.1)
+    assert text(console, "pin unlock", now=0.2) == "wait 1 s before the next try"
+    assert console.secret_input
+    too_soon = say(console, "97531", now=0.3)
+    assert too_soon == Reply("too soon, that PIN was not checked: wait 1 s")
+    assert console.secret_input and console.locked(0.3)
+    assert backend.pin is not None and backend.pin.failures == 1  # not a try
+    assert say(console, "97531", now=1.0).text == "unlocked"
+    assert all("97531" not in line for line in [too_soon.text, repr(backend.effects)])
 
 
 def test_pin_clear(console, backend):
@@ -806,7 +918,7 @@ def test_wrong_pins_count_in_memory_when_the_store_fails(console, backend):
     assert say(console, "0000", now=2.0).text == (
         "wrong PIN (1 in a row): wait 1 s before the next try"
     )
-    assert text(console, "pin unlock", now=2.5) == "wait 1 s before the next try"
+    console.cancel(2.5)
     assert "1 wrong PIN(s)" in text(console, "status", now=2.5)
 
 

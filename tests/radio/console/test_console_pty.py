@@ -347,9 +347,15 @@ async def test_pin_flows(tmp_path: Path) -> None:
         assert await t.command("config set talk.mode toggle") == "locked: type 'pin unlock' first"
         assert await t.command("factory-reset") == "locked: type 'pin unlock' first"
         await t.answer("pin unlock")
-        wrong = await t.command("1111")
+        wrong = await t.answer("1111")
         assert wrong == "wrong PIN (1 in a row): wait 1 s before the next try"
-        assert await t.command("pin unlock") == "wait 1 s before the next try"
+        assert t.transcript.endswith(b"PIN: ")  # asked again
+        assert await t.command("") == "no PIN typed: still locked"
+        assert await t.answer("pin unlock") == "wait 1 s before the next try"
+        assert t.transcript.endswith(b"PIN: ")
+        mark = t.mark()
+        t.write(b"\x03")  # Ctrl-C gives up
+        assert (await t.wait_for(PROMPT, mark)).startswith(b"^C\r\ncancelled\r\n")
         status = status_json(await t.command("status --json"))
         assert status["lock"] == {
             "pin_set": True,

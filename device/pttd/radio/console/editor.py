@@ -41,6 +41,7 @@ class Line:
     """A completed, clean line (without its terminator)."""
 
     text: str = field(repr=False)  # may be a PIN or a pairing code
+    secret: bool = False  # echoed as stars: an answer to a secret question, never a command
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +234,7 @@ class LineEditor:
         self._clear_line()
         if problem:
             return Rejected(problem)
-        return Line(text)
+        return Line(text, self.secret)
 
     def _clear_line(self) -> None:
         self._chars = []

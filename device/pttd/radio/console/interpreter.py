@@ -19,6 +19,14 @@ The installer PIN (optional) guards every command that changes something. With a
 console starts locked; ``pin unlock`` opens it until ``pin lock``, ``exit``, a new session (the
 cable re-plugged) or :data:`IDLE_LOCK_S` without a line. Wrong PINs in a row make the next try
 wait 1 s, 2 s, 4 s … (the reply says how long; nothing sleeps).
+
+A pending question (factory-reset's ``type 'yes'``, ``pin set``'s PINs, the pairing code) belongs
+to the session that asked it: locking, a new session, or :data:`IDLE_LOCK_S` without a line drop
+it. The line that answers a question dropped for idleness is ignored, never run as a command; so
+is any line the terminal echoed as stars (``secret``) with no question left to take it. After
+``pin unlock`` the next line is always taken as the PIN, back-off or not, and a wrong PIN asks
+again (an empty line or Ctrl-C gives up): a PIN is never run as a command, echoed or repeated. An
+unknown command is not repeated either: it may be a secret typed at the wrong prompt.
 """
 
 from __future__ import annotations
@@ -367,6 +375,7 @@ class Console:
         self._next_try = now + (retry_delay(pin.failures) if pin else 0.0)
         self._unlocked = False
         self._question: _Question | None = None
+        self._dropped = False  # a question dropped for idleness: the next line answered it
         self._session = True
         self._last_seen = now
 
@@ -374,18 +383,28 @@ class Console:
 
     def start_session(self, now: float) -> str:
         """A terminal came (the port opened): lock, forget any question, greet."""
-        self._question = None
-        self._unlocked = False
+        self._lock()
+        self._dropped = False
         self._session = True
         self._last_seen = now
         return clean(self._banner())
 
-    def handle_line(self, line: str, now: float) -> Reply:
+    def handle_line(self, line: str, now: float, *, secret: bool = False) -> Reply:
+        """``secret``: the terminal echoed the line as stars (it answers a secret question, and
+        is never run as a command)."""
         self._expire(now)
         self._last_seen = now
+        dropped, self._dropped = self._dropped, False
         if self._question is not None:
             question, self._question = self._question, None
             reply = question.answer(line, now)
+        elif dropped:
+            reply = Reply(
+                f"no answer for {IDLE_LOCK_S / 60:g} minutes: the question was dropped and "
+                "nothing done; that line was ignored"
+            )
+        elif secret:
+            reply = Reply("that line was typed as a secret, with no question to take it: ignored")
         elif not self._session:
             self._session = True
             reply = Reply(self._banner())
@@ -395,7 +414,9 @@ class Console:
 
     def cancel(self, now: float) -> str:
         """Ctrl-C: drop a pending question."""
+        self._expire(now)  # a Ctrl-C after the idle time locks, as a line does
         self._last_seen = now
+        self._dropped = False
         if self._question is None:
             return ""
         self._question = None
@@ -437,6 +458,7 @@ class Console:
         """What to show before the next line: a question, or the state (``pttd[online ops]> ``);
         empty after ``exit``."""
         self._expire(now)
+        self._dropped = False  # a new prompt is shown: the next line answers it
         if self._question is not None:
             return clean(self._question.prompt)
         if not self._session:
@@ -464,11 +486,22 @@ class Console:
         name = self.view.status().device
         return f"pttd {__version__} installer console{f' on {name}' if name else ''}: type 'help'"
 
+    def _lock(self) -> None:
+        """Lock, and drop the pending question: it was asked of whoever had the console open."""
+        self._unlocked = False
+        self._question = None
+
     def _expire(self, now: float) -> None:
-        if self._unlocked and now - self._last_seen > IDLE_LOCK_S:
-            self._unlocked = False
+        """:data:`IDLE_LOCK_S` without a line: lock, and drop a question (with a PIN or without:
+        a factory reset confirmed by whoever walks by a quarter of an hour later is no
+        confirmation)."""
+        if now - self._last_seen > IDLE_LOCK_S:
+            if self._question is not None:
+                self._dropped = True
+            self._lock()
 
     def _ask(self, prompt: str, answer: Callable[[str, float], Reply], *, secret: bool) -> None:
+        """Take the next line as the answer (until a lock drops the question)."""
         self._question = _Question(prompt, secret, answer)
 
     def _guard(self, now: float) -> Reply | None:
@@ -485,9 +518,8 @@ class Console:
             return Reply()
         name, args = words[0].lower(), words[1:]
         command = COMMANDS.get(ALIASES.get(name, name))
-        if command is None:
-            shown = words[0] if len(words[0]) <= 24 else words[0][:21] + "..."
-            return Reply(f"unknown command {shown!r}: type 'help'")
+        if command is None:  # not repeated: it may be a PIN or a code typed at the wrong prompt
+            return Reply("unknown command: type 'help'")
         if args[:1] in (["-h"], ["--help"]):
             return Reply(command.help())
         return command.run(self, args, now)
@@ -565,7 +597,7 @@ class Console:
         return Reply(f"pttd {__version__}")
 
     def _cmd_exit(self, args: list[str], now: float) -> Reply:
-        self._unlocked = False
+        self._lock()
         self._session = False
         return Reply("bye (press Enter to start again)")
 
@@ -879,7 +911,7 @@ class Console:
         if sub == "lock":
             if self._pin is None:
                 return Reply("no PIN set: 'pin set' first")
-            self._unlocked = False
+            self._lock()
             return Reply("locked")
         if sub == "unlock":
             return self._pin_unlock(now)
@@ -939,18 +971,25 @@ class Console:
             return Reply("no PIN set: nothing to unlock")
         if not self.locked(now):
             return Reply("already unlocked")
+        self._ask_pin()  # during the back-off too: the PIN typed next is never a command
         if (wait := self._next_try - now) > 0:
             return Reply(f"wait {math.ceil(wait)} s before the next try")
+        return Reply()
+
+    def _ask_pin(self) -> None:
+        """Ask for the PIN (echoed as stars); an empty line or Ctrl-C gives up."""
 
         def check(pin: str, now: float) -> Reply:
             if self._pin is None:
                 return Reply("no PIN set")
-            if (wait := self._next_try - now) > 0:
-                return Reply(f"wait {math.ceil(wait)} s before the next try")
+            if not pin:
+                return Reply("no PIN typed: still locked")
+            if (wait := self._next_try - now) > 0:  # not checked, not counted: asked again
+                self._ask_pin()
+                return Reply(f"too soon, that PIN was not checked: wait {math.ceil(wait)} s")
             return Reply("", CheckPin(pin, self._pin))
 
         self._ask("PIN: ", check, secret=True)
-        return Reply()
 
     def _pin_checked(self, effect: CheckPin, outcome: Outcome, now: float) -> Reply:
         if not isinstance(outcome, PinChecked):  # not checked: not a try
@@ -965,6 +1004,7 @@ class Console:
         self._pin = record.wrong()
         delay = retry_delay(self._pin.failures)
         self._next_try = now + delay
+        self._ask_pin()  # the next line is a PIN again, typed after the wait or not
         return Reply(
             f"wrong PIN ({self._pin.failures} in a row): wait {delay:g} s before the next try",
             SavePin(self._pin, new=False),
@@ -1044,7 +1084,8 @@ COMMANDS: Final[dict[str, _Command]] = {
     "pin": _Command(
         "pin [set | lock | unlock | clear]",
         "the optional installer PIN that guards changes",
-        "Wrong PINs make the next try wait longer (1 s, 2 s, 4 s ...) and are counted.",
+        "Wrong PINs make the next try wait longer (1 s, 2 s, 4 s ...) and are counted.\n"
+        "'pin unlock' asks for the PIN (again after a wrong one); Enter or Ctrl-C gives up.",
         Console._cmd_pin,
     ),
     "factory-reset": _Command(

@@ -274,7 +274,7 @@ class SerialConsole:
             if event is not None and self._storm():
                 return
             if isinstance(event, Line):
-                reply = self.console.handle_line(event.text, self.clock())
+                reply = self.console.handle_line(event.text, self.clock(), secret=event.secret)
                 self._say(reply.text)
                 await self._effects(reply.effect)
                 self._prompt()
