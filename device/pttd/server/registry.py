@@ -17,6 +17,9 @@ with) and never logged:
 * pairing codes: 60 random bits in Crockford base32 (``XXXX-XXXX-XXXX``), short-lived and single
   use; only the SHA-256 of the normalised code is stored.
 
+The file and its ``-wal``/``-shm`` are its owner's only (0600): created so, and repaired at open
+when they are not (with a warning), or refused when they cannot be.
+
 No audio is ever stored here.
 """
 
@@ -28,6 +31,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -213,6 +217,7 @@ class Registry:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._create_private(self.path)
+        self._make_private(self.path)
         try:
             self._db = sqlite3.connect(
                 self.path,
@@ -245,6 +250,38 @@ class Registry:
         except OSError as exc:
             raise RegistryError(f"cannot create registry {path}: {exc}") from exc
         os.close(fd)
+
+    @staticmethod
+    def _make_private(path: str) -> None:
+        """An existing file (and its -wal/-shm) that others may read or write is made its
+        owner's only (0600), with one warning line; RegistryError, before anything is read, when
+        that is not allowed (someone else's file)."""
+        if path == ":memory:" or path.startswith("file:"):
+            return
+        repaired = []
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            try:
+                mode = stat.S_IMODE(os.stat(name).st_mode)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RegistryError(f"cannot open registry {name}: {exc.strerror}") from exc
+            if not mode & 0o077:
+                continue
+            try:
+                os.chmod(name, 0o600)
+            except OSError as exc:
+                raise RegistryError(
+                    f"registry {name} is open to other users (mode {mode:04o}) and cannot be "
+                    f"made private ({exc.strerror}): its owner must run 'chmod 600 {name}'"
+                ) from exc
+            repaired.append(f"{os.path.basename(name)} {mode:04o}")
+        if repaired:
+            logger.warning(
+                "registry %s was open to other users (%s): made private (0600)",
+                path,
+                ", ".join(repaired),
+            )
 
     def _setup(self) -> None:
         db = self._db
