@@ -72,6 +72,7 @@ REASON_INVALID_CODE: Final = "invalid code"
 REASON_EXPIRED_CODE: Final = "expired code"
 REASON_USED_CODE: Final = "used code"
 REASON_RATE_LIMITED: Final = "rate limited"
+REASON_NOT_ALLOWED: Final = "not allowed"  # emergency priority not granted
 
 Priority: TypeAlias = Literal["normal", "emergency"]
 ChannelStatus: TypeAlias = Literal["online", "offline"]
