@@ -24,6 +24,7 @@ from pttd.radio.inputs import Button
 from pttd.radio.inputs.evdev_input import EvdevButton
 from pttd.radio.inputs.serial_ptt import SerialPtt
 from pttd.radio.machine import Talk, Tone
+from pttd.server.registry import Registry
 from pttd.sim.inputs import SimulatedButton
 from pttd.wire import messages as p
 
@@ -63,6 +64,21 @@ def serial_input(device: RunningDevice) -> SerialPtt:
     return next(i for i in device.device.inputs if isinstance(i, SerialPtt))
 
 
+async def grant_emergency(rig: Rig, name: str) -> None:
+    """Grant the device emergency priority as an admin does (another registry connection), and
+    wait until the running server has it on the device's connection."""
+    with Registry(rig.db_path) as admin:
+        admin.set_emergency("device", name, True)
+    server = rig.server
+    assert server is not None
+
+    def granted() -> bool:
+        sessions = server.core.sessions.values()
+        return any(s.principal and s.principal.emergency for s in sessions if s.name == name)
+
+    await eventually(granted)
+
+
 async def serial_device(rig: Rig, port: str, name: str = "device-a") -> RunningDevice:
     device = await rig.device(name, ptt=[PttConfig(kind="serial", port=port)], observe=True)
     accessory = serial_input(device)
@@ -99,6 +115,7 @@ async def test_serial_accessory_over_a_pty_keys_the_device_up(rig: Rig, pty: Pty
 
 async def test_serial_sos_pre_empts_a_normal_talker(rig: Rig, pty: Pty) -> None:
     a = await serial_device(rig, pty.port)
+    await grant_emergency(rig, a.name)
     b = await rig.device("device-b")
     listener = await rig.listener()
     b.button.press()
@@ -190,6 +207,7 @@ async def test_evdev_emergency_key_asks_for_emergency_priority(rig: Rig) -> None
     pedal = PedalDevice()
     button = EvdevButton("headset", "BTN_0", Button.EMERGENCY, opener=lambda: pedal)
     a = await rig.device("device-a", inputs=[button])
+    await grant_emergency(rig, a.name)
     listener = await rig.listener()
     async with asyncio.timeout(10):
         await button.wait_connected()

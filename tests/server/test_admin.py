@@ -256,3 +256,36 @@ def test_wss_with_certificate(db: Path, tmp_path: Path) -> None:
     finally:
         running.proc.terminate()
         running.proc.wait(10)
+
+
+def test_emergency_grants_and_look_alike_names(db: Path) -> None:
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return pttd("server", *args, "--db", str(db), stdin=stdin, check=False)
+
+    added = run("user", "add", "alice", "--room", "ops", "--emergency", stdin="pw\n")
+    assert added.stdout == "user alice added to ops (emergency priority)\n", added.stderr
+    assert run("user", "add", "bob", "--room", "ops", stdin="pw\n").returncode == 0
+    # A look-alike of a user's name: one line naming who holds it, nothing added.
+    clash = run("user", "add", "\u0430lice", "--room", "ops", stdin="pw\n")
+    assert clash.returncode == 1
+    assert clash.stderr == "pttd: user name '\u0430lice' is taken: it looks like user 'alice'\n"
+    code = run("pair-code", "--room", "ops", "--emergency", "--json", "--url", URL)
+    assert json.loads(code.stdout)["emergency"] is True
+    assert run("user", "grant-emergency", "bob").stdout == (
+        "user bob may now talk with emergency priority\n"
+    )
+    assert run("user", "revoke-emergency", "alice").stdout == (
+        "user alice may no longer talk with emergency priority\n"
+    )
+    users = json.loads(run("user", "list", "--json").stdout)
+    assert [(u["name"], u["emergency"]) for u in users] == [("alice", False), ("bob", True)]
+    assert run("user", "list").stdout.split("\n")[1].endswith("rooms=ops emergency")
+    ghost = run("device", "grant-emergency", "ghost")
+    assert (ghost.returncode, ghost.stderr) == (1, "pttd: no device named 'ghost'\n")
+    for argv, said in (
+        (("user", "grant-emergency"), "pttd: user grant-emergency needs a NAME\n"),
+        (("user", "add", "carol"), "pttd: user add needs at least one --room\n"),
+        (("user", "list", "--emergency"), "pttd: --room and --emergency go with 'user add' only\n"),
+    ):
+        done = run(*argv)
+        assert (done.returncode, done.stderr) == (1, said), argv

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from channel_client import Client, Connect, pair_device, settle
+from waits import eventually
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from pttd.server.app import RoomServer, ServerSettings
-from pttd.server.registry import Registry
+from pttd.server.registry import MAX_REFRESH_FAMILIES, Registry
+from pttd.server.session import EMERGENCY_PREEMPTIONS
 from pttd.wire import messages as p
 
 LoggedOn = Callable[..., Any]
@@ -75,6 +79,51 @@ async def test_logon_with_refresh_token(connect_client: Connect) -> None:
     assert again.success
     answer = await b.start()
     assert answer.success  # the refreshed logon is a full one
+
+
+async def test_refresh_tokens_rotate_and_a_replayed_one_revokes_its_family(
+    connect_client: Connect,
+) -> None:
+    async def logon(**creds: str) -> p.Response:
+        client = await connect_client()
+        answer: p.Response = await client.logon(("alpha",), **creds)
+        await client.close()
+        return answer
+
+    first = (await logon(username="alice", password="alice-secret")).refresh_token
+    assert first
+    second = (await logon(refresh_token=first)).refresh_token
+    assert second and second != first  # used up, and its successor handed out
+    third = (await logon(refresh_token=second)).refresh_token
+    assert third
+    replay = await logon(refresh_token=first)  # a copy of a used token comes back
+    assert (replay.error, replay.refresh_token) == (p.NOT_AUTHORIZED, None)
+    assert (await logon(refresh_token=third)).error == p.NOT_AUTHORIZED  # its family is gone
+    assert (await logon(username="alice", password="alice-secret")).success
+
+
+async def test_many_logons_leave_a_bounded_number_of_refresh_rows(
+    connect_client: Connect, registry: Registry
+) -> None:
+    token = pair_device(registry, "radio-1")
+
+    def rows() -> int:
+        with contextlib.closing(sqlite3.connect(registry.path)) as db:
+            count: int = db.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0]
+        return count
+
+    async def logon(**creds: str) -> str:
+        client = await connect_client()
+        answer = await client.logon(("alpha",), **creds)
+        await client.close()
+        assert answer.success and answer.refresh_token, answer
+        return answer.refresh_token
+
+    before = rows()
+    for _ in range(150):  # 300 logons
+        refresh = await logon(auth_token=token)  # a device-token logon: a new family
+        await logon(refresh_token=refresh)  # a refresh logon: rotated in place
+    assert (before, rows()) == (0, MAX_REFRESH_FAMILIES)
 
 
 async def test_unknown_auth_token_next_to_valid_password_logs_on(connect_client: Connect) -> None:
@@ -219,7 +268,9 @@ async def test_talk_time_out_ends_stream_for_everyone(logged_on: LoggedOn) -> No
     assert (await b.start()).success  # the floor is free again
 
 
-async def test_emergency_preempts_normal_talk(logged_on: LoggedOn) -> None:
+async def test_emergency_preempts_normal_talk(logged_on: LoggedOn, registry: Registry) -> None:
+    for user in ("alice", "bob"):
+        registry.set_emergency("user", user, True)
     a = await logged_on("alice")
     b = await logged_on("bob")
     c = await logged_on("carol")
@@ -234,6 +285,44 @@ async def test_emergency_preempts_normal_talk(logged_on: LoggedOn) -> None:
     # An emergency is not pre-empted by another emergency.
     again = await a.start(priority="emergency")
     assert (again.error, again.talker) == (p.FAILED_TO_START_STREAM, "bob")
+
+
+async def test_emergency_is_a_grant_rate_limited_and_taken_back_live(
+    logged_on: LoggedOn, registry: Registry, server: RoomServer
+) -> None:
+    registry.set_emergency("user", "bob", True)
+    a = await logged_on("alice")
+    b = await logged_on("bob")
+    c = await logged_on("carol")
+    # Without the grant: refused, and the talk goes on.
+    sid = await talk(a)
+    refused = await c.start(priority="emergency")
+    assert (refused.error, refused.reason) == (p.FAILED_TO_START_STREAM, p.REASON_NOT_ALLOWED)
+    # With it: at most EMERGENCY_PREEMPTIONS pre-emptions a minute, then a normal request.
+    for _ in range(EMERGENCY_PREEMPTIONS):
+        urgent = await b.start(priority="emergency")
+        assert urgent.success and urgent.stream_id is not None, urgent
+        stop = await a.next_of(p.OnStreamStop)
+        assert (stop.stream_id, stop.reason) == (sid, p.REASON_PREEMPTED)
+        assert (await b.stop(urgent.stream_id)).success
+        assert (await a.next_of(p.OnStreamStop)).stream_id == urgent.stream_id
+        sid = await talk(a)
+    over = await b.start(priority="emergency")
+    assert (over.error, over.reason, over.talker) == (
+        p.FAILED_TO_START_STREAM,
+        p.REASON_BUSY,
+        "alice",
+    )
+    # The admin takes the grant back (another process): the live connection follows.
+    with Registry(registry.path) as admin:
+        admin.set_emergency("user", "bob", False)
+
+    def bob_granted() -> bool:
+        return any(s.principal.emergency for s in server.core.sessions.values() if s.name == "bob")
+
+    await eventually(lambda: not bob_granted(), what="bob's grant taken back")
+    gone = await b.start(priority="emergency")
+    assert (gone.error, gone.reason) == (p.FAILED_TO_START_STREAM, p.REASON_NOT_ALLOWED)
 
 
 async def test_late_entry_hears_the_talk_in_progress(logged_on: LoggedOn) -> None:

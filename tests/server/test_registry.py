@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from pttd.errors import (
 )
 from pttd.server.registry import (
     CODE_ALPHABET,
+    MAX_REFRESH_FAMILIES,
     SCHEMA_VERSION,
     DeviceInfo,
     Principal,
@@ -493,6 +495,192 @@ def test_refresh_token_for_unknown_owner(reg: Registry) -> None:
         reg.issue_refresh_token(Principal("user", "ghost", frozenset()))
     with pytest.raises(NotFound):
         reg.issue_refresh_token(Principal("device", "ghost", frozenset()))
+
+
+# --- refresh tokens: rotation, reuse, bound -----------------------------------------------------
+
+
+def logged_on(reg: Registry, name: str = "ann") -> Principal:
+    """A user's principal as a password logon gives it (made once)."""
+    if not reg.has_room("ops"):
+        reg.add_room("ops")
+    if name not in {u.name for u in reg.list_users()}:
+        reg.add_user(name, "pw", ["ops"])
+    principal = reg.check_password(name, "pw")
+    assert principal is not None
+    return principal
+
+
+def refresh_logon(reg: Registry, token: str) -> str | None:
+    """A logon with a refresh token, as the server makes it: check, then issue."""
+    principal = reg.check_refresh_token(token)
+    return None if principal is None else reg.issue_refresh_token(principal)
+
+
+def refresh_rows(db_path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        count: int = raw.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0]
+    return count
+
+
+def test_a_refresh_logon_uses_the_token_up_and_hands_its_successor(
+    reg: Registry, db_path: Path
+) -> None:
+    first = reg.issue_refresh_token(logged_on(reg))
+    assert first is not None
+    second = refresh_logon(reg, first)
+    third = refresh_logon(reg, second or "")
+    assert second and third and len({first, second, third}) == 3
+    assert first.split(".")[0] == second.split(".")[0] == third.split(".")[0]  # one family
+    assert refresh_rows(db_path) == 1  # used tokens leave nothing behind
+    assert reg.check_refresh_token(third) == Principal("user", "ann", frozenset({"ops"}))
+
+
+def test_a_used_token_presented_again_revokes_its_family(
+    reg: Registry, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann = logged_on(reg)
+    stolen = reg.issue_refresh_token(ann)
+    other = reg.issue_refresh_token(ann)  # another client of ann's: another family
+    assert stolen and other
+    current = refresh_logon(reg, stolen)  # the thief (or the owner) uses it first
+    assert current
+    with caplog.at_level("WARNING"):
+        assert reg.check_refresh_token(stolen) is None  # the other one comes back with it
+    assert reg.check_refresh_token(current) is None  # the whole family is revoked
+    assert refresh_logon(reg, other)  # ann's other client is not touched
+    assert refresh_rows(db_path) == 1
+    assert "used refresh token of user ann was presented again" in caplog.text
+    assert stolen not in caplog.text and current not in caplog.text
+
+
+def test_two_logons_racing_with_one_token_revoke_its_family(reg: Registry) -> None:
+    token = reg.issue_refresh_token(logged_on(reg))
+    assert token
+    first, second = reg.check_refresh_token(token), reg.check_refresh_token(token)
+    assert first is not None and second is not None  # both checked before either completes
+    successor = reg.issue_refresh_token(first)
+    assert successor
+    assert reg.issue_refresh_token(second) is None  # the second is a reuse: no token …
+    assert reg.check_refresh_token(successor) is None  # … and the family is gone
+
+
+def test_a_refresh_logon_that_does_not_complete_leaves_the_token_good(reg: Registry) -> None:
+    token = reg.issue_refresh_token(logged_on(reg))
+    assert token and reg.check_refresh_token(token) is not None  # e.g. a room not granted
+    assert refresh_logon(reg, token)
+
+
+def test_forged_and_expired_tokens_of_a_family(reg: Registry) -> None:
+    ann = logged_on(reg)
+    token = reg.issue_refresh_token(ann, ttl=100, now=1000.0)
+    assert token
+    family = token.split(".")[0]
+    assert reg.check_refresh_token(f"{family}.", now=1200.0) is None  # expired: no verdict
+    assert reg.check_refresh_token("x.y") is None and reg.check_refresh_token("") is None
+    assert reg.check_refresh_token(token, now=1050.0) is not None
+    assert reg.check_refresh_token(f"{family}.guess", now=1050.0) is None  # a reuse …
+    assert reg.check_refresh_token(token, now=1050.0) is None  # … revokes the family
+
+
+def test_many_logons_leave_a_bounded_number_of_rows(reg: Registry, db_path: Path) -> None:
+    """What a client hammering logons did to schema 1 (a row per logon, kept 7 days)."""
+    ann = logged_on(reg)
+    radio = reg.check_device_token(pair(reg, "radio"))
+    assert radio is not None
+    chain = reg.issue_refresh_token(ann)
+    before = refresh_rows(db_path)
+    for _ in range(250):
+        assert reg.issue_refresh_token(ann)  # password logons: a new family each
+        assert reg.issue_refresh_token(radio)  # device-token logons too
+        chain = refresh_logon(reg, chain or "")  # refresh logons: rotation in place
+        assert chain
+    after = refresh_rows(db_path)
+    assert (before, after) == (1, 2 * MAX_REFRESH_FAMILIES)
+    assert reg.check_refresh_token(chain) is not None  # the most recently used stays
+    assert os.path.getsize(db_path) < 200_000
+
+
+def test_the_least_recently_used_family_goes_first(reg: Registry) -> None:
+    ann = logged_on(reg)
+    tokens = [reg.issue_refresh_token(ann, now=1000.0 + i) for i in range(MAX_REFRESH_FAMILIES)]
+    used = reg.check_refresh_token(tokens[0] or "", now=2000.0)
+    assert used is not None
+    oldest = reg.issue_refresh_token(used, now=2000.0)
+    assert oldest  # used last: now the most recent
+    assert reg.issue_refresh_token(ann, now=3000.0)  # one too many: tokens[1] goes
+    assert reg.check_refresh_token(tokens[1] or "", now=3000.0) is None
+    assert reg.check_refresh_token(oldest, now=3000.0) is not None
+
+
+# --- names that look alike ---------------------------------------------------------------------
+
+
+def test_a_device_cannot_take_a_users_name_or_a_look_alike(reg: Registry) -> None:
+    reg.add_room("ops")
+    reg.add_user("alice", "pw", ["ops"])
+    for wanted in ("alice", "Alice", "\u0430lice", "ａｌｉｃｅ", "ALIC\u0395"):
+        pair(reg, wanted)
+    names = sorted(d.name for d in reg.list_devices())
+    assert names == sorted(
+        ["alice-2", "Alice-3", "\u0430lice-4", "ａｌｉｃｅ-5", "ALIC\u0395-6"]
+    ), names
+    assert reg.check_password("alice", "pw") is not None  # the user is untouched
+
+
+def test_user_add_refuses_a_look_alike_of_a_user_or_an_active_device(reg: Registry) -> None:
+    reg.add_room("ops")
+    reg.add_user("alice", "pw", ["ops"])
+    pair(reg, "truck-7")
+    with pytest.raises(AlreadyExists, match=r"^user 'alice' already exists$"):
+        reg.add_user("alice", "pw", ["ops"])
+    with pytest.raises(AlreadyExists, match="looks like user 'alice'"):
+        reg.add_user("\u0430lice", "pw", ["ops"])  # Cyrillic а
+    with pytest.raises(AlreadyExists, match="looks like device 'truck-7'"):
+        reg.add_user("TRUCK-7", "pw", ["ops"])
+    reg.revoke_device("truck-7")  # a revoked device's name is free
+    reg.add_user("TRUCK-7", "pw", ["ops"])
+    assert [u.name for u in reg.list_users()] == ["TRUCK-7", "alice"]
+    pair(reg, "truck-7")  # … and the user holds it now
+    assert [(d.name, d.revoked) for d in reg.list_devices()] == [
+        ("truck-7", True),
+        ("truck-7-2", False),
+    ]
+
+
+def test_devices_are_unique_after_folding_too(reg: Registry) -> None:
+    for wanted in ("gate-1", "GATE-1", "gate-l", "gate-\uff11"):  # the last: a full-width 1
+        pair(reg, wanted)
+    assert sorted(d.name for d in reg.list_devices()) == sorted(
+        ["gate-1", "GATE-1-2", "gate-l-3", "gate-\uff11-4"]
+    )
+
+
+# --- emergency grants ------------------------------------------------------------------------
+
+
+def test_emergency_is_granted_to_users_and_devices_and_followed_live(reg: Registry) -> None:
+    reg.add_room("ops")
+    reg.add_user("ann", "pw", ["ops"], emergency=True)
+    reg.add_user("bob", "pw", ["ops"])
+    ann, bob = reg.check_password("ann", "pw"), reg.check_password("bob", "pw")
+    assert ann is not None and ann.emergency and bob is not None and not bob.emergency
+    code = reg.create_pair_code(["ops"], emergency=True)
+    assert code.emergency and "emergency=True" in repr(code) and code.code not in repr(code)
+    sos = reg.check_device_token(reg.redeem_pair_code(code.code, "sos").auth_token)
+    plain = reg.check_device_token(pair(reg, "plain"))
+    assert sos is not None and sos.emergency and plain is not None and not plain.emergency
+    assert [(d.name, d.emergency) for d in reg.list_devices()] == [("plain", False), ("sos", True)]
+    refresh = reg.issue_refresh_token(ann)
+    assert refresh and (reg.check_refresh_token(refresh) or bob).emergency
+
+    reg.set_emergency("user", "bob", True)
+    reg.set_emergency("device", "sos", False)
+    now = reg.current([ann, bob, sos, plain])
+    assert [x.emergency if x else None for x in now.values()] == [True, True, False, False]
+    assert [(u.name, u.emergency) for u in reg.list_users()] == [("ann", True), ("bob", True)]
+    with pytest.raises(NotFound, match="no device named 'ghost'"):
+        reg.set_emergency("device", "ghost", True)
 
 
 # --- several connections and processes -------------------------------------------------------

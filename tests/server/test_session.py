@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from pttd.server.session import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
+    EMERGENCY_PREEMPTIONS,
+    EMERGENCY_WINDOW,
     CheckLogon,
     Close,
     CoreSettings,
@@ -35,11 +38,12 @@ from pttd.server.session import (
 from pttd.wire import messages as p
 
 HEADER = p.CodecHeader()
-ANN = Principal("user", "ann", frozenset({"ops", "yard"}))
-BOB = Principal("user", "bob", frozenset({"ops"}))
-VAN = Principal("device", "van", frozenset({"ops"}))
+ANN = Principal("user", "ann", frozenset({"ops", "yard"}), emergency=True)
+BOB = Principal("user", "bob", frozenset({"ops"}), emergency=True)
+VAN = Principal("device", "van", frozenset({"ops"}), emergency=True)
 CAR = Principal("device", "car", frozenset({"yard"}))
-PRINCIPALS = {x.name: x for x in (ANN, BOB, VAN, CAR)}
+DAN = Principal("user", "dan", frozenset({"ops"}))  # no emergency grant, like CAR
+PRINCIPALS = {x.name: x for x in (ANN, BOB, VAN, CAR, DAN)}
 
 
 class Harness:
@@ -53,6 +57,7 @@ class Harness:
         self.got: dict[str, list[str | bytes]] = defaultdict(list)
         self.closed: dict[str, tuple[int, str]] = {}
         self.sent: list[Send[str]] = []  # every send, in order
+        self.refresh: str | None = "r3fr3sh"  # what the registry issues (None: a reuse)
 
     def run(self, actions: list[Any]) -> list[Any]:
         """Carry out actions as RoomServer does; registry calls are answered here."""
@@ -71,7 +76,9 @@ class Harness:
                 )
             elif isinstance(action, IssueRefreshToken):
                 done += self.run(
-                    self.core.refresh_issued(action.conn, action.logon, action.principal, "r3fr3sh")
+                    self.core.refresh_issued(
+                        action.conn, action.logon, action.principal, self.refresh
+                    )
                 )
             elif isinstance(action, RedeemCode):
                 result: Pairing | PairRefused = (
@@ -203,6 +210,17 @@ def test_attempts_sent_at_once_count_before_they_are_checked() -> None:
     assert len(h.core.auth_failures) == 0  # the right one counted nothing
 
 
+def test_a_refresh_token_used_meanwhile_fails_the_logon() -> None:
+    h = Harness()
+    h.refresh = None  # the registry found the token used by another logon
+    answer = h.logon("a", ANN)
+    assert answer.error == p.NOT_AUTHORIZED and answer.refresh_token is None
+    assert h.core.sessions["a"].principal is None and not h.of("a", p.OnChannelStatus)
+    h.refresh = "n3xt"
+    h.send("a", p.Logon(("ops",), seq=2, username="ann", password="right"))
+    assert h.answer("a", 2).refresh_token == "n3xt"
+
+
 def test_a_connection_that_does_not_log_on_in_time_is_closed() -> None:
     h = Harness(logon_timeout=30.0)
     h.connect("idle")
@@ -271,6 +289,63 @@ def test_one_talker_per_room_and_an_emergency_preempts() -> None:
     stops = h.of("a", p.OnStreamStop)
     assert [(s.stream_id, s.reason) for s in stops] == [(first, p.REASON_PREEMPTED)]
     assert h.talk("a", seq=4, priority="emergency").reason == p.REASON_BUSY
+
+
+def test_emergency_without_the_grant_is_refused_and_the_talk_goes_on() -> None:
+    h = Harness()
+    h.logon("a", ANN)
+    h.logon("d", DAN)
+    first = h.talk("a").stream_id
+    refused = h.talk("d", seq=3, priority="emergency")
+    assert (refused.error, refused.reason, refused.talker) == (
+        p.FAILED_TO_START_STREAM,
+        p.REASON_NOT_ALLOWED,
+        None,
+    )
+    assert not h.of("a", p.OnStreamStop)
+    assert [s.stream_id for s in h.core.streams.values()] == [first]
+    h.send("d", p.StartStream(HEADER, 20, channel="ops", priority="emergency"))  # no seq
+    assert not h.of("a", p.OnStreamStop)
+    assert h.talk("d", seq=4).reason == p.REASON_BUSY  # a normal request is still busy
+    h.send("a", p.StopStream(first or 0, seq=5))
+    assert h.talk("d", seq=6, priority="emergency").reason == p.REASON_NOT_ALLOWED  # free floor
+
+
+def test_pre_emptions_are_rate_limited_per_principal_not_per_connection() -> None:
+    h = Harness()
+    h.logon("b", BOB)
+    h.logon("a1", ANN)
+    h.logon("a2", ANN)  # the same user twice: one budget
+    preempted = 0
+    for i in range(EMERGENCY_PREEMPTIONS):
+        h.talk("b", seq=10 + i)
+        urgent = h.talk("a1" if i % 2 else "a2", seq=20 + i, priority="emergency")
+        assert urgent.success, urgent
+        preempted += 1
+        h.send("a1" if i % 2 else "a2", p.StopStream(urgent.stream_id or 0))
+    assert [s.reason for s in h.of("b", p.OnStreamStop)].count(p.REASON_PREEMPTED) == preempted
+    h.talk("b", seq=30)
+    over = h.talk("a1", seq=31, priority="emergency")  # treated as a normal request
+    assert (over.reason, over.talker) == (p.REASON_BUSY, "bob")
+    h.logon("v", VAN)  # another principal has its own budget
+    assert h.talk("v", seq=33, priority="emergency").success
+    assert [s.reason for s in h.of("b", p.OnStreamStop)].count(p.REASON_PREEMPTED) == 4
+    h.send("v", p.StopStream(h.answer("v", 33).stream_id or 0))
+    # The window slides: a minute after the first pre-emption, ann may pre-empt again.
+    h.later(EMERGENCY_WINDOW)
+    h.talk("b", seq=35)
+    assert h.talk("a2", seq=36, priority="emergency").success
+
+
+def test_an_emergency_grant_follows_the_registry_live() -> None:
+    h = Harness()
+    h.logon("a", ANN)
+    h.logon("d", DAN)
+    h.run(h.core.principals_changed({ANN: replace(ANN, emergency=False)}))
+    h.run(h.core.principals_changed({DAN: replace(DAN, emergency=True)}))
+    h.talk("a")
+    assert h.talk("d", seq=3, priority="emergency").success
+    assert h.talk("a", seq=4, priority="emergency").reason == p.REASON_NOT_ALLOWED
 
 
 def test_packets_of_a_stream_the_server_ended_are_dropped_quietly() -> None:

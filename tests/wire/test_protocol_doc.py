@@ -307,11 +307,20 @@ def test_link_defaults_match_the_code(name: str) -> None:
         "DEFAULT_CODE_TTL",
         "CODE_KEEP_AFTER_EXPIRY",
         "TOKEN_BYTES",
+        "FAMILY_BYTES",
         "DEFAULT_REFRESH_TTL",
+        "MAX_REFRESH_FAMILIES",
     ],
 )
 def test_pairing_constants_match_the_code(name: str) -> None:
     assert numbers_for(name, "Pairing")[0] == getattr(registry, name)
+
+
+def test_emergency_limits_match_the_code() -> None:
+    floor = section("Server behaviour")
+    assert f"`EMERGENCY_PREEMPTIONS` ({session.EMERGENCY_PREEMPTIONS})" in floor
+    assert f"`EMERGENCY_WINDOW` ({session.EMERGENCY_WINDOW:.0f} s, sliding)" in floor
+    assert f"`MAX_REFRESH_FAMILIES` ({registry.MAX_REFRESH_FAMILIES})" in floor
 
 
 def test_pairing_code_alphabet_matches_the_code() -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from pttd import cliargs
 from pttd.errors import PttdError
@@ -27,6 +27,8 @@ from pttd.server.registry import Registry
 
 DEFAULT_DB = os.environ.get("PTTD_DB", "pttd-server.db")
 HELP = argparse.ArgumentDefaultsHelpFormatter
+# `user|device grant-emergency|revoke-emergency NAME`: the action and whether it grants.
+GRANTS = {"grant-emergency": True, "revoke-emergency": False}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,10 +79,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     db_arg(room)
     room.set_defaults(func=cmd_room)
 
-    user = ssub.add_parser("user", help="add a named user (password from stdin)")
-    user.add_argument("action", choices=("add",))
-    user.add_argument("name")
-    user.add_argument("--room", action="append", required=True, help="repeat for more rooms")
+    user = ssub.add_parser(
+        "user",
+        help="add (password from stdin) or list named users; grant or revoke emergency priority",
+    )
+    user.add_argument("action", choices=("add", "list", *GRANTS))
+    user.add_argument("name", nargs="?")
+    user.add_argument("--room", action="append", help="add: a room (repeat for more rooms)")
+    user.add_argument(
+        "--emergency", action="store_true", help="add: may talk with emergency priority"
+    )
+    user.add_argument("--json", action="store_true", help="print JSON (list)")
     db_arg(user)
     user.set_defaults(func=cmd_user)
 
@@ -102,12 +111,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the server's address as devices reach it (ws://HOST:PORT or wss://HOST:PORT), "
         "put in the pairing link; default from $PTTD_SERVER_URL when set",
     )
+    code.add_argument(
+        "--emergency",
+        action="store_true",
+        help="the device may talk with emergency priority (pre-empt a normal talk)",
+    )
     code.add_argument("--json", action="store_true", help="print one JSON object")
     db_arg(code)
     code.set_defaults(func=cmd_pair_code)
 
-    device = ssub.add_parser("device", help="list or revoke paired devices")
-    device.add_argument("action", choices=("list", "revoke"))
+    device = ssub.add_parser(
+        "device", help="list or revoke paired devices; grant or revoke emergency priority"
+    )
+    device.add_argument("action", choices=("list", "revoke", *GRANTS))
     device.add_argument("name", nargs="?")
     device.add_argument("--json", action="store_true", help="print JSON (list)")
     db_arg(device)
@@ -203,11 +219,44 @@ def read_password(stdin: TextIO) -> str:
     return password
 
 
+def set_grant(reg: Registry, kind: Literal["user", "device"], action: str, name: str) -> None:
+    """``grant-emergency`` or ``revoke-emergency`` for a user or a device, said in one line."""
+    granted = GRANTS[action]
+    reg.set_emergency(kind, name, granted)
+    if granted:
+        print(f"{kind} {name} may now talk with emergency priority")
+    else:
+        print(f"{kind} {name} may no longer talk with emergency priority")
+
+
 def cmd_user(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.name:
+        raise PttdError(f"user {args.action} needs a NAME")
+    if args.action != "add" and (args.room or args.emergency):
+        raise PttdError("--room and --emergency go with 'user add' only")
+    if args.action == "add" and not args.room:
+        raise PttdError("user add needs at least one --room")
     with open_registry(args.db) as reg:
-        password = read_password(sys.stdin)
-        reg.add_user(args.name, password, args.room)
-    print(f"user {args.name} added to {', '.join(args.room)}")
+        if args.action in GRANTS:
+            set_grant(reg, "user", args.action, args.name)
+            return 0
+        if args.action == "list":
+            users = reg.list_users()
+        else:
+            password = read_password(sys.stdin)
+            reg.add_user(args.name, password, args.room, emergency=args.emergency)
+            grant = " (emergency priority)" if args.emergency else ""
+            print(f"user {args.name} added to {', '.join(args.room)}{grant}")
+            return 0
+    if args.json:
+        rows = [{"name": u.name, "rooms": list(u.rooms), "emergency": u.emergency} for u in users]
+        print(json.dumps(rows))
+        return 0
+    if not users:
+        print("no users")
+    for u in users:
+        emergency = " emergency" if u.emergency else ""
+        print(f"{u.name:24} rooms={','.join(u.rooms)}{emergency}")
     return 0
 
 
@@ -223,15 +272,23 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
             "(or set $PTTD_SERVER_URL); the pairing link carries it"
         )
     with open_registry(args.db) as reg:
-        pc = reg.create_pair_code(args.room, ttl=args.ttl)
+        pc = reg.create_pair_code(args.room, ttl=args.ttl, emergency=args.emergency)
     link = pairing_link(pc.code, args.url)
     if args.json:
-        out = {"code": pc.code, "rooms": list(pc.rooms), "expires_at": pc.expires_at, "link": link}
+        out = {
+            "code": pc.code,
+            "rooms": list(pc.rooms),
+            "emergency": pc.emergency,
+            "expires_at": pc.expires_at,
+            "link": link,
+        }
         print(json.dumps(out))
         return 0
     expires = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(pc.expires_at))
     print(f"pairing code: {pc.code}")
     print(f"rooms:        {', '.join(pc.rooms)}")
+    if pc.emergency:
+        print("emergency:    the device may talk with emergency priority")
     print(f"expires:      {expires} (single use)")
     print(f"link:         {link}")
     import segno  # noqa: PLC0415 - only this command needs it
@@ -241,9 +298,12 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    if args.action == "revoke" and not args.name:
-        raise PttdError("device revoke needs a NAME")
+    if args.action != "list" and not args.name:
+        raise PttdError(f"device {args.action} needs a NAME")
     with open_registry(args.db) as reg:
+        if args.action in GRANTS:
+            set_grant(reg, "device", args.action, args.name)
+            return 0
         if args.action == "revoke":
             reg.revoke_device(args.name)
             print(f"device {args.name} revoked")
@@ -259,6 +319,7 @@ def cmd_device(args: argparse.Namespace) -> int:
                         "paired_at": d.paired_at,
                         "revoked": d.revoked,
                         "last_seen": d.last_seen,
+                        "emergency": d.emergency,
                     }
                     for d in devices
                 ]
@@ -272,5 +333,6 @@ def cmd_device(args: argparse.Namespace) -> int:
         seen = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(d.last_seen)) if d.last_seen else "never"
         )
-        print(f"{d.name:24} {state:8} rooms={','.join(d.rooms)} last_seen={seen}")
+        emergency = " emergency" if d.emergency else ""
+        print(f"{d.name:24} {state:8} rooms={','.join(d.rooms)} last_seen={seen}{emergency}")
     return 0

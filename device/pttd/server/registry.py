@@ -14,8 +14,21 @@ with) and never logged:
   so that they can be raised later;
 * device auth tokens and refresh tokens: 256 random bits, so a fast hash is enough; only their
   SHA-256 is stored, indexed, so that a token can be looked up;
+* refresh tokens are rotated on use (OAuth 2.0 Security BCP): a token is ``<family>.<secret>``;
+  logging on with it gives its successor in the same family, and presenting a token of the family
+  that is no longer the current one (a copy kept by a thief, or by the client it was taken from)
+  revokes the whole family. One row per family, with the SHA-256 of the family id and of its
+  current token; at most ``MAX_REFRESH_FAMILIES`` per user or device (the least recently used go),
+  expired ones purged;
 * pairing codes: 60 random bits in Crockford base32 (``XXXX-XXXX-XXXX``), short-lived and single
   use; only the SHA-256 of the normalised code is stored.
+
+User and device names are unique together after folding look-alikes (:func:`pttd.server.names.
+name_key`: ``alice``, ``Alice`` and a Cyrillic ``аlice`` are one name); the key is stored beside
+each name, indexed. A revoked device's name is free again.
+
+The file and its ``-wal``/``-shm`` are its owner's only (0600): created so, and repaired at open
+when they are not (with a warning), or refused when they cannot be.
 
 No audio is ever stored here.
 """
@@ -24,17 +37,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
+import itertools
 import logging
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Final
+from typing import Final, Literal
 
 from pttd import kdf
 from pttd.errors import (
@@ -45,6 +61,7 @@ from pttd.errors import (
     PairingError,
     RegistryError,
 )
+from pttd.server.names import name_key
 from pttd.server.session import Pairing, Principal
 from pttd.wire.messages import (
     MAX_NAME,
@@ -55,11 +72,13 @@ from pttd.wire.messages import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5000
 
 TOKEN_BYTES: Final = 32  # device auth tokens and refresh tokens
+FAMILY_BYTES: Final = 16  # a refresh token's family id
 DEFAULT_REFRESH_TTL: Final = 7 * 86400.0
+MAX_REFRESH_FAMILIES: Final = 8  # live refresh tokens per user or device (least recently used go)
 DEFAULT_CODE_TTL: Final = 600.0
 CODE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I L O U
 CODE_LENGTH: Final = 12  # 60 bits
@@ -71,15 +90,35 @@ CODE_KEEP_AFTER_EXPIRY: Final = 86400.0
 # Crockford decoding: letters people confuse with digits read as those digits.
 _CODE_TRANSLATION: Final = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None})
 
-_SCHEMA: Final = """
+# One row per refresh-token family (see the module's docstring).
+_REFRESH_TABLE: Final = """
+CREATE TABLE refresh_tokens (
+    family_hash TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    user TEXT REFERENCES users(name) ON DELETE CASCADE,
+    device TEXT REFERENCES devices(name) ON DELETE CASCADE,
+    issued_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    CHECK ((user IS NULL) <> (device IS NULL))
+);
+CREATE INDEX refresh_tokens_user ON refresh_tokens(user);
+CREATE INDEX refresh_tokens_device ON refresh_tokens(device);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
+"""
+
+_SCHEMA: Final = (
+    """
 CREATE TABLE rooms (
     name TEXT PRIMARY KEY
 );
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    name_key TEXT NOT NULL,
+    emergency INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX users_name_key ON users(name_key);
 CREATE TABLE user_rooms (
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
     room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
@@ -90,30 +129,26 @@ CREATE TABLE devices (
     token_hash TEXT NOT NULL UNIQUE,
     paired_at REAL NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0,
-    last_seen REAL
+    last_seen REAL,
+    name_key TEXT NOT NULL,
+    emergency INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX devices_name_key ON devices(name_key);
 CREATE TABLE device_rooms (
     device TEXT NOT NULL REFERENCES devices(name) ON DELETE CASCADE,
     room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
     PRIMARY KEY (device, room)
 );
-CREATE TABLE refresh_tokens (
-    token_hash TEXT PRIMARY KEY,
-    user TEXT REFERENCES users(name) ON DELETE CASCADE,
-    device TEXT REFERENCES devices(name) ON DELETE CASCADE,
-    issued_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    CHECK ((user IS NULL) <> (device IS NULL))
-);
-CREATE INDEX refresh_tokens_user ON refresh_tokens(user);
-CREATE INDEX refresh_tokens_device ON refresh_tokens(device);
-CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
+"""
+    + _REFRESH_TABLE
+    + """
 CREATE TABLE pair_codes (
     code_hash TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     used_at REAL,
-    device TEXT
+    device TEXT,
+    emergency INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX pair_codes_expiry ON pair_codes(expires_at);
 CREATE TABLE pair_code_rooms (
@@ -122,6 +157,7 @@ CREATE TABLE pair_code_rooms (
     PRIMARY KEY (code_hash, room)
 );
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +167,13 @@ class PairCode:
     code: str
     rooms: tuple[str, ...]
     expires_at: float  # unix time
+    emergency: bool = False  # the device it pairs is granted emergency priority
 
     def __repr__(self) -> str:  # keep the code out of logs and tracebacks
-        return f"PairCode(code='<redacted>', rooms={self.rooms!r}, expires_at={self.expires_at!r})"
+        return (
+            f"PairCode(code='<redacted>', rooms={self.rooms!r}, expires_at={self.expires_at!r}, "
+            f"emergency={self.emergency!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +185,17 @@ class DeviceInfo:
     paired_at: float
     revoked: bool
     last_seen: float | None
+    emergency: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """A named user, as the admin sees it."""
+
+    name: str
+    rooms: tuple[str, ...]
+    created_at: float
+    emergency: bool = False
 
 
 # --- names and secrets ------------------------------------------------------------------------
@@ -182,6 +233,12 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _family_hash(family: str, token_hash: str) -> str:
+    """The stored key of a refresh token's family: the SHA-256 of its id; for a token from
+    before families (schema 1, no id), its own hash, which the migration made its key."""
+    return _sha256(family) if family else token_hash
+
+
 def hash_password(password: str) -> str:
     """``scrypt$n$r$p$<salt hex>$<hash hex>`` for a new random salt (:func:`pttd.kdf.hash_secret`:
     16 MiB of memory, ~50 ms)."""
@@ -213,6 +270,7 @@ class Registry:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._create_private(self.path)
+        self._make_private(self.path)
         try:
             self._db = sqlite3.connect(
                 self.path,
@@ -246,6 +304,38 @@ class Registry:
             raise RegistryError(f"cannot create registry {path}: {exc}") from exc
         os.close(fd)
 
+    @staticmethod
+    def _make_private(path: str) -> None:
+        """An existing file (and its -wal/-shm) that others may read or write is made its
+        owner's only (0600), with one warning line; RegistryError, before anything is read, when
+        that is not allowed (someone else's file)."""
+        if path == ":memory:" or path.startswith("file:"):
+            return
+        repaired = []
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            try:
+                mode = stat.S_IMODE(os.stat(name).st_mode)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RegistryError(f"cannot open registry {name}: {exc.strerror}") from exc
+            if not mode & 0o077:
+                continue
+            try:
+                os.chmod(name, 0o600)
+            except OSError as exc:
+                raise RegistryError(
+                    f"registry {name} is open to other users (mode {mode:04o}) and cannot be "
+                    f"made private ({exc.strerror}): its owner must run 'chmod 600 {name}'"
+                ) from exc
+            repaired.append(f"{os.path.basename(name)} {mode:04o}")
+        if repaired:
+            logger.warning(
+                "registry %s was open to other users (%s): made private (0600)",
+                path,
+                ", ".join(repaired),
+            )
+
     def _setup(self) -> None:
         db = self._db
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -276,6 +366,9 @@ class Registry:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 logger.info("created registry %s (schema version %s)", self.path, SCHEMA_VERSION)
+            elif version == 1:
+                self._migrate_1_to_2(db)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise RegistryError(
                     f"registry {self.path} has schema version {version}, expected {SCHEMA_VERSION}"
@@ -285,6 +378,72 @@ class Registry:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _migrate_1_to_2(self, db: sqlite3.Connection) -> None:
+        """Schema 1 → 2, in the caller's transaction: the folded name keys (filled in and
+        indexed), the emergency grants (none), and refresh tokens one row per family (each old
+        token its own family; expired ones and those beyond the bound dropped)."""
+        now = time.time()
+        for table in ("users", "devices"):
+            # table is a constant of this module, never outside input.
+            db.execute(f"ALTER TABLE {table} ADD COLUMN name_key TEXT NOT NULL DEFAULT ''")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0")
+            names = [row[0] for row in db.execute(f"SELECT name FROM {table}")]  # noqa: S608
+            db.executemany(
+                f"UPDATE {table} SET name_key = ? WHERE name = ?",  # noqa: S608
+                [(name_key(name), name) for name in names],
+            )
+            db.execute(f"CREATE INDEX {table}_name_key ON {table}(name_key)")
+        db.execute("ALTER TABLE pair_codes ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0")
+        before = db.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0]
+        db.execute("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_1")
+        for index in ("user", "device", "expiry"):
+            db.execute(f"DROP INDEX refresh_tokens_{index}")
+        for statement in _REFRESH_TABLE.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO refresh_tokens"
+            " (family_hash, token_hash, user, device, issued_at, expires_at)"
+            " SELECT token_hash, token_hash, user, device, issued_at, expires_at"
+            " FROM refresh_tokens_1 WHERE expires_at > ?",
+            (now,),
+        )
+        db.execute("DROP TABLE refresh_tokens_1")
+        db.execute(
+            "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM (SELECT rowid,"
+            " row_number() OVER (PARTITION BY user, device ORDER BY issued_at DESC, rowid DESC)"
+            " AS n FROM refresh_tokens) WHERE n > ?)",
+            (MAX_REFRESH_FAMILIES,),
+        )
+        after = db.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0]
+        logger.info(
+            "registry %s: schema 1 upgraded to %s (refresh tokens: %d kept, %d expired or beyond "
+            "%d per owner dropped)",
+            self.path,
+            SCHEMA_VERSION,
+            after,
+            before - after,
+            MAX_REFRESH_FAMILIES,
+        )
+        for first, second in self._look_alikes(db):
+            logger.warning(
+                "registry %s: %s and %s look alike; names are unique after folding from now "
+                "on, and these two were made before: remove or rename one",
+                self.path,
+                first,
+                second,
+            )
+
+    @staticmethod
+    def _look_alikes(db: sqlite3.Connection) -> list[tuple[str, str]]:
+        """Pairs of names (users and active devices) that share a key, as "user 'x'"."""
+        rows = db.execute(
+            "SELECT name_key, 'user ' || quote(name) FROM users UNION ALL"
+            " SELECT name_key, 'device ' || quote(name) FROM devices WHERE revoked = 0"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        return [(a[1], b[1]) for a, b in itertools.pairwise(rows) if a[0] == b[0]]
 
     def close(self) -> None:
         """Close the database connection; further calls raise RegistryError."""
@@ -384,25 +543,84 @@ class Registry:
 
     # --- users -------------------------------------------------------------------------------
 
-    def add_user(self, name: str, password: str, rooms: Sequence[str]) -> None:
-        """Create a named account. AlreadyExists if taken, NotFound for an unknown room."""
+    def add_user(
+        self, name: str, password: str, rooms: Sequence[str], *, emergency: bool = False
+    ) -> None:
+        """Create a named account (``emergency``: granted emergency priority). AlreadyExists if
+        the name, or one that looks like it, is a user's or an active device's; NotFound for an
+        unknown room."""
         check_name(name, "user name")
         if not isinstance(password, str) or not password:
             raise InvalidArgument(f"password for user {name!r} is empty")
+        key = name_key(name)
         stored = hash_password(password)  # slow: outside the lock
         with self._write() as db:
-            if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+            taken = self._holder(db, key)
+            if taken == ("user", name):
                 raise AlreadyExists(f"user {name!r} already exists")
+            if taken is not None:
+                raise AlreadyExists(
+                    f"user name {name!r} is taken: it looks like {taken[0]} {taken[1]!r}"
+                )
             wanted = self._check_rooms(db, rooms)
             db.execute(
-                "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?)",
-                (name, stored, time.time()),
+                "INSERT INTO users (name, password_hash, created_at, name_key, emergency)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, stored, time.time(), key, int(emergency)),
             )
             db.executemany(
                 "INSERT INTO user_rooms (user, room) VALUES (?, ?)",
                 [(name, room) for room in wanted],
             )
-        logger.info("user %s added (rooms %s)", name, ", ".join(wanted) or "none")
+        logger.info(
+            "user %s added (rooms %s%s)",
+            name,
+            ", ".join(wanted) or "none",
+            "; emergency" if emergency else "",
+        )
+
+    @staticmethod
+    def _holder(db: sqlite3.Connection, key: str) -> tuple[str, str] | None:
+        """Who holds the name key ``key``: ("user", name) or ("device", name) of an active
+        device; None when it is free (a revoked device's name is free)."""
+        row = db.execute("SELECT name FROM users WHERE name_key = ?", (key,)).fetchone()
+        if row is not None:
+            return ("user", row[0])
+        row = db.execute(
+            "SELECT name FROM devices WHERE name_key = ? AND revoked = 0", (key,)
+        ).fetchone()
+        return None if row is None else ("device", row[0])
+
+    def list_users(self) -> list[UserInfo]:
+        """Every user, sorted by name."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT name, created_at, emergency FROM users ORDER BY name"
+            ).fetchall()
+            return [
+                UserInfo(
+                    name=name,
+                    rooms=self._rooms_of(db, "user_rooms", "user", name),
+                    created_at=created_at,
+                    emergency=bool(emergency),
+                )
+                for name, created_at, emergency in rows
+            ]
+
+    def set_emergency(self, kind: Literal["user", "device"], name: str, granted: bool) -> None:
+        """Grant (or take back) emergency priority to a user or a device. NotFound. Logged-on
+        connections follow at the server's next look at the registry."""
+        table = "users" if kind == "user" else "devices"
+        with self._write() as db:
+            changed = db.execute(
+                f"UPDATE {table} SET emergency = ? WHERE name = ?",  # noqa: S608
+                (int(granted), name),
+            ).rowcount
+            if changed == 0:
+                raise NotFound(f"no {kind} named {name!r}")
+        logger.info(
+            "emergency priority %s %s %s", "granted to" if granted else "taken from", kind, name
+        )
 
     def check_password(self, name: str, password: str) -> Principal | None:
         """The user's Principal if the password is right; None for a wrong one or unknown user.
@@ -416,10 +634,27 @@ class Registry:
         if row is None or not ok:
             return None
         with self._read() as db:
-            if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
-                return None  # removed meanwhile
-            rooms = self._rooms_of(db, "user_rooms", "user", name)
-        return Principal("user", name, frozenset(rooms))
+            return self._user(db, name)
+
+    def _user(self, db: sqlite3.Connection, name: str) -> Principal | None:
+        """The user's Principal as the registry has it now; None if there is no such user."""
+        row = db.execute("SELECT emergency FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        rooms = self._rooms_of(db, "user_rooms", "user", name)
+        return Principal("user", name, frozenset(rooms), emergency=bool(row[0]))
+
+    def _device(self, db: sqlite3.Connection, name: str) -> Principal | None:
+        """The active device's Principal as the registry has it now; None if it is not."""
+        row = db.execute(
+            "SELECT token_hash, emergency FROM devices WHERE name = ? AND revoked = 0", (name,)
+        ).fetchone()
+        if row is None:
+            return None
+        rooms = self._rooms_of(db, "device_rooms", "device", name)
+        return Principal(
+            "device", name, frozenset(rooms), credential=row[0], emergency=bool(row[1])
+        )
 
     # --- devices -----------------------------------------------------------------------------
 
@@ -437,14 +672,13 @@ class Registry:
                 return None
             name: str = row[0]
             db.execute("UPDATE devices SET last_seen = ? WHERE name = ?", (time.time(), name))
-            rooms = self._rooms_of(db, "device_rooms", "device", name)
-        return Principal("device", name, frozenset(rooms), credential=token_hash)
+            return self._device(db, name)
 
     def list_devices(self) -> list[DeviceInfo]:
         """Every paired device, revoked ones included, sorted by name."""
         with self._read() as db:
             rows = db.execute(
-                "SELECT name, paired_at, revoked, last_seen FROM devices ORDER BY name"
+                "SELECT name, paired_at, revoked, last_seen, emergency FROM devices ORDER BY name"
             ).fetchall()
             return [
                 DeviceInfo(
@@ -453,8 +687,9 @@ class Registry:
                     paired_at=paired_at,
                     revoked=bool(revoked),
                     last_seen=last_seen,
+                    emergency=bool(emergency),
                 )
-                for name, paired_at, revoked, last_seen in rows
+                for name, paired_at, revoked, last_seen, emergency in rows
             ]
 
     def revoke_device(self, name: str) -> None:
@@ -479,26 +714,20 @@ class Registry:
             return {row[0] for row in db.execute("SELECT name FROM devices WHERE revoked = 1")}
 
     def current(self, principals: Iterable[Principal]) -> dict[Principal, Principal | None]:
-        """Each principal as the registry has it now: with its current rooms, or None when its
-        credential is no longer good (a device revoked, unpaired, or paired again with a new
-        token; a user removed). What the server checks live connections against."""
+        """Each principal as the registry has it now: with its current rooms and emergency
+        grant, or None when its credential is no longer good (a device revoked, unpaired, or
+        paired again with a new token; a user removed). What the server checks live connections
+        against."""
         out: dict[Principal, Principal | None] = {}
         with self._read() as db:
             for p in principals:
-                if p.kind == "device":
-                    row = db.execute(
-                        "SELECT 1 FROM devices WHERE name = ? AND token_hash = ? AND revoked = 0",
-                        (p.name, p.credential),
-                    ).fetchone()
-                    table = "device_rooms"
-                else:
-                    row = db.execute("SELECT 1 FROM users WHERE name = ?", (p.name,)).fetchone()
-                    table = "user_rooms"
-                if row is None:
+                now = self._device(db, p.name) if p.kind == "device" else self._user(db, p.name)
+                if now is None or now.credential != p.credential:
                     out[p] = None
-                    continue
-                rooms = frozenset(self._rooms_of(db, table, p.kind, p.name))
-                out[p] = p if rooms == p.rooms else replace(p, rooms=rooms)
+                elif (now.rooms, now.emergency) == (p.rooms, p.emergency):
+                    out[p] = p
+                else:
+                    out[p] = replace(p, rooms=now.rooms, emergency=now.emergency)
         return out
 
     def unpair_device(self, name: str) -> None:
@@ -513,63 +742,129 @@ class Registry:
 
     def issue_refresh_token(
         self, principal: Principal, ttl: float = DEFAULT_REFRESH_TTL, now: float | None = None
-    ) -> str:
-        """A new refresh token for ``principal`` (clear, returned once), valid ``ttl`` seconds.
+    ) -> str | None:
+        """A refresh token for ``principal`` (clear, returned once), valid ``ttl`` seconds.
 
+        For a logon made with a refresh token (``principal.refreshed_with``, from
+        :meth:`check_refresh_token`), that token is used up and its successor, in the same
+        family, is returned; None if it was used up meanwhile by another logon (a reuse: the
+        family is revoked) or is gone (revoked, expired). Any other logon starts a new family;
+        the owner keeps at most ``MAX_REFRESH_FAMILIES``, the least recently used going first.
         NotFound if the owner does not exist or is a revoked device.
         """
         now = time.time() if now is None else now
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        secret = secrets.token_urlsafe(TOKEN_BYTES)
+        kind, name = principal.kind, principal.name
         with self._write() as db:
-            if principal.kind == "user":
-                owner = db.execute(
-                    "SELECT 1 FROM users WHERE name = ?", (principal.name,)
-                ).fetchone()
-            else:
-                owner = db.execute(
-                    "SELECT 1 FROM devices WHERE name = ? AND revoked = 0", (principal.name,)
-                ).fetchone()
+            owner = self._user(db, name) if kind == "user" else self._device(db, name)
             if owner is None:
-                raise NotFound(f"no active {principal.kind} named {principal.name!r}")
+                raise NotFound(f"no active {kind} named {name!r}")
             db.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?", (now,))
-            db.execute(
-                f"INSERT INTO refresh_tokens (token_hash, {principal.kind}, issued_at, expires_at)"  # noqa: S608
-                " VALUES (?, ?, ?, ?)",
-                (_sha256(token), principal.name, now, now + ttl),
-            )
+            if principal.refreshed_with is None:
+                family = secrets.token_urlsafe(FAMILY_BYTES)
+                token = f"{family}.{secret}"
+                db.execute(
+                    f"INSERT INTO refresh_tokens (family_hash, token_hash, {kind}, issued_at,"  # noqa: S608
+                    " expires_at) VALUES (?, ?, ?, ?, ?)",
+                    (_sha256(family), _sha256(token), name, now, now + ttl),
+                )
+                db.execute(
+                    f"DELETE FROM refresh_tokens WHERE {kind} = ? AND family_hash NOT IN"  # noqa: S608
+                    f" (SELECT family_hash FROM refresh_tokens WHERE {kind} = ?"
+                    "  ORDER BY issued_at DESC, rowid DESC LIMIT ?)",
+                    (name, name, MAX_REFRESH_FAMILIES),
+                )
+                return token
+            family, presented = principal.refreshed_with
+            row = db.execute(
+                "SELECT family_hash, token_hash, user, device FROM refresh_tokens"
+                " WHERE family_hash = ?",
+                (_family_hash(family, presented),),
+            ).fetchone()
+            if row is None or (row[2], row[3]) != (
+                (name, None) if kind == "user" else (None, name)
+            ):
+                return None
+            family_hash, current = row[0], row[1]
+            reused = not hmac.compare_digest(current, presented)
+            if reused:
+                db.execute("DELETE FROM refresh_tokens WHERE family_hash = ?", (family_hash,))
+            else:
+                if not family:  # a token from before families: its row gets one now
+                    family = secrets.token_urlsafe(FAMILY_BYTES)
+                token = f"{family}.{secret}"
+                db.execute(
+                    "UPDATE refresh_tokens SET family_hash = ?, token_hash = ?, issued_at = ?,"
+                    " expires_at = ? WHERE family_hash = ?",
+                    (_sha256(family), _sha256(token), now, now + ttl, family_hash),
+                )
+        if reused:
+            self._warn_reuse(kind, name)
+            return None
         return token
 
     def check_refresh_token(self, token: str, now: float | None = None) -> Principal | None:
-        """The owner's Principal, with the owner's current rooms; None if the token is unknown
-        or expired, or its owner was removed or revoked. A device's ``last_seen`` is updated."""
+        """The owner's Principal, with the owner's current rooms and grant, for a good refresh
+        token (its family's current one); None if the token is unknown or expired, or its owner
+        was removed or revoked. The token is used up only when the logon completes
+        (:meth:`issue_refresh_token` with the principal returned here).
+
+        A token of a family that is not the family's current one was used before: the family
+        is revoked (its current token no longer logs on either) and a warning logged.
+        A device's ``last_seen`` is updated.
+        """
         now = time.time() if now is None else now
         token_hash = _sha256(token)
+        family, dot, _ = token.partition(".")
+        if not dot:
+            family = ""  # a token from before families
+        reused_by: tuple[str, str] | None = None
+        principal: Principal | None = None
         with self._write() as db:
             row = db.execute(
-                "SELECT user, device FROM refresh_tokens WHERE token_hash = ? AND expires_at > ?",
-                (token_hash, now),
+                "SELECT family_hash, token_hash, user, device, expires_at FROM refresh_tokens"
+                " WHERE family_hash = ?",
+                (_family_hash(family, token_hash),),
             ).fetchone()
-            if row is None:
+            if row is None or row[4] <= now:
                 return None
-            user, device = row
-            if user is not None:
-                rooms = self._rooms_of(db, "user_rooms", "user", user)
-                return Principal("user", user, frozenset(rooms))
-            found = db.execute(
-                "SELECT token_hash FROM devices WHERE name = ? AND revoked = 0", (device,)
-            ).fetchone()
-            if found is None:
-                return None
-            db.execute("UPDATE devices SET last_seen = ? WHERE name = ?", (now, device))
-            rooms = self._rooms_of(db, "device_rooms", "device", device)
-            return Principal("device", device, frozenset(rooms), credential=found[0])
+            family_hash, current, user, device, _ = row
+            if not hmac.compare_digest(current, token_hash):
+                db.execute("DELETE FROM refresh_tokens WHERE family_hash = ?", (family_hash,))
+                reused_by = ("user", user) if user is not None else ("device", device)
+            elif user is not None:
+                principal = self._user(db, user)
+            else:
+                principal = self._device(db, device)
+                if principal is not None:
+                    db.execute("UPDATE devices SET last_seen = ? WHERE name = ?", (now, device))
+        if reused_by is not None:
+            self._warn_reuse(*reused_by)
+        if principal is None:
+            return None
+        return replace(principal, refreshed_with=(family, token_hash))
+
+    @staticmethod
+    def _warn_reuse(kind: str, name: str) -> None:
+        logger.warning(
+            "a used refresh token of %s %s was presented again: its family is revoked (a copy "
+            "of the token was used, or a client kept an old one)",
+            kind,
+            name,
+        )
 
     # --- pairing codes -----------------------------------------------------------------------
 
     def create_pair_code(
-        self, rooms: Sequence[str], ttl: float = DEFAULT_CODE_TTL, now: float | None = None
+        self,
+        rooms: Sequence[str],
+        ttl: float = DEFAULT_CODE_TTL,
+        now: float | None = None,
+        *,
+        emergency: bool = False,
     ) -> PairCode:
-        """A new single-use pairing code for ``rooms``, valid ``ttl`` seconds from ``now``.
+        """A new single-use pairing code for ``rooms``, valid ``ttl`` seconds from ``now``;
+        the device it pairs is granted emergency priority if ``emergency``.
 
         The clear code is in the result only. NotFound for an unknown room; InvalidArgument
         for no room at all.
@@ -587,9 +882,9 @@ class Registry:
                 code_hash = _sha256(raw)
                 try:
                     db.execute(
-                        "INSERT INTO pair_codes (code_hash, created_at, expires_at)"
-                        " VALUES (?, ?, ?)",
-                        (code_hash, now, now + ttl),
+                        "INSERT INTO pair_codes (code_hash, created_at, expires_at, emergency)"
+                        " VALUES (?, ?, ?, ?)",
+                        (code_hash, now, now + ttl, int(emergency)),
                     )
                 except sqlite3.IntegrityError:  # 1 in 2**60: draw again
                     continue
@@ -598,8 +893,15 @@ class Registry:
                 "INSERT INTO pair_code_rooms (code_hash, room) VALUES (?, ?)",
                 [(code_hash, room) for room in wanted],
             )
-        logger.info("pairing code created (rooms %s, valid %.0f s)", ", ".join(wanted), ttl)
-        return PairCode(code=format_code(raw), rooms=wanted, expires_at=now + ttl)
+        logger.info(
+            "pairing code created (rooms %s, valid %.0f s%s)",
+            ", ".join(wanted),
+            ttl,
+            "; emergency" if emergency else "",
+        )
+        return PairCode(
+            code=format_code(raw), rooms=wanted, expires_at=now + ttl, emergency=emergency
+        )
 
     @staticmethod
     def _purge_codes(db: sqlite3.Connection, now: float) -> None:
@@ -609,8 +911,9 @@ class Registry:
         """Pair a new device with a code: atomically use the code up and create the device.
 
         PairingError with ``reason`` "invalid code", "expired code" or "used code"; InvalidName
-        for a bad device name (the code is not used up then). If an active device already has
-        the name, "-2", "-3"… is appended; a revoked device's name is reused.
+        for a bad device name (the code is not used up then). If a user or an active device
+        already has the name, or one that looks like it (:func:`~pttd.server.names.name_key`),
+        "-2", "-3"… is appended; a revoked device's name is reused.
         """
         now = time.time() if now is None else now
         check_name(device_name, "device name")
@@ -619,11 +922,12 @@ class Registry:
         with self._write() as db:
             self._purge_codes(db, now)
             row = db.execute(
-                "SELECT expires_at, used_at FROM pair_codes WHERE code_hash = ?", (code_hash,)
+                "SELECT expires_at, used_at, emergency FROM pair_codes WHERE code_hash = ?",
+                (code_hash,),
             ).fetchone()
             if row is None:
                 raise PairingError(REASON_INVALID_CODE)
-            expires_at, used_at = row
+            expires_at, used_at, emergency = row
             if used_at is not None:
                 raise PairingError(REASON_USED_CODE)
             if now >= expires_at:
@@ -632,8 +936,9 @@ class Registry:
             name = self._free_device_name(db, device_name)
             db.execute("DELETE FROM devices WHERE name = ?", (name,))  # a revoked one, if any
             db.execute(
-                "INSERT INTO devices (name, token_hash, paired_at) VALUES (?, ?, ?)",
-                (name, _sha256(token), now),
+                "INSERT INTO devices (name, token_hash, paired_at, name_key, emergency)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, _sha256(token), now, name_key(name), emergency),
             )
             db.executemany(
                 "INSERT INTO device_rooms (device, room) VALUES (?, ?)",
@@ -643,13 +948,19 @@ class Registry:
                 "UPDATE pair_codes SET used_at = ?, device = ? WHERE code_hash = ?",
                 (now, name, code_hash),
             )
-        logger.info("device %s paired (rooms %s)", name, ", ".join(rooms) or "none")
+        logger.info(
+            "device %s paired (rooms %s%s)",
+            name,
+            ", ".join(rooms) or "none",
+            "; emergency" if emergency else "",
+        )
         return Pairing(device_name=name, auth_token=token, rooms=rooms)
 
-    @staticmethod
-    def _free_device_name(db: sqlite3.Connection, wanted: str) -> str:
-        """``wanted``, or ``wanted-2``, ``wanted-3``…: the first name not held by an active
-        device (a revoked device's name may be taken over)."""
+    @classmethod
+    def _free_device_name(cls, db: sqlite3.Connection, wanted: str) -> str:
+        """``wanted``, or ``wanted-2``, ``wanted-3``…: the first name that neither a user nor
+        an active device holds, nor one that looks like it (a revoked device's name may be
+        taken over)."""
         suffix = 1
         while True:
             if suffix == 1:
@@ -657,7 +968,6 @@ class Registry:
             else:
                 tail = f"-{suffix}"
                 name = wanted[: MAX_NAME - len(tail)].rstrip() + tail
-            row = db.execute("SELECT revoked FROM devices WHERE name = ?", (name,)).fetchone()
-            if row is None or row[0]:
+            if cls._holder(db, name_key(name)) is None:
                 return name
             suffix += 1

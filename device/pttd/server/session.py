@@ -19,6 +19,9 @@ The rules, each in one place:
 * rooms: a principal joins only rooms it was given; a device that logs on again replaces its
   older connection; a member that joins mid-talk hears the talk (late entry); a listen-only
   connection neither talks nor writes;
+* emergency: only a principal granted it asks for emergency priority (others are refused
+  ``not allowed``), and it pre-empts at most ``EMERGENCY_PREEMPTIONS`` normal talks within
+  ``EMERGENCY_WINDOW`` seconds; beyond that its emergency is a normal request;
 * audio: relayed only under the sender's own stream, renumbered; packets of a stream the server
   just ended (still in flight) are dropped quietly; a talk ends at ``max_talk_time`` and after
   ``stream_idle_timeout`` without audio;
@@ -52,6 +55,9 @@ CLOSE_POLICY = 1008  # policy violation: floods, revoked credentials, logon time
 CLOSE_TRY_AGAIN = 1013  # try again later: too many connections
 REFUSED_PACKET_RATE = 5.0  # refused audio packets per second (bursts of 20) before a kick
 MAX_PACKET_RATE = 250.0  # audio packets/s one client may send: 5x real time at 20 ms (0: no limit)
+# A principal granted emergency priority pre-empts at most this many normal talks …
+EMERGENCY_PREEMPTIONS = 3
+EMERGENCY_WINDOW = 60.0  # … within this many seconds; beyond, its emergency counts as normal
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,10 @@ class Principal:
     name: str
     rooms: frozenset[str]
     credential: str = ""
+    emergency: bool = False  # granted emergency priority (may pre-empt a normal talk)
+    # The refresh token this logon came with, as (its family, its hash): the registry rotates it
+    # when it issues the next one. Not part of who the principal is.
+    refreshed_with: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -303,6 +313,8 @@ class ServerCore(Generic[C]):
         if held:
             message += f" (and {held} more like this before)"
         log.log(level, message, *args)
+        # Pre-emptions per principal ("kind:name"), whichever connection made them.
+        self.preemptions = FailureLog(EMERGENCY_PREEMPTIONS, EMERGENCY_WINDOW)
 
     # ------------------------------------------------------------------ connections
 
@@ -466,18 +478,21 @@ class ServerCore(Generic[C]):
         return out
 
     def refresh_issued(
-        self, conn: C, m: p.Logon, principal: Principal, refresh_token: str
+        self, conn: C, m: p.Logon, principal: Principal, refresh_token: str | None
     ) -> list[Action[C]]:
-        """The registry's answer to :class:`IssueRefreshToken`: the logon completes."""
+        """The registry's answer to :class:`IssueRefreshToken`: the logon completes; or, None,
+        it fails (the refresh token it came with was used by another logon meanwhile)."""
         out: list[Action[C]] = []
         session = self.sessions.get(conn)
         if session is None or session.closing or session.principal is not None:
             return out
-        if self._too_many_sessions(principal):  # others of it logged on meanwhile
-            self._answer(
-                session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_TOO_MANY_SESSIONS
-            )
+        if refresh_token is None:
+            exc = ProtocolError(p.NOT_AUTHORIZED, "refresh token already used", m.seq)
+            self.note(logging.INFO, "refused", "refused from %s: %s", session.name, exc)
+            out.append(Send((conn,), p.error_response(exc)))
             return out
+        # No second count of sessions here: the refresh token the client came with is used up,
+        # and refusing now would lose its successor (logon_checked counted them already).
         if principal.kind == "device":
             # A device that reconnects replaces its old, possibly half-dead, connection.
             others = [
@@ -560,13 +575,36 @@ class ServerCore(Generic[C]):
         if session.listen_only:
             raise ProtocolError(p.LISTEN_ONLY_CONNECTION, "start_stream", m.seq)
         room = self._room_for(session, m.channel, m.seq)
+        priority = m.priority
+        principal = session.principal
+        assert principal is not None  # text() lets nothing else through before a logon
+        who = f"{principal.kind}:{principal.name}"
+        if priority == "emergency":
+            if not principal.emergency:
+                log.info("emergency in %s refused to %s: not allowed", room.name, session.name)
+                self._answer(
+                    session,
+                    m.seq,
+                    out,
+                    error=p.FAILED_TO_START_STREAM,
+                    reason=p.REASON_NOT_ALLOWED,
+                )
+                return
+            if self.preemptions.blocked(who, now):
+                log.warning(
+                    "%s pre-empted %d times within %.0f s: its emergency counts as normal",
+                    session.name,
+                    EMERGENCY_PREEMPTIONS,
+                    EMERGENCY_WINDOW,
+                )
+                priority = "normal"
         outcome = room.request_floor(
             session,
             session.name,
             self.directory.next_stream_id(),
             m.codec_header,
             m.packet_duration,
-            m.priority,
+            priority,
             now,
         )
         if not isinstance(outcome, Granted):
@@ -588,6 +626,7 @@ class ServerCore(Generic[C]):
             )
             return
         if outcome.preempted is not None:
+            self.preemptions.record(who, now)
             self._end_stream(outcome.preempted, p.REASON_PREEMPTED, out)
         stream = outcome.stream
         self.streams[stream.stream_id] = stream

@@ -73,6 +73,7 @@ REASON_EXPIRED_CODE: Final = "expired code"
 REASON_USED_CODE: Final = "used code"
 REASON_RATE_LIMITED: Final = "rate limited"
 REASON_TOO_MANY_SESSIONS: Final = "too many sessions"  # one user's connections at once
+REASON_NOT_ALLOWED: Final = "not allowed"  # emergency priority not granted
 
 Priority: TypeAlias = Literal["normal", "emergency"]
 ChannelStatus: TypeAlias = Literal["online", "offline"]
