@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import MAX_REFRESH_FAMILIES, Registry
-from pttd.server.session import EMERGENCY_PREEMPTIONS
+from pttd.server.session import EMERGENCY_PREEMPTIONS, Principal
 from pttd.wire import messages as p
 
 LoggedOn = Callable[..., Any]
@@ -622,3 +622,31 @@ async def test_a_talker_whose_audio_stops_loses_the_floor(logged_on: LoggedOn) -
         stop = await client.next_of(p.OnStreamStop, timeout=3)
         assert (stop.stream_id, stop.reason) == (sid, p.REASON_IDLE)
     assert (await b.start()).success
+
+
+async def test_a_device_revoked_while_its_logon_is_checked_is_refused_not_crashed(
+    registry: Registry, settings: ServerSettings
+) -> None:
+    """The admin revokes a device between the check of its token and the issue of its refresh
+    token (the registry is called twice, in a worker thread): the logon is refused, the server
+    keeps serving."""
+
+    class RevokedMeanwhile(Registry):
+        def check_device_token(self, token: str) -> Principal | None:
+            principal = super().check_device_token(token)
+            if principal is not None:
+                with Registry(self.path) as admin:  # another process, at that moment
+                    admin.revoke_device(principal.name)
+            return principal
+
+    token = pair_device(registry, "radio-race")
+    racing = RevokedMeanwhile(registry.path)
+    async with RoomServer(racing, settings) as server:
+        client = await Client.connect(server.url)
+        answer = await client.logon(("alpha",), auth_token=token)
+        assert answer.error == p.NOT_AUTHORIZED
+        alice = await Client.connect(server.url)
+        assert (await alice.logon(("alpha",), username="alice", password="alice-secret")).success
+        for c in (client, alice):
+            await c.close()
+    racing.close()

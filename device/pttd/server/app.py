@@ -23,7 +23,7 @@ from typing import Any, TypeAlias
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from pttd.errors import InvalidName, PairingError, ServerStartError
+from pttd.errors import InvalidName, NotFound, PairingError, ServerStartError
 from pttd.server.registry import Registry
 from pttd.server.session import (
     MAX_PACKET_RATE,
@@ -316,7 +316,10 @@ class RoomServer:
             )
             return core.logon_checked(call.conn, call.logon, principal, now())
         if isinstance(call, IssueRefreshToken):
-            token = await asyncio.to_thread(self.registry.issue_refresh_token, call.principal)
+            try:
+                token = await asyncio.to_thread(self.registry.issue_refresh_token, call.principal)
+            except NotFound:  # removed or revoked since its credentials were checked
+                token = None
             return core.refresh_issued(call.conn, call.logon, call.principal, token)
         if isinstance(call, RedeemCode):
             result: Pairing | PairRefused
@@ -329,7 +332,8 @@ class RoomServer:
             except PairingError as exc:
                 result = PairRefused(exc.reason)
             return core.pair_done(call.conn, call.pair, result, now())
-        await asyncio.to_thread(self.registry.unpair_device, call.device)
+        with contextlib.suppress(NotFound):  # an admin removed it meanwhile: gone all the same
+            await asyncio.to_thread(self.registry.unpair_device, call.device)
         return core.unpair_done(call.conn, call.unpair)
 
     def _authenticate(self, m: p.Logon, password_allowed: bool) -> Principal | None:
