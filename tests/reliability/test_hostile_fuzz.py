@@ -363,7 +363,7 @@ def live(registry: Registry) -> Iterator[Live]:
 
 
 @settings(
-    max_examples=200,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,

@@ -13,7 +13,7 @@ server logged no error. Reported, never checked against a bound (they are the ma
 as the server's): deliveries, the server's CPU time per delivered packet, its resident memory
 after the warm-up (a third of the run) and at the end.
 
-``PTTD_LOAD_SECONDS`` sets the talk phase (default 15 s).
+``PTTD_LOAD_SECONDS`` sets the talk phase (default 8 s).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ ROOMS = 20
 PER_ROOM = 10
 PACKETS = 25  # per talk: half a second
 PACKET_S = 0.020
-SECONDS = float(os.environ.get("PTTD_LOAD_SECONDS", "15"))
+SECONDS = float(os.environ.get("PTTD_LOAD_SECONDS", "8"))
 START_TIMEOUT = 60.0
 ANSWER_TIMEOUT = 20.0
 MARK = struct.Struct(">HHI")  # room, member, packet number: in every payload
