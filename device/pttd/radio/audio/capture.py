@@ -31,7 +31,7 @@ import numpy as np
 
 from pttd.errors import AudioStreamError
 from pttd.radio.audio import FrameHandler, Pcm
-from pttd.radio.audio.devices import AudioDevice, DeviceSpec, PortAudioStream, portaudio
+from pttd.radio.audio.devices import PortAudioStream, portaudio
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +71,10 @@ class SoundDeviceInput(PortAudioStream):
 
     direction = "input"
 
-    def __init__(
-        self,
-        device: DeviceSpec | AudioDevice = None,
-        *,
-        sample_rate: int = 48000,
-        frame_samples: int = 960,
-        latency: float | str = "low",
-    ) -> None:
-        super().__init__(
-            device, sample_rate=sample_rate, frame_samples=frame_samples, latency=latency
-        )
+    def _reset(self) -> None:
         self.overflows = 0
         self.clock_fallbacks = 0
         self.frames_delivered = 0
-        self._stream: Any = None
         self._deliver: FrameHandler | None = None
         self._generation = 0
 

@@ -244,6 +244,11 @@ class PortAudioStream:
         )
         self.stream_latency: float | None = None
         """The latency PortAudio reported for the open stream, in seconds."""
+        self._stream: Any = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Set the subclass's counters (called once, at the end of construction)."""
 
     def _open_stream(self, callback: Any) -> Any:
         """A started mono int16 PortAudio stream running ``callback``; :class:`AudioStreamError`

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pttd.radio.audio import PullFn
-from pttd.radio.audio.devices import AudioDevice, DeviceSpec, PortAudioStream, portaudio
+from pttd.radio.audio.devices import PortAudioStream, portaudio
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +32,10 @@ class SoundDeviceOutput(PortAudioStream):
 
     direction = "output"
 
-    def __init__(
-        self,
-        device: DeviceSpec | AudioDevice = None,
-        *,
-        sample_rate: int = 48000,
-        frame_samples: int = 960,
-        latency: float | str = "low",
-    ) -> None:
-        super().__init__(
-            device, sample_rate=sample_rate, frame_samples=frame_samples, latency=latency
-        )
+    def _reset(self) -> None:
         self.blocks = 0
         self.underflows = 0
         self.pull_errors = 0
-        self._stream: Any = None
 
     @property
     def is_running(self) -> bool:
