@@ -9,6 +9,7 @@ writes the accessory's lines to the master), the evdev adapter is fed real
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,11 +20,11 @@ from device_harness import RATE, Rig, RunningDevice
 from evdev import InputEvent, ecodes
 from waits import eventually
 
-from pttd.radio.config import PttConfig
+from pttd.radio.config import PttConfig, TalkConfig
 from pttd.radio.inputs import Button
 from pttd.radio.inputs.evdev_input import EvdevButton
 from pttd.radio.inputs.serial_ptt import SerialPtt
-from pttd.radio.machine import Talk, Tone
+from pttd.radio.machine import InputLost, Talk, Tone
 from pttd.server.registry import Registry
 from pttd.sim.inputs import SimulatedButton
 from pttd.wire import messages as p
@@ -79,8 +80,15 @@ async def grant_emergency(rig: Rig, name: str) -> None:
     await eventually(granted)
 
 
-async def serial_device(rig: Rig, port: str, name: str = "device-a") -> RunningDevice:
-    device = await rig.device(name, ptt=[PttConfig(kind="serial", port=port)], observe=True)
+TOGGLE = TalkConfig(mode="toggle")  # and the talk time-out of a minute: not what ends talks here
+
+
+async def serial_device(
+    rig: Rig, port: str, name: str = "device-a", talk: TalkConfig | None = None
+) -> RunningDevice:
+    device = await rig.device(
+        name, ptt=[PttConfig(kind="serial", port=port)], observe=True, talk=talk
+    )
     accessory = serial_input(device)
     await eventually(lambda: accessory.connected)  # open, and in raw mode: no echo
     return device
@@ -153,6 +161,61 @@ async def test_serial_accessory_unplugged_mid_talk_releases_ptt(rig: Rig, pty: P
     assert not a.mic.is_open and not a.machine.held_buttons
 
 
+def closed_by(device: RunningDevice, source: str) -> None:
+    """The microphone closed in the very event that said ``source`` was gone (not at a time-out,
+    not later): capture, the audio input and the transmit LED together, and no warning tone."""
+    talking = [i for i, s in enumerate(device.snaps) if s.talk is Talk.TRANSMITTING]
+    after = device.snaps[talking[-1] + 1]
+    assert isinstance(after.event, InputLost) and after.event.source == source
+    assert not after.capture_open and not after.mic_open and not after.transmit_lit
+    assert after.talk is Talk.IDLE
+    assert Tone.TIMEOUT_WARNING not in device.device.counters.tones
+
+
+async def test_toggle_mode_serial_accessory_unplugged_ends_the_latched_talk(
+    rig: Rig, pty: Pty
+) -> None:
+    """Toggle mode: a press latches the talk on, its release means nothing; the accessory then
+    goes away (the port hangs up): the microphone closes at once, the stream stops."""
+    a = await serial_device(rig, pty.port, talk=TOGGLE)
+    listener = await rig.listener()
+    pty.send(b"+PTT=P\r\n+PTT=R\r\n")
+    await a.transmitting()
+    start = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == a.name)
+    await eventually(lambda: len(listener.packets(start.stream_id)) >= 5)
+    await a.until(lambda m: not m.held_buttons)  # the release read: it means nothing
+    assert a.machine.latched_by == f"serial:{pty.port}" and a.machine.talk is Talk.TRANSMITTING
+
+    pty.unplug()
+    await a.idle()
+    closed_by(a, f"serial:{pty.port}")
+    stop = await listener.wait_for(p.OnStreamStop, lambda e: e.stream_id == start.stream_id)
+    assert stop.reason is None  # the device's own stop
+    assert len(listener.packets(start.stream_id)) == a.device.counters.packets_sent
+    assert all(s.mic_open == s.capture_open == s.transmit_lit for s in a.snaps)
+
+
+async def test_toggle_mode_another_input_unplugged_leaves_the_latched_talk(
+    rig: Rig, pty: Pty
+) -> None:
+    """Decided: the talk the device's own button latched on goes on when the serial accessory
+    is unplugged; the button switches it off."""
+    a = await serial_device(rig, pty.port, talk=TOGGLE)
+    a.button.press()
+    a.button.release()
+    await a.transmitting()
+    assert a.machine.latched_by == a.button.name
+    stream = a.machine.stream_id
+
+    pty.unplug()
+    await eventually(lambda: any(isinstance(s.event, InputLost) for s in a.snaps))
+    assert a.machine.talk is Talk.TRANSMITTING and a.mic.is_open  # handled, and still on
+    assert a.machine.stream_id == stream
+    a.button.press()  # switched off by the input that switched it on
+    await a.idle()
+    assert not a.mic.is_open
+
+
 # --------------------------------------------------------------------------- evdev
 
 
@@ -161,12 +224,19 @@ class PedalDevice:
 
     def __init__(self) -> None:
         self.path = "/dev/input/event-pedal"
-        self.queue: asyncio.Queue[InputEvent] = asyncio.Queue()
+        self.queue: asyncio.Queue[InputEvent | OSError] = asyncio.Queue()
         self.closed = False
 
     async def events(self) -> AsyncIterator[InputEvent]:
         while True:
-            yield await self.queue.get()
+            item = await self.queue.get()
+            if isinstance(item, OSError):
+                raise item
+            yield item
+
+    def unplug(self) -> None:
+        """Reading fails as it does when the device is unplugged (ENODEV)."""
+        self.queue.put_nowait(OSError(errno.ENODEV, "No such device"))
 
     def key_down(self, code: int) -> bool:
         return False
@@ -217,6 +287,27 @@ async def test_evdev_emergency_key_asks_for_emergency_priority(rig: Rig) -> None
     assert start.priority == "emergency"
     pedal.key(ecodes.BTN_0, 0)
     await a.idle()
+
+
+async def test_toggle_mode_evdev_pedal_unplugged_ends_the_latched_talk(rig: Rig) -> None:
+    pedal = PedalDevice()
+    button = EvdevButton("pedal", "KEY_F13", opener=lambda: pedal, retry_s=60)
+    a = await rig.device("device-a", inputs=[button], observe=True, talk=TOGGLE)
+    listener = await rig.listener()
+    async with asyncio.timeout(10):
+        await button.wait_connected()
+    pedal.key(ecodes.KEY_F13, 1)
+    pedal.key(ecodes.KEY_F13, 0)
+    await a.transmitting()
+    start = await listener.wait_for(p.OnStreamStart, lambda e: e.from_ == a.name)
+    await eventually(lambda: len(listener.packets(start.stream_id)) >= 5)
+
+    pedal.unplug()
+    await a.idle()
+    closed_by(a, f"evdev:{pedal.path}")
+    assert pedal.closed
+    stop = await listener.wait_for(p.OnStreamStop, lambda e: e.stream_id == start.stream_id)
+    assert stop.reason is None
 
 
 # --------------------------------------------------------------------------- simulated

@@ -8,6 +8,7 @@ import asyncio
 import grp
 import json
 import os
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -220,6 +221,26 @@ def test_no_sound_card_at_all_says_how_to_get_one() -> None:
     assert "OTG" in check.fix
 
 
+# What a terminal would act on: CSI (clear the screen, colour), OSC (set the window title), NEL
+# (a new line on some terminals) as C1 characters, and the same from a device as ESC sequences.
+C1_HOSTILE = "\x9b2J\x9b31mALL CHECKS PASSED\x9d0;owned\x9c\x85PASS  server: fine"
+TERMINAL_ACTS_ON = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_audio_device_names_reach_the_terminal_escaped() -> None:
+    """A USB sound card chooses its own name: the doctor's line shows it escaped."""
+    name = "USB Audio \x1b[2J\x1b]0;owned\x07" + C1_HOSTILE + "\u2028FAIL"
+    machine = Machine(audio_devices=lambda: [dev(0, name, 1, 2)])
+    checks = by_name(check_audio(config("[audio]\ninput_device='USB'"), None, machine))
+    line = checks["audio input"].line()
+    assert checks["audio input"].status == "pass" and not TERMINAL_ACTS_ON.search(line)
+    assert "USB Audio \\x1b[2J\\x1b]0;owned\\x07\\x9b2J" in line
+    missing = by_name(check_audio(config("[audio]\ninput_device='wm8960'"), None, machine))
+    failing = missing["audio input"]
+    assert failing.status == "fail" and repr(name) in failing.message  # the list of devices
+    assert not TERMINAL_ACTS_ON.search(failing.line())
+
+
 def test_sim_audio_skips_the_device_checks() -> None:
     checks = check_audio(config("[audio]\nbackend = 'sim'"), None, Machine())
     assert [c.status for c in checks] == ["skip"]
@@ -394,6 +415,48 @@ async def wss_server(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[RoomServer
     with Registry(tmp_path / "server.db") as registry:
         async with RoomServer(registry, settings) as server:
             yield server
+
+
+@pytest.fixture
+async def hostile_server() -> AsyncIterator[str]:
+    """Not a pttd server: it answers the websocket handshake with an Upgrade header full of C1
+    control characters (ESC itself is no header byte: websockets refuses the answer)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: " + C1_HOSTILE.encode("latin-1") + b"\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_hostile_servers_header_reaches_the_terminal_escaped(
+    hostile_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = config(f"[server]\nurl = '{hostile_server}'\n[state]\ndir = '{tmp_path}'")
+    check = await check_server(conf)
+    assert check.status == "fail" and C1_HOSTILE in check.message  # what websockets said
+    assert not TERMINAL_ACTS_ON.search(check.line())
+    assert "\\x9b2J\\x9b31mALL CHECKS PASSED\\x9d0;owned\\x9c\\x85PASS" in check.line()
+    # The whole command, as the installer runs it: printed lines, and --json.
+    path = write_config(tmp_path, f"[audio]\nbackend = 'sim'\n[server]\nurl = '{hostile_server}'\n")
+    machine = good_machine(tmp_path)
+    assert await asyncio.to_thread(cmd_doctor, parse("--config", str(path)), machine) == 1
+    out = capsys.readouterr().out
+    server_lines = [line for line in out.splitlines() if line.startswith("FAIL  server: ")]
+    assert len(server_lines) == 1 and "\\x9b31m" in server_lines[0]
+    assert not TERMINAL_ACTS_ON.search(out.replace("\n", ""))
+    assert await asyncio.to_thread(cmd_doctor, parse("--config", str(path), "--json"), machine)
+    out = capsys.readouterr().out
+    assert not TERMINAL_ACTS_ON.search(out.replace("\n", ""))
+    server = next(c for c in json.loads(out)["checks"] if c["check"] == "server")
+    assert C1_HOSTILE in server["message"]  # JSON escapes it, and a reader gets it back
 
 
 async def test_a_running_server_answers(room_server: RoomServer, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from pttd.radio.machine import (
     DeviceMachine,
     IncomingStart,
     IncomingStop,
+    InputLost,
     Link,
     LinkDown,
     LinkUp,
@@ -355,6 +356,84 @@ def test_toggle_mode_with_two_inputs_each_press_switches() -> None:
     assert not m.capture_open  # switched off by b; a's release means nothing
 
 
+# ---------------------------------------------------------------------------- an input vanishes
+
+PEDAL, HAND = "serial:/dev/ttyUSB0", "gpio:17"
+
+
+def test_toggle_mode_the_input_that_latched_the_talk_vanishes() -> None:
+    """The accessory that switched talk on is unplugged: the talk ends at once, capture first
+    (a release would mean nothing in toggle mode)."""
+    m = online(toggle=True)
+    m.handle(PttPressed(1.0, source=PEDAL))
+    m.handle(PttReleased(1.1, source=PEDAL))
+    m.handle(StreamGranted(1.2, m.request or 0, 7))
+    assert m.capture_open and m.latched_by == PEDAL
+    actions = m.handle(InputLost(3.0, PEDAL))
+    assert actions[0] == CloseCapture() and SendStopStream(7, "ops") in actions
+    assert actions.index(CloseCapture()) < actions.index(SendStopStream(7, "ops"))
+    assert reports(actions) == [f"talk in ops ended: input {PEDAL} gone"]
+    assert CancelTimer(TALK_TIMER) in actions and SetLed("transmit", "off") in actions
+    assert not m.capture_open and not m.latched and m.talk is Talk.IDLE and not m.blocked
+    assert not of(actions, PlayTone)
+    # Plugged back in: its next press is a fresh talk.
+    assert OpenCapture() in m.handle(PttPressed(4.0, source=PEDAL))
+
+
+def test_toggle_mode_vanishing_while_asking_for_the_floor() -> None:
+    m = online(toggle=True)
+    m.handle(PttPressed(1.0, source=PEDAL))
+    m.handle(CapturedFrame(1.02, b"held"))
+    actions = m.handle(InputLost(1.05, PEDAL))
+    assert actions[0] == CloseCapture() and not of(actions, SendStopStream)
+    assert m.held_frames == 0 and m.request is None
+    late = m.handle(StreamGranted(1.2, 1, 9))
+    assert late[0] == SendStopStream(9, None) and not of(late, SendAudio)
+
+
+def test_toggle_mode_another_input_vanishing_leaves_the_latch() -> None:
+    """Decided: a talk latched by the hand button goes on when the pedal is unplugged, whether
+    the pedal was up or down; the hand button is still there to switch it off."""
+    m = online(toggle=True)
+    press_and_grant(m)  # latched by the default source
+    m.handle(PttPressed(2.0, source=PEDAL))  # switched off by the pedal…
+    m.handle(PttPressed(2.5, source=HAND))  # …and on again by the hand button
+    assert m.latched_by == HAND and m.capture_open
+    assert m.handle(InputLost(3.0, PEDAL)) == []  # the pedal, held down, goes
+    assert m.capture_open and m.talk is Talk.REQUESTING and m.latched_by == HAND
+    assert not [b for b in m.held_buttons if b[1] == PEDAL]
+    assert m.handle(InputLost(3.1, "evdev:/dev/input/event3")) == []  # never seen at all
+    actions = m.handle(PttPressed(4.0, source=HAND))
+    assert actions[0] == CloseCapture() and not m.latched
+
+
+def test_hold_mode_an_input_vanishing_is_its_release() -> None:
+    m = online()
+    start = of(m.handle(PttPressed(1.0, source=HAND)), SendStartStream)[0]
+    m.handle(StreamGranted(1.1, start.request, 7))
+    m.handle(PttPressed(2.0, source=PEDAL))
+    m.handle(PttPressed(2.1, emergency=True, source=PEDAL))
+    actions = m.handle(InputLost(3.0, PEDAL))  # the hand button still holds the talk
+    assert actions == [Report(f"input {PEDAL} gone: its buttons are up")]
+    assert m.held_buttons == {("ptt", HAND)} and m.capture_open
+    m.handle(PttReleased(3.5, source=HAND))
+    m.handle(PttPressed(4.0, source=PEDAL))  # the pedal back, alone this time
+    actions = m.handle(InputLost(5.0, PEDAL))
+    assert actions[0] == CloseCapture()
+    assert reports(actions) == [f"talk in ops ended: input {PEDAL} gone"]
+    assert not m.held_buttons and not m.capture_open
+
+
+def test_hold_mode_a_press_that_went_nowhere_is_unblocked_when_its_input_vanishes() -> None:
+    m = online()
+    m.handle(PttPressed(1.0, source=PEDAL))
+    m.handle(StreamRefused(1.1, 1, "busy", "bob"))
+    assert m.blocked
+    assert reports(m.handle(InputLost(2.0, PEDAL))) == [f"input {PEDAL} gone: its buttons are up"]
+    assert not m.blocked and not m.held_buttons
+    assert OpenCapture() in m.handle(PttPressed(3.0, source=HAND))
+
+
 # ---------------------------------------------------------------------------- stateful property
 
 
@@ -362,14 +441,22 @@ INPUTS = ["gpio:17", "serial:/dev/ttyUSB0"]  # two PTT inputs, held and released
 
 
 class Machine(RuleBasedStateMachine):
-    """Random event sequences; after each, the invariants of the issue must hold."""
+    """Random event sequences; after each, the invariants of the issue must hold.
+
+    Hold mode; :class:`ToggleMachine` runs the same rules in toggle mode. Either way an input
+    may vanish at any time (and come back with its next press)."""
+
+    toggle = False
 
     def __init__(self) -> None:
         super().__init__()
-        self.m = DeviceMachine(MachineSettings(toggle=False))
+        self.m = DeviceMachine(MachineSettings(toggle=self.toggle))
         self.held: dict[str, bool] = dict.fromkeys(INPUTS, False)  # PTT input -> held
         self.emergency: dict[str, bool] = dict.fromkeys(INPUTS, False)  # … as an emergency key
         self.spoiled = False  # the current press went nowhere (refused, timed out, cut…)
+        self.latch: str | None = None  # toggle mode: the input whose press switched talk on
+        self.gone: set[str] = set()  # inputs vanished (and not pressed since)
+        self.latch_lost = False  # the input that latched the talk vanished; no press since
         self.request: int | None = None
         self.granted: int | None = None
         self.next_stream = 100
@@ -436,7 +523,11 @@ class Machine(RuleBasedStateMachine):
         if not up:
             return
         source = up[pick % len(up)]
-        if not self.any_held:  # a fresh press; else it joins a talk, or a spoiled press
+        self.gone.discard(source)  # a press: it is back
+        self.latch_lost = False
+        if self.toggle:  # any press switches: on where it can talk, else off
+            self.latch = source if self.latch is None and self.can_talk() else None
+        elif not self.any_held:  # a fresh press; else it joins a talk, or a spoiled press
             self.spoiled = not self.can_talk()
         self.held[source] = True
         self.emergency[source] = emergency
@@ -465,6 +556,24 @@ class Machine(RuleBasedStateMachine):
         if not self.any_held:
             self.spoiled = False
         self.feed(PttReleased(0.0, emergency=self.emergency[source], source=source))
+
+    @rule(pick=st.integers(0, 1))
+    def input_vanishes(self, pick: int) -> None:
+        """Unplugged, held or not: in hold mode as if its buttons were released; in toggle mode
+        the talk it latched on ends, one latched by the other input goes on."""
+        source = INPUTS[pick]
+        talking = self.m.talk is not Talk.IDLE
+        self.held[source] = False
+        if not self.any_held:
+            self.spoiled = False
+        self.gone.add(source)
+        latched_by_the_other = self.latch is not None and self.latch != source
+        if self.latch == source:
+            self.latch = None
+            self.latch_lost = True
+        actions = self.feed(InputLost(0.0, source))
+        if self.toggle and latched_by_the_other:
+            assert actions == [] and (self.m.talk is not Talk.IDLE) == talking
 
     @rule(rooms=st.lists(st.sampled_from(["ops", "yard", "dock"]), unique=True, max_size=3))
     def link_up(self, rooms: list[str]) -> None:
@@ -547,6 +656,7 @@ class Machine(RuleBasedStateMachine):
 
     @rule(on=st.booleans())
     def audio_test(self, on: bool) -> None:
+        self.latch_lost = False  # the installer's test opens capture: not a talk
         self.feed(AudioTest(0.0, on))
 
     @rule()
@@ -555,16 +665,34 @@ class Machine(RuleBasedStateMachine):
         self.feed(Shutdown(0.0))
 
     def spoil_if_held(self) -> None:
+        """The talk is cut (or a press would go nowhere): held, it waits for every button to be
+        up; latched, the latch drops."""
         if self.any_held:
             self.spoiled = True
+        self.latch = None
 
     @invariant()
     def capture_open_exactly_while_it_should(self) -> None:
-        """Capture is open ⇔ at least one PTT input is held, in a joined room, and the talk was
-        neither refused, timed out nor cut (or the audio test runs)."""
-        should_talk = self.any_held and self.can_talk() and not self.spoiled
+        """Hold mode: capture is open ⇔ at least one PTT input is held, in a joined room, and
+        the talk was neither refused, timed out nor cut (or the audio test runs). Toggle mode:
+        ⇔ a press latched it on in a joined room, and no press since switched it off, nothing cut
+        it, and the input that latched it is still there."""
+        if self.toggle:
+            should_talk = self.latch is not None
+        else:
+            should_talk = self.any_held and self.can_talk() and not self.spoiled
         assert self.m.capture_open == (should_talk or self.m.audio_test)
         assert (self.m.talk is not Talk.IDLE) == should_talk
+
+    @invariant()
+    def a_vanished_input_holds_nothing_and_latches_nothing(self) -> None:
+        """After the input that latched the talk is gone, capture is closed (and stays so until
+        a press); a vanished input holds no button."""
+        if self.latch_lost:
+            assert not self.m.capture_open and self.m.talk is Talk.IDLE
+        assert self.m.latched_by == self.latch
+        assert self.m.latched_by not in self.gone
+        assert not [button for button in self.m.held_buttons if button[1] in self.gone]
 
     @invariant()
     def transmit_led_follows_capture(self) -> None:
@@ -575,8 +703,18 @@ class Machine(RuleBasedStateMachine):
         assert not (self.m.request is not None and self.m.stream_id is not None)
 
 
+class ToggleMachine(Machine):
+    """The same rules in toggle mode: a press switches talk on or off, a release means nothing."""
+
+    toggle = True
+
+
 TestMachineProperties = Machine.TestCase
 TestMachineProperties.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestToggleMachineProperties = ToggleMachine.TestCase
+TestToggleMachineProperties.settings = settings(
+    max_examples=300, stateful_step_count=40, deadline=None
+)
 
 
 @pytest.mark.parametrize("toggle", [True])

@@ -27,7 +27,7 @@ from pttd.radio.audio.codec import Encoder, OpusSettings
 from pttd.radio.audio.mixer import Mixer
 from pttd.radio.audio.tones import tone
 from pttd.radio.config import Config
-from pttd.radio.inputs import Button, ButtonEdge, Input
+from pttd.radio.inputs import Button, ButtonEdge, Input, InputGone
 from pttd.radio.leds import Leds
 from pttd.radio.link import LinkEvent, LinkSettings, ServerLink
 from pttd.radio.machine import (
@@ -40,6 +40,7 @@ from pttd.radio.machine import (
     Event,
     IncomingStart,
     IncomingStop,
+    InputLost,
     Link,
     MachineSettings,
     MutePlayback,
@@ -269,9 +270,12 @@ class Device:
         while not condition(self.machine):
             await self._changed.wait()
 
-    def _on_edge(self, edge: ButtonEdge) -> None:
+    def _on_edge(self, edge: ButtonEdge | InputGone) -> None:
         if self._stopping.is_set():
             return  # adapters report releases as they close: the machine has shut down
+        if isinstance(edge, InputGone):
+            self.feed(InputLost(edge.t, edge.source))
+            return
         b = edge.button
         if b in (Button.PTT, Button.EMERGENCY):
             emergency = b is Button.EMERGENCY

@@ -12,6 +12,11 @@ line says how to fix it; the exit status is 1 when any check fails. An unset boa
 is said (INFO), and the pins are checked against the header and the UART only.
 
 It claims no pin and opens no audio stream, so it can run beside the running service.
+
+Its lines carry text from outside: a server's answer (a hostile one chooses its headers), the
+names sound cards and input devices give themselves. Each line is printed through
+:func:`pttd.redact.escape_controls`, so that nothing in it can move the cursor, clear the screen
+or forge another line on the installer's terminal; ``--json`` escapes them as JSON does.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pttd.radio.boards import (
 )
 from pttd.radio.config import Config, load_config, pin_uses
 from pttd.radio.store import Store
+from pttd.redact import escape_controls
 
 if TYPE_CHECKING:
     from pttd.radio.audio.devices import AudioDevice, DeviceSpec, Kind
@@ -70,10 +76,11 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
+        """The check as the terminal shows it: one line, control characters escaped."""
         text = f"{self.status.upper():4}  {self.name}: {self.message}"
         if self.status == "fail" and self.fix:
             text += f" -> fix: {self.fix}"
-        return text
+        return escape_controls(text)
 
     def to_json(self) -> dict[str, str]:
         return {"check": self.name, "status": self.status, "message": self.message, "fix": self.fix}
@@ -704,7 +711,7 @@ def report(
 ) -> Iterator[str]:
     failures = [c for c in checks if c.status == "fail"]
     if as_json:
-        yield json.dumps(
+        yield json.dumps(  # ensure_ascii: control characters come out as \u escapes
             {
                 "config": str(config_path),
                 "board": board,

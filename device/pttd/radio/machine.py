@@ -17,6 +17,14 @@ have several PTT inputs (a GPIO button, a serial accessory, a pedal…): each pr
 which (its ``source``), and in hold mode a talk ends only when the last one held is released. In
 toggle mode each press of any of them switches talk on or off; releases mean nothing.
 
+An input can vanish (a USB pedal unplugged, a serial accessory's link dropped): its adapter says
+so with :class:`InputLost`, never with a release (a release means nothing in toggle mode). Every
+button it held is up, as if released, and a talk it latched on (toggle mode) ends at once: whoever
+switched it on with that accessory can no longer switch it off. A talk latched by another input
+goes on: that input is still there to switch it off, and a pedal unplugged on the floor says
+nothing about the talk a hand button started (in hold mode likewise, a talk another input holds
+goes on).
+
 Every way out of talking closes capture first. Captured audio is sent only under a stream the
 server granted; audio captured before the grant is held and sent first once it comes, and
 dropped unsent on refusal.
@@ -79,6 +87,14 @@ class PttReleased:
     t: float
     emergency: bool = False
     source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InputLost:
+    """The input ``source`` vanished: its buttons are up; a talk it latched on ends."""
+
+    t: float
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +218,7 @@ class Shutdown:
 Event: TypeAlias = (
     PttPressed
     | PttReleased
+    | InputLost
     | LinkConnecting
     | LinkUp
     | LinkDown
@@ -347,7 +364,7 @@ class DeviceMachine:
     blocked: bool = False
     # The PTT inputs held: ("ptt" or "emergency", the input's source).
     held_buttons: set[tuple[str, str]] = field(default_factory=set)
-    latched: bool = False  # toggle mode: talk switched on
+    latched_by: str | None = None  # toggle mode: talk switched on, by this input's press
     stream_id: int | None = None  # our granted stream
     request: int | None = None  # our outstanding start_stream
     incoming: dict[int, str] = field(default_factory=dict)  # stream_id -> talker
@@ -363,6 +380,11 @@ class DeviceMachine:
             self.link = Link.UNPAIRED
 
     # -- derived state ---------------------------------------------------------------------
+
+    @property
+    def latched(self) -> bool:
+        """Toggle mode: talk is switched on."""
+        return self.latched_by is not None
 
     @property
     def wants_talk(self) -> bool:
@@ -396,6 +418,8 @@ class DeviceMachine:
                 self._on_press(event, out)
             case PttReleased():
                 self._on_release(event, out)
+            case InputLost():
+                self._on_input_lost(event, out)
             case CapturedFrame():
                 self._on_frame(event, out)
             case StreamGranted():
@@ -465,12 +489,12 @@ class DeviceMachine:
         pressed = "emergency button pressed" if event.emergency else "PTT pressed"
         if self.settings.toggle:
             if self.latched or self.talk is not Talk.IDLE:
-                self.latched = False
+                self.latched_by = None
                 if self.talk is Talk.IDLE:
                     out.append(Report(pressed))
                 self._end_talk(out, block=False, why=f"ended: {pressed} again")
                 return
-            self.latched = True
+            self.latched_by = event.source
         self.held_buttons.add(button)
         if self.talk is not Talk.IDLE or self.blocked:
             blocked = self.talk is Talk.IDLE
@@ -512,6 +536,23 @@ class DeviceMachine:
             out.append(Report(released))
         self._end_talk(out, block=False, why=f"ended: {released}")
         self.blocked = False
+
+    def _on_input_lost(self, event: InputLost, out: list[Action]) -> None:
+        held = {button for button in self.held_buttons if button[1] == event.source}
+        self.held_buttons -= held
+        why = f"ended: input {event.source} gone"
+        if self.settings.toggle:
+            if self.latched_by == event.source:
+                self.latched_by = None
+                self._end_talk(out, block=False, why=why)
+            return  # a talk latched by another input goes on: that one can switch it off
+        if not held:
+            return
+        if self.held_buttons or self.talk is Talk.IDLE:  # no talk ends: say what happened
+            out.append(Report(f"input {event.source} gone: its buttons are up"))
+        if not self.held_buttons:  # as at the last release
+            self._end_talk(out, block=False, why=why)
+            self.blocked = False
 
     def _on_frame(self, event: CapturedFrame, out: list[Action]) -> None:
         if not self.wants_frames:
@@ -586,7 +627,7 @@ class DeviceMachine:
         out.append(CancelTimer(REQUEST_TIMER))
         if block:
             self._block()
-        self.latched = False
+        self.latched_by = None
 
     def _forget_pairing(self, out: list[Action]) -> None:
         """No credential any more (given up or refused): no rooms, no selected room."""
@@ -607,7 +648,7 @@ class DeviceMachine:
         toggle mode the latch drops, so the next press starts afresh."""
         if not self.settings.toggle:
             self.blocked = bool(self.held_buttons)
-        self.latched = False
+        self.latched_by = None
 
     def _set_capture(self, on: bool, out: list[Action]) -> None:
         if on == self.capture_open:

@@ -29,6 +29,11 @@ class SimulatedButton:
     def release(self, button: Button = Button.PTT) -> None:
         self._sink.edge(button, False, self._source)
 
+    def vanish(self) -> None:
+        """The device goes away (as an unplugged pedal does): whatever is held is up, and a
+        talk it latched on ends. Pressing again is the device back."""
+        self._sink.lost(self._source)
+
     def is_held(self, button: Button = Button.PTT) -> bool:
         return self._sink.is_held(button, self._source)
 

@@ -1,10 +1,17 @@
-"""Choosing a device from the config: pure, on made-up device lists (no PortAudio)."""
+"""Choosing a device from the config, and ``pttd audio list``'s table: pure, on made-up device
+lists (no PortAudio)."""
 
 from __future__ import annotations
+
+import argparse
+import json
+import re
 
 import pytest
 
 from pttd.errors import AudioDeviceError, AudioError, PttdError
+from pttd.radio.audio import devices
+from pttd.radio.audio.cli import cmd_list, device_table
 from pttd.radio.audio.devices import AudioDevice, find_device
 
 
@@ -116,3 +123,47 @@ def test_describe_and_json() -> None:
     assert d.describe() == "#1 'USB PnP Sound Device: Audio (hw:1,0)' (ALSA, 1 in, 2 out, 48000 Hz)"
     assert d.to_json()["max_output_channels"] == 2
     assert d.channels("input") == 1 and d.channels("output") == 2
+
+
+# A USB device names itself: ESC sequences (clear the screen, set the window title), their C1
+# forms (CSI, OSC, ST), NEL and a line separator, a line end to forge a row of the table.
+HOSTILE = (
+    "USB Audio\x1b[2J\x1b]0;owned\x07\x9b31m\x9d0;t\x9c\x85\u2028\r\n"
+    "9  default  ALSA  2  2  48000  in,out"
+)
+TERMINAL_ACTS_ON = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_the_table_of_audio_list() -> None:
+    assert device_table(PI[:2]) == [
+        "#  name                                  host API  in  out   rate  default",
+        "0  bcm2835 Headphones: - (hw:0,0)        ALSA       0    8  48000  out",
+        "1  USB PnP Sound Device: Audio (hw:1,0)  ALSA       1    2  48000",
+    ]
+    assert device_table([])[0].startswith("no audio devices")
+
+
+def test_audio_list_shows_a_hostile_device_name_escaped() -> None:
+    lines = device_table([PI[0], dev(1, HOSTILE, 1, 1, hostapi="ALSA\x1b[8m")])
+    assert len(lines) == 3  # no forged row
+    assert not [line for line in lines if TERMINAL_ACTS_ON.search(line)]
+    assert lines[2].startswith(
+        "1  USB Audio\\x1b[2J\\x1b]0;owned\\x07\\x9b31m\\x9d0;t\\x9c\\x85\\u2028\\r\\n9  default"
+    )
+    assert "ALSA\\x1b[8m" in lines[2]
+    # Still a table: the host API column starts at one place on every line.
+    header, pi, hostile = lines
+    assert header.index("host API") == pi.index("ALSA") == hostile.index("ALSA\\x1b[8m")
+
+
+def test_audio_list_json_escapes_a_hostile_device_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(devices, "list_devices", lambda: [dev(1, HOSTILE, 1, 1)])
+    assert cmd_list(argparse.Namespace(json=True)) == 0
+    out = capsys.readouterr().out
+    assert not TERMINAL_ACTS_ON.search(out.replace("\n", ""))
+    assert json.loads(out)["devices"][0]["name"] == HOSTILE  # a program reading it gets it back
+    assert cmd_list(argparse.Namespace(json=False)) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 2 and not TERMINAL_ACTS_ON.search(out.replace("\n", ""))

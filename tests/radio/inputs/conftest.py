@@ -1,40 +1,57 @@
-"""Helpers for input adapter tests: an edge recorder that checks where and when edges arrive."""
+"""Helpers for input adapter tests: a recorder that checks where and when edges (and the notices
+that a device is gone) arrive."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from pttd.radio.inputs import Button, ButtonEdge
+from pttd.radio.inputs import Button, ButtonEdge, InputGone
 
 TIMEOUT = 5.0
 
 
 class EdgeRecorder:
-    """The handler given to ``Input.start``; records each edge and the thread it arrived on."""
+    """The handler given to ``Input.start``; records each edge and each notice that a device is
+    gone, in order, and the thread each arrived on."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.edges: list[ButtonEdge] = []
+        self.gone: list[InputGone] = []
+        self.items: list[ButtonEdge | InputGone] = []  # both, as they came
         self.threads: list[int] = []
         self.arrived = asyncio.Event()
 
-    def __call__(self, edge: ButtonEdge) -> None:
+    def __call__(self, item: ButtonEdge | InputGone) -> None:
         self.threads.append(threading.get_ident())
-        self.edges.append(edge)
+        self.items.append(item)
+        if isinstance(item, InputGone):
+            self.gone.append(item)
+        else:
+            self.edges.append(item)
         self.arrived.set()
 
     async def wait_for(self, count: int, timeout: float = TIMEOUT) -> list[ButtonEdge]:
         """Wait until ``count`` edges in all have arrived; return them."""
+        await self._wait(lambda: len(self.edges) >= count, timeout)
+        return self.edges
+
+    async def wait_gone(self, count: int = 1, timeout: float = TIMEOUT) -> list[InputGone]:
+        """Wait until ``count`` notices that a device is gone have arrived; return them."""
+        await self._wait(lambda: len(self.gone) >= count, timeout)
+        return self.gone
+
+    async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout):
-            while len(self.edges) < count:
+            while not done():
                 self.arrived.clear()
                 await self.arrived.wait()
-        return self.edges
 
     async def settle(self) -> None:
         """Let anything already scheduled on the loop run (edges are call_soon callbacks)."""
@@ -45,9 +62,9 @@ class EdgeRecorder:
         return [(edge.button, edge.pressed) for edge in self.edges]
 
     def check_delivery(self) -> None:
-        """Every edge arrived on the loop thread, stamped with a past monotonic time, in order."""
-        assert self.threads == [self.loop_thread] * len(self.edges)
-        times = [edge.t for edge in self.edges]
+        """Everything arrived on the loop thread, stamped with a past monotonic time, in order."""
+        assert self.threads == [self.loop_thread] * len(self.items)
+        times = [item.t for item in self.items]
         assert times == sorted(times)
         assert all(t <= time.monotonic() for t in times)
 

@@ -2,7 +2,7 @@
 
 There is no /dev/input here: a FakeDevice stands in for the open device (the EventSource
 the real loop gets from open_device), everything from consume() on is the production code,
-including the reopen loop and the release when the device vanishes.
+including the reopen loop and the notice that the device is gone when it vanishes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from evdev import InputEvent, ecodes
 from waits import eventually
 
 from pttd.errors import ConfigError, InputError
-from pttd.radio.inputs import Button
+from pttd.radio.inputs import Button, InputGone
 from pttd.radio.inputs.evdev_input import DeviceSource, EvdevButton, key_code, open_device
 
 TIMEOUT = 5.0
@@ -127,7 +127,9 @@ async def test_other_key_and_button_mapping(recorder):
     await sos.close()
 
 
-async def test_vanishing_mid_press_releases_and_reopens(recorder, caplog):
+async def test_vanishing_mid_press_says_gone_and_reopens(recorder, caplog):
+    """Unplugged while held: one notice that the device is gone (it stands for the release: no
+    release edge), then the device is reopened and its key is a fresh press."""
     first, second = FakeDevice("/dev/input/event7"), FakeDevice("/dev/input/event9")
     plug = Plug(first)
     ptt = EvdevButton("pedal", opener=plug, retry_s=0.01)
@@ -136,21 +138,39 @@ async def test_vanishing_mid_press_releases_and_reopens(recorder, caplog):
     await recorder.wait_for(1)
     with caplog.at_level(logging.WARNING, logger="pttd.radio.inputs.evdev_input"):
         first.vanish()
-        edges = await recorder.wait_for(2)
-        assert edges[1].pressed is False
-        assert edges[1].source == "evdev:/dev/input/event7"
+        gone = await recorder.wait_gone(1)
+        assert [g.source for g in gone] == ["evdev:/dev/input/event7"]
         assert first.closed
         await eventually(lambda: plug.attempts >= 3)  # retrying, device absent
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1  # one warning per outage, not one per attempt
     assert "lost" in warnings[0]
     assert not ptt.connected
+    assert not ptt._sink.is_held(Button.PTT, "evdev:/dev/input/event7")
     plug.devices.append(second)  # plugged back in
     await asyncio.wait_for(ptt.wait_connected(), TIMEOUT)
     second.send(f13(1), f13(0))
-    await recorder.wait_for(4)
-    assert recorder.summary() == [(Button.PTT, True), (Button.PTT, False)] * 2
-    assert recorder.edges[2].source == "evdev:/dev/input/event9"
+    await recorder.wait_for(3)
+    assert recorder.summary() == [(Button.PTT, True)] * 2 + [(Button.PTT, False)]
+    assert isinstance(recorder.items[1], InputGone)
+    assert recorder.edges[1].source == "evdev:/dev/input/event9"
+    recorder.check_delivery()
+    await ptt.close()
+    assert len(recorder.gone) == 1  # closing is not vanishing
+
+
+async def test_vanishing_with_nothing_held_still_says_gone(recorder):
+    """In toggle mode the key was pressed and released before the pedal went: nothing is held,
+    yet the talk it latched on must end, so the notice comes all the same."""
+    device = FakeDevice()
+    ptt = EvdevButton("pedal", opener=Plug(device), retry_s=10)
+    await ptt.start(recorder)
+    device.send(f13(1), syn(), f13(0), syn())
+    await recorder.wait_for(2)
+    device.vanish()
+    gone = await recorder.wait_gone(1)
+    assert gone[0].source == "evdev:/dev/input/event7"
+    assert recorder.items[-1] is gone[0]
     recorder.check_delivery()
     await ptt.close()
 
@@ -278,13 +298,13 @@ async def test_device_source_reads_the_fd_on_the_loop(recorder):
     await ptt.start(recorder)
     await asyncio.wait_for(ptt.wait_connected(), TIMEOUT)
     os.write(pipe.writer, b"1?22?0")  # a spurious wake-up is not a lost device
-    edges = await recorder.wait_for(2)
+    await recorder.wait_for(2)
     os.write(pipe.writer, b"1")
     await recorder.wait_for(3)
     os.write(pipe.writer, b"!")
-    edges = await recorder.wait_for(4)
-    assert recorder.summary() == [(Button.PTT, True), (Button.PTT, False)] * 2
-    assert edges[3].source == "evdev:/dev/input/event42"
+    gone = await recorder.wait_gone(1)
+    assert recorder.summary() == [(Button.PTT, True), (Button.PTT, False), (Button.PTT, True)]
+    assert gone[0].source == "evdev:/dev/input/event42"
     assert pipe.closed
     recorder.check_delivery()
     await ptt.close()

@@ -119,31 +119,35 @@ async def test_repeated_press_is_one_edge(pty, recorder):
     assert recorder.summary()[:3] == [PTT_DOWN, PTT_UP, SOS_DOWN]
 
 
-async def test_port_vanishing_mid_press_releases_then_reconnects(tmp_path: Path, recorder):
-    """Cable pulled while the button is held: a release; then the port comes back."""
+async def test_port_vanishing_mid_press_says_gone_then_reconnects(tmp_path: Path, recorder):
+    """Cable pulled while the buttons are held: one notice that the accessory is gone (it
+    stands for their release: no release edges); then the port comes back."""
     first, second = Pty(), Pty()
     link = tmp_path / "ttyPTT"  # a stable name, as udev gives a Bluetooth rfcomm port
     link.symlink_to(first.path)
+    source = f"serial:{link}"
     try:
         async with running(str(link), recorder) as ptt:
             first.write(b"+PTT=P\r\n+SOS=P\r\n")
             await recorder.wait_for(2)
             first.close()  # hang-up
-            edges = await recorder.wait_for(4)
-            assert sorted(recorder.summary()[2:], key=str) == sorted([PTT_UP, SOS_UP], key=str)
-            assert {edge.source for edge in edges} == {f"serial:{link}"}
+            gone = await recorder.wait_gone(1)
+            assert [g.source for g in gone] == [source]
+            assert recorder.items[2:] == gone and recorder.summary() == [PTT_DOWN, SOS_DOWN]
+            assert {edge.source for edge in recorder.edges} == {source}
             await eventually(lambda: not ptt.connected)
             replacement = tmp_path / "new"
             replacement.symlink_to(second.path)
             replacement.replace(link)
             await eventually(lambda: ptt.connected)
-            second.write(b"+PTT=P\r\n")
-            await recorder.wait_for(5)
-        await recorder.wait_for(6)  # closing releases it
+            second.write(b"+PTT=P\r\n")  # back: a fresh press, not a repeat
+            await recorder.wait_for(3)
+        await recorder.wait_for(4)  # closing releases it
     finally:
         first.close()
         second.close()
-    assert recorder.summary()[4:] == [PTT_DOWN, PTT_UP]
+    assert recorder.summary()[2:] == [PTT_DOWN, PTT_UP]
+    assert len(recorder.gone) == 1  # closing is not vanishing
     recorder.check_delivery()
 
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pttd.radio.inputs import Button, ButtonEdge, EdgeSink
+from pttd.radio.inputs import Button, ButtonEdge, EdgeSink, InputGone
 from pttd.sim.inputs import SimulatedButton
 
 
@@ -114,3 +114,45 @@ async def test_release_all_only_for_one_source(recorder):
         (False, "a"),
     ]
     assert sink.is_held(Button.PTT, "b")
+
+
+async def test_lost_forgets_one_source_and_says_so_after_its_edges(recorder):
+    sink = EdgeSink("test")
+    sink.connect(recorder)
+    sink.edge(Button.PTT, True, "a")
+    sink.edge(Button.EMERGENCY, True, "a")
+    sink.edge(Button.PTT, True, "b")
+    assert sink.lost("a")
+    await recorder.wait_gone(1)
+    assert recorder.summary() == [(Button.PTT, True), (Button.EMERGENCY, True), (Button.PTT, True)]
+    assert isinstance(recorder.items[-1], InputGone) and recorder.gone[0].source == "a"
+    assert not sink.is_held(Button.PTT, "a") and not sink.is_held(Button.EMERGENCY, "a")
+    assert sink.is_held(Button.PTT, "b")
+    sink.edge(Button.PTT, True, "a")  # the device is back: its press is a fresh edge
+    await recorder.wait_for(4)
+    recorder.check_delivery()
+
+
+async def test_lost_is_said_with_nothing_held_but_not_when_not_started(recorder):
+    sink = EdgeSink("test")
+    assert not sink.lost("a")  # before start: dropped
+    sink.connect(recorder)
+    assert sink.lost("a")  # a toggle latch holds no button: the notice comes all the same
+    await recorder.wait_gone(1)
+    sink.disconnect()
+    assert not sink.lost("a")
+    await recorder.settle()
+    assert len(recorder.gone) == 1 and recorder.edges == []
+
+
+async def test_simulated_button_vanishes(recorder):
+    sim = SimulatedButton("sim:pedal")
+    await sim.start(recorder)
+    sim.press()
+    sim.vanish()
+    gone = await recorder.wait_gone(1)
+    assert gone == [InputGone(gone[0].t, "sim:pedal")]
+    assert not sim.is_held()
+    await sim.close()  # nothing held: no release
+    await recorder.settle()
+    assert recorder.summary() == [(Button.PTT, True)]

@@ -4,12 +4,23 @@
 rate), marking the system default input (capture) and output (playback); ``--json`` prints them
 as a JSON object ``{"devices": [...]}`` instead. The index or any unique part of the name can go
 into the config. PortAudio is loaded only when a command runs, so building the parser needs none.
+
+A USB sound card chooses its own name: the table shows names through
+:func:`pttd.redact.escape_controls`, so that none can move the cursor, clear the screen or forge
+a line of the table; the JSON escapes them as JSON does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pttd.redact import escape_controls
+
+if TYPE_CHECKING:
+    from pttd.radio.audio.devices import AudioDevice
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,11 +39,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     devices = list_devices()
     if args.json:
+        # ensure_ascii: control characters in a name come out as \u escapes
         print(json.dumps({"devices": [d.to_json() for d in devices]}, indent=2))
         return 0
+    for line in device_table(devices):
+        print(line)
+    return 0
+
+
+def device_table(devices: Sequence[AudioDevice]) -> list[str]:
+    """The lines ``pttd audio list`` prints: a header and one row a device, aligned, every
+    cell as the terminal may show it (control characters escaped)."""
     if not devices:
-        print("no audio devices (PortAudio sees none; `aplay -l` and `arecord -l` list ALSA's)")
-        return 0
+        return ["no audio devices (PortAudio sees none; `aplay -l` and `arecord -l` list ALSA's)"]
     rows = [("#", "name", "host API", "in", "out", "rate", "default")]
     for d in devices:
         default = ",".join(
@@ -41,8 +60,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append(
             (
                 str(d.index),
-                d.name,
-                d.hostapi,
+                escape_controls(d.name),
+                escape_controls(d.hostapi),
                 str(d.max_input_channels),
                 str(d.max_output_channels),
                 f"{d.default_samplerate:g}",
@@ -51,10 +70,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     numbers = {0, 3, 4, 5}
+    lines = []
     for r in rows:
         cells = [
             c.rjust(w) if i in numbers else c.ljust(w)
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ]
-        print("  ".join(cells).rstrip())
-    return 0
+        lines.append("  ".join(cells).rstrip())
+    return lines

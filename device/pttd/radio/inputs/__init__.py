@@ -9,8 +9,13 @@ gpiozero calls back on its own thread (or, with ``MockFactory``, synchronously i
 is pressed from any thread. They all cross into the loop in exactly one place:
 :meth:`EdgeSink.edge`, which takes the timestamp and calls ``loop.call_soon_threadsafe``.
 
-An adapter that loses its device (USB pedal unplugged, serial link dropped) releases whatever
-it held, so a vanished device never leaves PTT held, and reopens the device until closed.
+An adapter that loses its device (USB pedal unplugged, serial link dropped) says so with one
+:class:`InputGone` notice for its source, on the same path as its edges and after them, and
+reopens the device until closed. The notice stands for a release of everything the source held
+(no release edges are sent for them) and more: in toggle mode, where releases mean nothing, a
+talk that source latched on ends (the state machine's :class:`~pttd.radio.machine.InputLost`).
+A vanished device never leaves PTT held nor a talk latched. GPIO pins do not vanish; ``close()``
+is not a vanishing: it reports a release for every button still held.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "EdgeHandler",
     "EdgeSink",
     "Input",
+    "InputGone",
     "build_inputs",
 ]
 
@@ -56,8 +62,17 @@ class ButtonEdge:
     source: str  # e.g. "gpio:17", "serial:/dev/pts/3", "evdev:/dev/input/event3", "sim"
 
 
-EdgeHandler = Callable[[ButtonEdge], None]
-"""Receives every edge; always invoked on the asyncio loop thread."""
+@dataclass(frozen=True, slots=True)
+class InputGone:
+    """The device behind ``source`` vanished: every button it held is up, and a talk it latched
+    on must end."""
+
+    t: float  # time.monotonic() when the adapter saw it go
+    source: str
+
+
+EdgeHandler = Callable[[ButtonEdge | InputGone], None]
+"""Receives every edge and every :class:`InputGone`; always invoked on the asyncio loop thread."""
 
 
 class Input(Protocol):
@@ -80,8 +95,9 @@ class EdgeSink:
 
     Thread-safe. It keeps which (button, source) pairs are held, so that it passes on only
     real changes (a repeated ``+PTT=P`` is not a second press) and so that an adapter can
-    release everything it holds when its device vanishes or it is closed. Edges seen while
-    not connected (before ``start``, after ``close``) are dropped and change nothing.
+    release everything it holds when it is closed (:meth:`release_all`), or forget it when its
+    device vanishes (:meth:`lost`). Edges seen while not connected (before ``start``, after
+    ``close``) are dropped and change nothing.
     """
 
     def __init__(self, name: str) -> None:
@@ -130,29 +146,50 @@ class EdgeSink:
             if self.edge(button, False, src):
                 log.info("%s: released %s (%s)", self._name, button.value, src)
 
+    def lost(self, source: str) -> bool:
+        """Report that ``source``'s device vanished; from any thread. Its held buttons are
+        forgotten without release edges: the :class:`InputGone` notice stands for them. Sent
+        whether or not anything is held (a talk latched on in toggle mode holds no button).
+        True if passed on."""
+        with self._lock:
+            notice = InputGone(time.monotonic(), source)
+            if not self._schedule(notice):
+                return False
+            self._held = {key for key in self._held if key[1] != source}
+            return True
+
     def _report(self, button: Button, source: str, read: Callable[[], bool]) -> bool:
         with self._lock:
             t = time.monotonic()
-            loop, handler = self._loop, self._handler
-            if loop is None or handler is None:
+            if self._handler is None:
                 log.debug("%s: %s %s while not started: dropped", self._name, button.value, source)
                 return False
             pressed = read()
             key = (button, source)
             if (key in self._held) == pressed:
                 return False  # not a change
-            edge = ButtonEdge(button, pressed, t, source)
-            try:
-                # Scheduled under the lock: edges reach the loop in the order they were stamped.
-                loop.call_soon_threadsafe(handler, edge)
-            except RuntimeError:  # the loop is closed: we are shutting down
-                log.debug("%s: loop closed, edge dropped: %s", self._name, edge)
+            if not self._schedule(ButtonEdge(button, pressed, t, source)):
                 return False
             if pressed:
                 self._held.add(key)
             else:
                 self._held.discard(key)
             return True
+
+    def _schedule(self, item: ButtonEdge | InputGone) -> bool:
+        """Hand ``item`` to the handler on the loop; call under the lock, so that everything
+        reaches the loop in the order it was stamped. False if not connected or the loop is
+        closed."""
+        loop, handler = self._loop, self._handler
+        if loop is None or handler is None:
+            log.debug("%s: not started: dropped: %s", self._name, item)
+            return False
+        try:
+            loop.call_soon_threadsafe(handler, item)
+        except RuntimeError:  # the loop is closed: we are shutting down
+            log.debug("%s: loop closed, dropped: %s", self._name, item)
+            return False
+        return True
 
 
 def build_inputs(

@@ -9,7 +9,8 @@ like an unplugged pedal and cut a transmission; our reader just waits again.)
 Events go through :meth:`EvdevButton.consume`, which takes any :class:`EventSource`: the real
 one wraps an :class:`evdev.InputDevice`, tests pass their own that yields real
 :class:`evdev.InputEvent` objects. When the device vanishes (reading fails with ``ENODEV``),
-a held key is released and the device is reopened every ``retry_s`` seconds until close().
+the adapter reports it gone (:class:`~pttd.radio.inputs.InputGone`: a held key is up, a talk it
+latched on ends) and reopens the device every ``retry_s`` seconds until close().
 """
 
 from __future__ import annotations
@@ -212,12 +213,16 @@ class EvdevButton:
             self._connected.set()
             source_name = f"evdev:{source.path}"
             log.info("%s: reading %s of %s", self.name, self._key, source.path)
+            vanished = True  # however reading ends, but for close() cancelling it
             try:
                 await self.consume(source, source_name)
                 log.warning("%s: %s: no more events; reopening", self.name, source.path)
             except OSError as exc:
                 log.warning("%s: %s lost (%s); reopening", self.name, source.path, exc)
                 outage_logged = True
+            except asyncio.CancelledError:
+                vanished = False  # close(): it releases what is held
+                raise
             except Exception:
                 log.exception("%s: %s: reading failed; reopening", self.name, source.path)
             finally:
@@ -226,7 +231,8 @@ class EvdevButton:
                     source.close()
                 except OSError as exc:
                     log.debug("%s: close: %s", self.name, exc)
-                self._sink.release_all(source_name)
+                if vanished:
+                    self._sink.lost(source_name)
             await asyncio.sleep(self._retry_s)
 
     async def consume(self, source: EventSource, source_name: str) -> None:

@@ -7,8 +7,9 @@ line noise around it (``\\x00+PTT=R``) still counts, so that a release is never 
 
 The port is opened with :func:`serial.serial_for_url` (a device path, a pty, ``loop://``,
 ``rfc2217://``…) and read on a thread: pyserial is blocking. When the port vanishes (cable
-pulled, Bluetooth link dropped) the held buttons are released and the port is reopened every
-``retry_s`` seconds until :meth:`SerialPtt.close`.
+pulled, Bluetooth link dropped) the adapter reports it gone
+(:class:`~pttd.radio.inputs.InputGone`: the held buttons are up, a talk it latched on ends) and
+reopens the port every ``retry_s`` seconds until :meth:`SerialPtt.close`.
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ class SerialPtt:
             log.info("%s: open", self._source)
             self._connected.set()
             try:
-                self._read(port)
+                self._read(port)  # returns only once close() is called
             except Exception as exc:  # SerialException/OSError when it vanishes
-                log.warning("%s: lost (%s); releasing and reopening", self._source, exc)
+                log.warning("%s: lost (%s); reopening", self._source, exc)
                 outage_logged = True
             finally:
                 self._connected.clear()
@@ -153,7 +154,8 @@ class SerialPtt:
                     port.close()
                 except Exception as exc:
                     log.debug("%s: close: %s", self._source, exc)
-                self._sink.release_all(self._source)
+                if not self._stop.is_set():  # gone; else close() releases what is held
+                    self._sink.lost(self._source)
             self._stop.wait(self._retry_s)
 
     def _read(self, port: Any) -> None:
