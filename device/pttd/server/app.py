@@ -125,14 +125,22 @@ class _Connection(ServerConnection):
 
     websockets answers pings (and closes) by itself, below the frames :class:`RoomServer` sees;
     a peer that sends pings and never reads would grow its backlog unseen. After every chunk of
-    input, a backlog over ``max_backlog`` cuts the connection."""
+    input, a backlog over ``max_backlog`` cuts the connection, in a line that the core's log
+    throttle counts with the other slow readers' (one line per cut would let a client that
+    connects, pings and goes again write the log)."""
 
     max_backlog = 512 * 1024
+    core: ServerCore[ServerConnection]  # set on the subclass that RoomServer.start makes
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.transport.get_write_buffer_size() > self.max_backlog:
-            log.warning("dropping %s: replies to it not read", self.remote_address[0])
+            self.core.note(
+                logging.WARNING,
+                "behind",
+                "dropping %s: replies to it not read",
+                self.remote_address[0],
+            )
             self.transport.abort()
 
 
@@ -158,7 +166,9 @@ class RoomServer:
         cannot be loaded or the address cannot be listened on."""
         s = self.settings
         tls = None if s.tls_cert is None else server_tls_context(s.tls_cert, s.tls_key)
-        connection = type("Connection", (_Connection,), {"max_backlog": s.max_write_buffer})
+        connection = type(
+            "Connection", (_Connection,), {"max_backlog": s.max_write_buffer, "core": self.core}
+        )
         try:
             self._server = await serve(
                 self._serve_connection,
