@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import pttd
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 TARGETS_MISSED: Final = 3
 """Exit status of a run that completed but missed a target (unless ``--report-only``). The others:
 0 every target met, 1 the benchmark could not run to the end, 2 a usage error."""
+
+SOURCE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(pttd.__file__)))
 
 EXIT_STATUS_HELP: Final = f"""exit status:
   0  every target met
@@ -164,3 +167,23 @@ async def poll(condition: Callable[[], bool], within: float, every: float = 0.00
             return False
         await asyncio.sleep(every)
     return True
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment, with this pttd first on PYTHONPATH: a benchmark's child
+    processes (servers, devices) import the same pttd, installed or not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM); None where there is none."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None

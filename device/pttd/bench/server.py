@@ -53,6 +53,7 @@ import pttd
 from pttd.bench import baseline
 from pttd.bench.common import (
     add_output_arguments,
+    child_env,
     emit,
     finish,
     load_average,
@@ -96,8 +97,6 @@ DRAIN_TIMEOUT: Final = 10.0  # after the last latency packet, for the deliveries
 THROUGHPUT_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 5.0
 CONNECT_CONCURRENCY: Final = 16  # below the listen backlog (100), so no SYN is dropped
-
-SOURCE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(pttd.__file__)))
 
 
 class BenchError(PttdError):
@@ -428,11 +427,16 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    contender: Contender, workdir: Path, cpus: frozenset[int] | None = None
+    contender: Contender,
+    workdir: Path,
+    cpus: frozenset[int] | None = None,
+    *,
+    echo_stderr: bool = True,
 ) -> AsyncIterator[ServerProcess]:
-    """Start the contender's server; yield its URL once it listens; stop it however we leave."""
-    env = dict(os.environ)  # the servers import this same pttd, installed or not
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    """Start the contender's server; yield its URL once it listens; stop it however we leave.
+
+    Its stderr goes to ``WORKDIR/NAME.stderr``; the last lines are logged as warnings when it
+    stops (``echo_stderr``: for a server that logs only what is wrong)."""
     errors = workdir / f"{contender.name}.stderr"
     with errors.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -441,7 +445,7 @@ async def server_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
             cwd=workdir,
-            env=env,
+            env=child_env(),
         )
     _pin_process(proc.pid, cpus)  # before it starts any thread: they inherit the mask
     started = True
@@ -479,7 +483,7 @@ async def server_process(
                 log.warning("%s server did not stop on SIGTERM; killing it", contender.name)
                 proc.kill()
                 await proc.wait()
-        if started:  # else its output is in the error already
+        if started and echo_stderr:  # else its output is in the error already, or unwanted
             for line in _tail(errors).splitlines():
                 log.warning("%s server: %s", contender.name, line)
 
