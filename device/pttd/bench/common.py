@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -187,3 +188,24 @@ def proc_status_kb(pid: int, key: str) -> int | None:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU time of a process's threads: from /proc/PID/task/*/schedstat (nanoseconds), else from
+    /proc/PID/stat (clock ticks, coarse); None where there is no /proc."""
+    total_ns = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total_ns += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        pass
+    else:
+        if total_ns:
+            return total_ns / 1e9
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

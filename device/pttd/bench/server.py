@@ -60,6 +60,7 @@ from pttd.bench.common import (
     mark,
     median,
     nearest_rank,
+    proc_cpu_seconds,
     start_logging,
 )
 from pttd.cliargs import positive_int
@@ -398,27 +399,6 @@ def _pin_process(pid: int, cpus: frozenset[int] | None) -> None:
             os.sched_setaffinity(pid, cpus)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """CPU time of a process's threads: from /proc/PID/task/*/schedstat (nanoseconds), else from
-    /proc/PID/stat (clock ticks, coarse); None where there is no /proc."""
-    total_ns = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                total_ns += int((task / "schedstat").read_text().split()[0])
-    except OSError:
-        pass
-    else:
-        if total_ns:
-            return total_ns / 1e9
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(slots=True)
 class ServerProcess:
     url: str
@@ -625,7 +605,7 @@ async def run_round(
             await _bounded(
                 f"{name}: warm-up", WARMUP_TIMEOUT, warm_up(talker, stream_id), unfinished(WARMUP)
             )
-            paced_cpu0 = _cpu_seconds(server.pid)
+            paced_cpu0 = proc_cpu_seconds(server.pid)
             latency_bound = settings.latency_packets * settings.packet_ms / 1000 + DRAIN_TIMEOUT
             latencies = await _bounded(
                 f"{name}: latency phase", latency_bound + 10, paced(talker, stream_id)
@@ -634,12 +614,12 @@ async def run_round(
                 raise BenchError(f"{name}: no latency packet reached any listener")
             if deliveries_ns is not None:
                 deliveries_ns.extend(latencies)
-            paced_cpu1 = _cpu_seconds(server.pid)
+            paced_cpu1 = proc_cpu_seconds(server.pid)
             paced_server_us = None
             if paced_cpu0 is not None and paced_cpu1 is not None:
                 paced_server_us = (paced_cpu1 - paced_cpu0) / len(latencies) * 1e6
 
-            server_cpu0 = _cpu_seconds(server.pid)
+            server_cpu0 = proc_cpu_seconds(server.pid)
             client_cpu0 = time.process_time()
             busy0 = _system_busy_seconds()
             first_ns = time.perf_counter_ns()
@@ -650,7 +630,7 @@ async def run_round(
                 unfinished(THROUGHPUT),
             )
             wall_s = (time.perf_counter_ns() - first_ns) / 1e9
-            server_cpu1 = _cpu_seconds(server.pid)
+            server_cpu1 = proc_cpu_seconds(server.pid)
             client_cpu_s = time.process_time() - client_cpu0
             busy1 = _system_busy_seconds()
         finally:
