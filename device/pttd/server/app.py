@@ -16,6 +16,7 @@ import resource
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -87,6 +88,10 @@ class ServerSettings:
     max_connections: int = 10_000  # in all; held below the process's file-descriptor limit
     max_pending_per_address: int = 16  # connections not logged on yet, from one address
     max_sessions_per_principal: int = 8  # logged-on connections of one user at once
+    # Password checks (scrypt: 16 MiB and tens of milliseconds each) at once, in threads of their
+    # own: each thread that runs one keeps its 16 MiB afterwards (the C allocator's arena), and
+    # checks without a bound would take every core from the relay.
+    password_checks: int = 1
     log_burst: int = 10  # log lines of one kind per log_window, then counted
     log_window: float = 10.0
 
@@ -158,6 +163,7 @@ class RoomServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._kdf = ThreadPoolExecutor(self.settings.password_checks, "pttd-password-check")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,6 +226,7 @@ class RoomServer:
         if self._server is not None:
             self._server.close()  # closes every connection with 1001 (going away)
             await self._server.wait_closed()
+        self._kdf.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> RoomServer:
         await self.start()
@@ -321,10 +328,16 @@ class RoomServer:
     async def _ask_registry(self, call: RegistryCall) -> list[Action]:
         core, now = self.core, asyncio.get_running_loop().time
         if isinstance(call, CheckLogon):
-            principal = await asyncio.to_thread(
-                self._authenticate, call.logon, call.password_allowed
-            )
-            return core.logon_checked(call.conn, call.logon, principal, now())
+            m = call.logon
+            if call.password_allowed and m.username is not None and m.password is not None:
+                # The KDF may run: in its own threads, ``password_checks`` at once (the others
+                # wait their turn; tokens and refresh tokens do not wait for them).
+                principal = await asyncio.get_running_loop().run_in_executor(
+                    self._kdf, self._authenticate, m, True
+                )
+            else:
+                principal = await asyncio.to_thread(self._authenticate, m, False)
+            return core.logon_checked(call.conn, m, principal, now())
         if isinstance(call, IssueRefreshToken):
             token = await asyncio.to_thread(self.registry.issue_refresh_token, call.principal)
             return core.refresh_issued(call.conn, call.logon, call.principal, token)
