@@ -15,7 +15,7 @@ import os
 import resource
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -123,6 +123,17 @@ def server_tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
             f"cannot read certificate {cert} or key {key}: {exc.strerror or exc}"
         ) from exc
     return tls
+
+
+def _open(ws: ServerConnection) -> bool:
+    """Not closing: a frame written to it would go out (one written to a closed transport only
+    makes asyncio log a line)."""
+    return ws.transport is not None and not ws.transport.is_closing()
+
+
+def _backlog(ws: ServerConnection) -> int:
+    """Bytes waiting to go to ``ws`` in this process."""
+    return ws.transport.get_write_buffer_size()
 
 
 class _Connection(ServerConnection):
@@ -269,23 +280,21 @@ class RoomServer:
                 return action
         return None
 
-    def _keeping_up(self, receivers: Iterable[ServerConnection]) -> list[ServerConnection]:
+    def _keeping_up(self, receivers: Sequence[ServerConnection]) -> list[ServerConnection]:
         """Receivers whose send backlog is within ``max_write_buffer``; the others are dropped.
 
         Every outgoing frame (audio, text, events, answers; pongs: see :class:`_Connection`) goes
         to a connection only while it reads: one that stops reading holds at most this much of the
-        server's memory, then it is cut (the core is told it is gone)."""
-        out = []
+        server's memory, then it is cut (the core is told it is gone).
+
+        The list is made after the drops: each drop tells the room, and that can drop others
+        (members that stopped reading together cross the bound together), among them some that
+        were keeping up a moment before. None that is cut is written to again."""
         limit = self.settings.max_write_buffer
-        for ws in receivers:
-            transport = ws.transport
-            if transport is None or transport.is_closing():
-                continue  # gone: writing to it would only make asyncio log each write
-            if transport.get_write_buffer_size() > limit:
+        for ws in [ws for ws in receivers if _open(ws) and _backlog(ws) > limit]:
+            if _open(ws):  # not dropped by an earlier drop's news
                 self._drop_behind(ws)
-            else:
-                out.append(ws)
-        return out
+        return [ws for ws in receivers if _open(ws)]
 
     def _drop_behind(self, ws: ServerConnection) -> None:
         transport = ws.transport
