@@ -3,9 +3,9 @@
 Runs ``server``, ``audio``, ``latency`` and ``hostile`` in turn (``--quick``: the small version of
 each, about a minute in all), then prints one table with each figure beside its target and PASS
 or FAIL, and writes every report, the targets beside the figures, to one JSON file
-(``bench-report.json`` unless ``--out``). When matplotlib is installed (``pip install -e
-'.[plot]'``) it also draws the latency distributions (mouth-to-ear, access time, server
-delivery) into a PNG beside the JSON.
+(``bench-report.json`` unless ``--out``). When matplotlib is installed
+(``pip install -e '.[plot]'``) it also draws the latency distributions (mouth-to-ear, access
+time, server delivery) into a PNG beside the JSON.
 """
 
 from __future__ import annotations
