@@ -349,9 +349,9 @@ class Crowd:
         await asyncio.sleep(max(0.0, self.until - asyncio.get_running_loop().time()))
 
     async def open(self, n: int = 0, *, deaf: bool = False) -> Peer:
-        """Connect from address ``n``; ``deaf``: with a 4 KB receive buffer, so that what the
-        server sends it waits in the server once reading stops (:meth:`Peer` ``.ws.transport
-        .pause_reading()``)."""
+        """Connect from address ``n``; ``deaf``: with a 4 KB receive buffer, so that once the
+        client stops reading (``peer.ws.transport.pause_reading()``) what the server sends it
+        waits in the server, after the kernel's buffers."""
         host, port = self.target.address
         local = self.address(n)
         options: dict[str, Any] = {
@@ -1041,6 +1041,8 @@ class Arena:
         finally:
             honest.phase = IDLE
             sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         cpu1, wall1 = proc_cpu_seconds(self.pid), loop.time()
         await honest.drained(label)
         rss = proc_status_kb(self.pid, "VmRSS")
