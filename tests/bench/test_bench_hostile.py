@@ -8,7 +8,8 @@ from typing import Any
 
 from bench_checks import finite, positive, verdict_agrees
 
-from pttd.bench.hostile import ATTACKS, NO_ATTACK, PHASE_SECONDS, AttackResult, format_report
+from pttd.bench.attacks import ATTACKS, AttackResult
+from pttd.bench.hostile import NO_ATTACK, PHASE_SECONDS, format_report
 
 Run = tuple[dict[str, Any], Path]  # the session's `pttd bench --quick` (conftest.py)
 

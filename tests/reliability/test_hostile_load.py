@@ -1,11 +1,11 @@
 """Hostile load, one attack after another, against one real ``pttd server run`` process.
 
-The attacks are ``pttd bench hostile``'s own (:mod:`pttd.bench.hostile`, run the same way: from a
-separate process, each from its own loopback addresses, each bounded in count and time): pings
-never read, members that never read while 2 KB texts and 8 KiB packets go to them, one user's
-sessions, connections that never log on, forged audio, junk text frames. Beside them, for the
-whole run, an honest pair (users, room alpha) streams a 20 ms packet at a time with sequence
-numbers.
+The attacks are ``pttd bench hostile``'s own (:mod:`pttd.bench.attacks`), run the same way (by
+:class:`pttd.bench.hostile.Arena`): from a separate process, each from its own loopback
+addresses, each bounded in count and time. Pings never read, members that never read while 2 KB
+texts and 8 KiB packets go to them, one user's sessions, connections that never log on, forged
+audio, junk text frames. Beside them, for the whole run, an honest pair (users, room alpha)
+streams a 20 ms packet at a time with sequence numbers.
 
 Checked after each phase: the honest listener got every packet, in order, and nothing forged;
 the server's RSS stayed within :data:`RSS_MARGIN_MB` of its RSS after the phase without attack;
@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pttd.bench import hostile
-from pttd.bench.hostile import AttackResult, PhaseResult
+from pttd.bench import attacks, hostile
+from pttd.bench.attacks import AttackResult
+from pttd.bench.hostile import PhaseResult
 from pttd.server.app import ServerSettings
 
 SECONDS = 3.0  # per phase: 7 phases, about 25 s in all
@@ -43,19 +44,19 @@ def show(phase: PhaseResult, baseline: float | None) -> None:
 
 
 def expect_pings(clients: AttackResult, spread: bool) -> None:
-    assert clients.connections == hostile.PINGERS
+    assert clients.connections == attacks.PINGERS
     assert clients.frames > 0
 
 
 def expect_deaf(clients: AttackResult, spread: bool) -> None:
-    assert clients.logged_on == hostile.DEAF + 1  # the members and their talker
+    assert clients.logged_on == attacks.DEAF + 1  # the members and their talker
     assert clients.offered_mb > 3 * RSS_MARGIN_MB, "the attack would not test the bound"
 
 
 def expect_sessions(clients: AttackResult, spread: bool) -> None:
     allowed = DEFAULTS.max_sessions_per_principal
     assert clients.logged_on == allowed
-    assert clients.answers == {"too many sessions": hostile.SESSION_TRIES - allowed}
+    assert clients.answers == {"too many sessions": attacks.SESSION_TRIES - allowed}
 
 
 def expect_pending(clients: AttackResult, spread: bool) -> None:
@@ -81,7 +82,7 @@ def expect_junk(clients: AttackResult, spread: bool) -> None:
     assert rounds >= 1
     # Per round: the sprayers kicked for the flood, one frame too big, one not UTF-8.
     assert clients.closed == {
-        "1008": rounds * (hostile.JUNK_CLIENTS + 1),
+        "1008": rounds * (attacks.JUNK_CLIENTS + 1),
         "1009": rounds,
         "1007": rounds,
     }
@@ -108,14 +109,14 @@ def check_honest(phase: PhaseResult) -> None:
 
 
 async def test_hostile_clients_one_after_another(tmp_path: Path) -> None:
-    assert set(EXPECT) == set(hostile.ATTACKS)
+    assert set(EXPECT) == set(attacks.ATTACKS)
     async with hostile.Arena.open(tmp_path) as arena:
         reference = await arena.phase(None, SECONDS)
         baseline = reference.server.rss_mb
         show(reference, baseline)
         check_honest(reference)
         assert baseline is not None
-        for name in hostile.ATTACKS:
+        for name in attacks.ATTACKS:
             phase = await arena.phase(name, SECONDS)
             show(phase, baseline)
             check_honest(phase)
