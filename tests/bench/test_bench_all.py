@@ -20,12 +20,13 @@ def test_every_benchmark_is_in_the_report(quick_run: Run) -> None:
         assert name in report, name
         assert "targets" in report[name] and "targets_met" in report[name]
     assert report["server"]["pttd"]["lost"] == 0 and report["server"]["baseline"]["lost"] == 0
+    assert report["hostile"]["figures"]["lost"] == 0
 
 
 def test_summary_rows_put_figures_beside_targets(quick_run: Run) -> None:
     summary = quick_run[0]["summary"]
     assert {row["benchmark"] for row in summary} == set(BENCHMARKS)
-    assert len(summary) == 11
+    assert len(summary) == 16
     for row in summary:
         assert row["target"] and isinstance(row["met"], bool), row
         assert row["value"] is not None and row["value"] >= 0, row

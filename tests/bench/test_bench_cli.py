@@ -26,6 +26,8 @@ BAD_ARGUMENTS = [
     (["server", "--packets", "-5"], "argument --packets:"),
     (["server", "--latency-packets", "many"], "argument --latency-packets:"),
     (["server", "--rounds", "0"], "argument --rounds:"),
+    (["hostile", "--seconds", "0"], "argument --seconds:"),
+    (["hostile", "--quick", "--out", "{missing}/x.json"], "argument --out:"),
     # The run-all's options before a benchmark's name: the benchmark would ignore them.
     (["--quick", "server", "--listeners", "5"], "--quick before 'server'"),
     (["-q", "--no-pin", "audio"], "--no-pin, --quiet before 'audio'"),

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +19,7 @@ from typing import Any
 from channel_client import Client
 from waits import TIMEOUT, eventually
 
+from pttd.bench import common
 from pttd.radio.audio import Pcm
 from pttd.radio.config import AudioConfig, TalkConfig
 from pttd.radio.link import LinkSettings, pair
@@ -286,14 +285,14 @@ async def hear_stream(listener: Client, talker: str, timeout: float = TIMEOUT) -
 
 
 def proc_rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    assert match, "no VmRSS in /proc/PID/status"
-    return int(match.group(1)) * 1024
+    """Resident set size of a process, from /proc (as the benchmarks read it)."""
+    kb = common.proc_status_kb(pid, "VmRSS")
+    assert kb is not None, "no VmRSS in /proc/PID/status"
+    return kb * 1024
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process, from /proc (as the benchmarks read it)."""
+    seconds = common.proc_cpu_seconds(pid)
+    assert seconds is not None, "no /proc/PID"
+    return seconds

@@ -11,8 +11,10 @@ kernel's megabytes; each attack is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
@@ -57,6 +59,29 @@ def gone(server: RoomServer, client: Client) -> bool:
     return client.ws.local_address not in {ws.remote_address for ws in server.core.sessions}
 
 
+async def ping_until_cut(
+    server: RoomServer, pinger: Client, meanwhile: Callable[[], Awaitable[None]] | None = None
+) -> int:
+    """Ping (125 bytes each) without reading until the server drops ``pinger`` (at most 20 000
+    pings: ~2.5 MB of pongs if never cut, within 30 s); awaits ``meanwhile`` every 200 pings.
+    The number of pings sent."""
+    async with asyncio.timeout(30):
+        for i in range(20_000):
+            if gone(server, pinger):
+                break
+            try:
+                await pinger.ws.ping(bytes(121) + i.to_bytes(4, "big"))
+            except Exception:
+                break
+            if meanwhile is not None and i % 200 == 0:
+                await meanwhile()
+        while not gone(server, pinger):  # noqa: ASYNC110 - the core hears of the cut soon after
+            await asyncio.sleep(0.05)
+    pinger.ws.transport.resume_reading()  # it finds its connection gone
+    await asyncio.wait_for(pinger.closed.wait(), 5)
+    return i
+
+
 async def test_pings_without_reading_are_cut_off(server: RoomServer) -> None:
     """An anonymous client that pings and never reads: websockets answers each ping with a
     pong; the server lets at most ``max_write_buffer`` of them wait, then drops the client."""
@@ -66,27 +91,19 @@ async def test_pings_without_reading_are_cut_off(server: RoomServer) -> None:
     assert stream is not None
     pinger = await deaf_client(server.url)
     go_deaf(server, pinger)
-    sent = heard = 0
-    async with asyncio.timeout(30):
-        for i in range(20_000):  # 125-byte pings: at most ~2.5 MB of pongs if never cut
-            if gone(server, pinger):
-                break
-            try:
-                await pinger.ws.ping(bytes(121) + i.to_bytes(4, "big"))
-            except Exception:
-                break
-            if i % 200 == 0:  # the honest talk goes on meanwhile, and loses nothing
-                await alice.send_audio(stream, MARK.pack(sent) + bytes(60))
-                sent += 1
-                while heard < sent:
-                    packet = await bob.next_of(p.AudioPacket)
-                    assert MARK.unpack_from(packet.payload)[0] == heard
-                    heard += 1
-        while not gone(server, pinger):  # noqa: ASYNC110 - the core hears of the cut soon after
-            await asyncio.sleep(0.05)
-    assert i * 125 < 2 * LIMIT + 64 * 1024, "the server let pongs pile up past its bound"
-    pinger.ws.transport.resume_reading()  # it finds its connection gone
-    await asyncio.wait_for(pinger.closed.wait(), 5)
+    heard = 0
+
+    async def honest_packet() -> None:
+        """The honest talk goes on meanwhile, and loses nothing."""
+        nonlocal heard
+        await alice.send_audio(stream, MARK.pack(heard) + bytes(60))
+        packet = await bob.next_of(p.AudioPacket)
+        assert MARK.unpack_from(packet.payload)[0] == heard
+        heard += 1
+
+    pings = await ping_until_cut(server, pinger, honest_packet)
+    assert pings * 125 < 2 * LIMIT + 64 * 1024, "the server let pongs pile up past its bound"
+    assert heard > 0
     for client in (alice, bob, pinger):
         await client.close()
 
@@ -116,3 +133,21 @@ async def test_a_member_that_reads_nothing_is_dropped_whatever_the_room_sends(
     await asyncio.wait_for(deaf.closed.wait(), 5)
     for client in (alice, bob, deaf):
         await client.close()
+
+
+@pytest.mark.parametrize(
+    "settings", [replace(fast_server_settings(), max_write_buffer=LIMIT, log_burst=2)]
+)
+async def test_pingers_cut_off_make_a_few_log_lines_not_one_each(
+    server: RoomServer, settings: ServerSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each cut is a line of the log throttle's "behind" kind: a client that connects, pings
+    without reading and goes again, over and over, cannot write the log."""
+    caplog.set_level(logging.INFO, logger="pttd.server")
+    for _ in range(5):
+        pinger = await deaf_client(server.url)
+        go_deaf(server, pinger)
+        await ping_until_cut(server, pinger)
+        await pinger.close()
+    cuts = [r for r in caplog.records if "replies to it not read" in r.getMessage()]
+    assert len(cuts) == settings.log_burst, [r.getMessage() for r in cuts]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,40 @@ async def test_logon_with_device_token(connect_client: Connect, registry: Regist
     assert answer.success
     status = await c.next_of(p.OnChannelStatus)
     assert status.users_online == 1
+
+
+async def test_password_checks_run_one_at_a_time_in_one_thread(
+    connect_client: Connect, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scrypt takes 16 MiB a check, and each thread that ran one keeps it: password logons sent
+    at once are checked one after another, all in the same thread."""
+    lock = threading.Lock()
+    running, most, threads = 0, 0, set()
+    check = registry.check_password
+
+    def watched(name: str, password: str) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.get_ident())
+        try:
+            return check(name, password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(registry, "check_password", watched)
+    users = ["alice", "bob", "carol", "alice"]
+    clients = [await connect_client() for _ in users]
+    answers = await asyncio.gather(
+        *(
+            c.logon(("alpha",), username=u, password=f"{u}-secret")
+            for c, u in zip(clients, users, strict=True)
+        )
+    )
+    assert all(a.success for a in answers), answers
+    assert (most, len(threads)) == (1, 1)
 
 
 async def test_logon_with_refresh_token(connect_client: Connect) -> None:

@@ -328,6 +328,8 @@ def test_pre_emptions_are_rate_limited_per_principal_not_per_connection() -> Non
     over = h.talk("a1", seq=31, priority="emergency")  # treated as a normal request
     assert (over.reason, over.talker) == (p.REASON_BUSY, "bob")
     h.logon("v", VAN)  # another principal has its own budget
+    # A line logged meanwhile (v's logon) leaves ann's budget spent.
+    assert h.talk("a2", seq=32, priority="emergency").reason == p.REASON_BUSY
     assert h.talk("v", seq=33, priority="emergency").success
     assert [s.reason for s in h.of("b", p.OnStreamStop)].count(p.REASON_PREEMPTED) == 4
     h.send("v", p.StopStream(h.answer("v", 33).stream_id or 0))

@@ -28,6 +28,11 @@ BENCHMARKS: Final[dict[str, tuple[str, str]]] = {
         "latency",
         "access time, mouth-to-ear, late entry, clipping, pttd's RSS above its imports",
     ),
+    "hostile": (
+        "hostile",
+        "an honest talk beside each hostile-client attack: its latency and losses, the server's "
+        "memory and log",
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import pttd
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 TARGETS_MISSED: Final = 3
 """Exit status of a run that completed but missed a target (unless ``--report-only``). The others:
 0 every target met, 1 the benchmark could not run to the end, 2 a usage error."""
+
+SOURCE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(pttd.__file__)))
 
 EXIT_STATUS_HELP: Final = f"""exit status:
   0  every target met
@@ -164,3 +168,44 @@ async def poll(condition: Callable[[], bool], within: float, every: float = 0.00
             return False
         await asyncio.sleep(every)
     return True
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment, with this pttd first on PYTHONPATH: a benchmark's child
+    processes (servers, devices) import the same pttd, installed or not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM); None where there is none."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU time of a process's threads: from /proc/PID/task/*/schedstat (nanoseconds), else from
+    /proc/PID/stat (clock ticks, coarse); None where there is no /proc."""
+    total_ns = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total_ns += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        pass
+    else:
+        if total_ns:
+            return total_ns / 1e9
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -61,6 +61,7 @@ import numpy as np
 from pttd.bench.audio import UNITY_VOLUME, best_lag, frames_of
 from pttd.bench.common import (
     add_output_arguments,
+    child_env,
     distribution,
     emit,
     finish,
@@ -68,9 +69,10 @@ from pttd.bench.common import (
     machine,
     mark,
     poll,
+    proc_status_kb,
     start_logging,
 )
-from pttd.bench.server import SOURCE_ROOT, BenchError
+from pttd.bench.server import BenchError
 from pttd.radio.audio import Pcm
 from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.config import AudioConfig
@@ -257,18 +259,6 @@ async def one_late_entry(bench: Loopback, name: str, audio: AudioConfig) -> floa
 # --------------------------------------------------------------------------- device RSS
 
 
-def _status_kb(pid: int, key: str) -> int | None:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM); None where there is none."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return None
-
-
 IMPORT_TIME: Final = "import time:"  # how ``python -X importtime`` starts each line on stderr
 
 
@@ -342,8 +332,7 @@ async def device_rss(bench: Loopback, b: SimDevice) -> dict[str, Any]:
         f'[[ptt]]\nkind = "serial"\nport = "{os.ttyname(slave)}"\n'
         '[log]\nlevel = "WARNING"\n'
     )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    env = child_env()
     errors = bench.directory / f"{name}.stderr"
     received = b.device.counters.packets_received
     with errors.open("wb") as err:
@@ -372,10 +361,10 @@ async def device_rss(bench: Loopback, b: SimDevice) -> dict[str, Any]:
         if not await poll(lambda: b.device.counters.packets_received > received, HEAR_TIMEOUT):
             raise BenchError(f"the device process did not transmit: {_tail(errors)}")
         await asyncio.sleep(TRANSMIT_S)
-        rss_kb = _status_kb(proc.pid, "VmRSS")
+        rss_kb = proc_status_kb(proc.pid, "VmRSS")
         os.write(master, b"+PTT=R\r\n")
         await asyncio.sleep(0.2)
-        peak_kb = _status_kb(proc.pid, "VmHWM")
+        peak_kb = proc_status_kb(proc.pid, "VmHWM")
         packets = b.device.counters.packets_received - received
     finally:
         if proc.returncode is None:

@@ -53,12 +53,14 @@ import pttd
 from pttd.bench import baseline
 from pttd.bench.common import (
     add_output_arguments,
+    child_env,
     emit,
     finish,
     load_average,
     mark,
     median,
     nearest_rank,
+    proc_cpu_seconds,
     start_logging,
 )
 from pttd.cliargs import positive_int
@@ -96,8 +98,6 @@ DRAIN_TIMEOUT: Final = 10.0  # after the last latency packet, for the deliveries
 THROUGHPUT_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 5.0
 CONNECT_CONCURRENCY: Final = 16  # below the listen backlog (100), so no SYN is dropped
-
-SOURCE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(pttd.__file__)))
 
 
 class BenchError(PttdError):
@@ -399,27 +399,6 @@ def _pin_process(pid: int, cpus: frozenset[int] | None) -> None:
             os.sched_setaffinity(pid, cpus)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """CPU time of a process's threads: from /proc/PID/task/*/schedstat (nanoseconds), else from
-    /proc/PID/stat (clock ticks, coarse); None where there is no /proc."""
-    total_ns = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                total_ns += int((task / "schedstat").read_text().split()[0])
-    except OSError:
-        pass
-    else:
-        if total_ns:
-            return total_ns / 1e9
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(slots=True)
 class ServerProcess:
     url: str
@@ -428,11 +407,16 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    contender: Contender, workdir: Path, cpus: frozenset[int] | None = None
+    contender: Contender,
+    workdir: Path,
+    cpus: frozenset[int] | None = None,
+    *,
+    echo_stderr: bool = True,
 ) -> AsyncIterator[ServerProcess]:
-    """Start the contender's server; yield its URL once it listens; stop it however we leave."""
-    env = dict(os.environ)  # the servers import this same pttd, installed or not
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    """Start the contender's server; yield its URL once it listens; stop it however we leave.
+
+    Its stderr goes to ``WORKDIR/NAME.stderr``; the last lines are logged as warnings when it
+    stops (``echo_stderr``: for a server that logs only what is wrong)."""
     errors = workdir / f"{contender.name}.stderr"
     with errors.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -441,7 +425,7 @@ async def server_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
             cwd=workdir,
-            env=env,
+            env=child_env(),
         )
     _pin_process(proc.pid, cpus)  # before it starts any thread: they inherit the mask
     started = True
@@ -479,7 +463,7 @@ async def server_process(
                 log.warning("%s server did not stop on SIGTERM; killing it", contender.name)
                 proc.kill()
                 await proc.wait()
-        if started:  # else its output is in the error already
+        if started and echo_stderr:  # else its output is in the error already, or unwanted
             for line in _tail(errors).splitlines():
                 log.warning("%s server: %s", contender.name, line)
 
@@ -621,7 +605,7 @@ async def run_round(
             await _bounded(
                 f"{name}: warm-up", WARMUP_TIMEOUT, warm_up(talker, stream_id), unfinished(WARMUP)
             )
-            paced_cpu0 = _cpu_seconds(server.pid)
+            paced_cpu0 = proc_cpu_seconds(server.pid)
             latency_bound = settings.latency_packets * settings.packet_ms / 1000 + DRAIN_TIMEOUT
             latencies = await _bounded(
                 f"{name}: latency phase", latency_bound + 10, paced(talker, stream_id)
@@ -630,12 +614,12 @@ async def run_round(
                 raise BenchError(f"{name}: no latency packet reached any listener")
             if deliveries_ns is not None:
                 deliveries_ns.extend(latencies)
-            paced_cpu1 = _cpu_seconds(server.pid)
+            paced_cpu1 = proc_cpu_seconds(server.pid)
             paced_server_us = None
             if paced_cpu0 is not None and paced_cpu1 is not None:
                 paced_server_us = (paced_cpu1 - paced_cpu0) / len(latencies) * 1e6
 
-            server_cpu0 = _cpu_seconds(server.pid)
+            server_cpu0 = proc_cpu_seconds(server.pid)
             client_cpu0 = time.process_time()
             busy0 = _system_busy_seconds()
             first_ns = time.perf_counter_ns()
@@ -646,7 +630,7 @@ async def run_round(
                 unfinished(THROUGHPUT),
             )
             wall_s = (time.perf_counter_ns() - first_ns) / 1e9
-            server_cpu1 = _cpu_seconds(server.pid)
+            server_cpu1 = proc_cpu_seconds(server.pid)
             client_cpu_s = time.process_time() - client_cpu0
             busy1 = _system_busy_seconds()
         finally:

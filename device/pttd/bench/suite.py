@@ -1,10 +1,11 @@
 """``pttd bench`` with no benchmark named: every benchmark, one table, one JSON file, one plot.
 
-Runs ``server``, ``audio`` and ``latency`` in turn (``--quick``: the small version of each, under a
-minute in all), then prints one table with each figure beside its target and PASS or FAIL, and
-writes every report, the targets beside the figures, to one JSON file (``bench-report.json``
-unless ``--out``). When matplotlib is installed (``pip install -e '.[plot]'``) it also draws the
-latency distributions (mouth-to-ear, access time, server delivery) into a PNG beside the JSON.
+Runs ``server``, ``audio``, ``latency`` and ``hostile`` in turn (``--quick``: the small version of
+each, about a minute in all), then prints one table with each figure beside its target and PASS
+or FAIL, and writes every report, the targets beside the figures, to one JSON file
+(``bench-report.json`` unless ``--out``). When matplotlib is installed
+(``pip install -e '.[plot]'``) it also draws the latency distributions (mouth-to-ear, access
+time, server delivery) into a PNG beside the JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pttd.bench import audio, latency, server
+from pttd.bench import audio, hostile, latency, server
 from pttd.bench.common import add_report_only, finish, mark, nearest_rank, start_logging
 from pttd.cliargs import output_file
 
@@ -159,6 +160,56 @@ def rows(report: dict[str, Any]) -> list[Row]:
             else "not measured",
         ),
     ]
+    h = report["hostile"]
+    hf, ht, hm = h["figures"], h["targets"], h["targets_met"]
+    attacks = [x for x in h["phases"] if x["clients"] is not None]
+    worst = max(attacks, key=lambda x: x["honest"]["p99_ms"] or 0.0)
+    reference = h["phases"][0]["honest"]["p99_ms"]
+    out += [
+        Row(
+            "hostile",
+            "honest packets lost, all attacks",
+            hf["lost"],
+            "packets",
+            f"= {ht['lost']}",
+            hm["lost"],
+            f"p99 {worst['honest']['p99_ms']} ms under {worst['attack']}, {reference} ms alone",
+        ),
+        Row(
+            "hostile",
+            "forged packets heard",
+            hf["forged_heard"],
+            "packets",
+            f"= {ht['forged_heard']}",
+            hm["forged_heard"],
+        ),
+        Row(
+            "hostile",
+            "server RSS growth under attack",
+            hf["rss_growth_mb"],
+            "MB",
+            f"<= {ht['rss_growth_mb']:g} MB",
+            hm["rss_growth_mb"],
+            f"{hf['rss_baseline_mb']} MB alone, peak {hf['rss_peak_mb']} MB",
+        ),
+        Row(
+            "hostile",
+            "server log lines per attack",
+            hf["log_lines_worst"],
+            "lines",
+            f"<= {ht['log_lines']}",
+            hm["log_lines"],
+            f"worst: {hf['log_lines_worst_attack']}",
+        ),
+        Row(
+            "hostile",
+            "server errors logged",
+            len(h["server_errors"]),
+            "lines",
+            f"= {ht['server_errors']}",
+            hm["server_errors"],
+        ),
+    ]
     return out
 
 
@@ -194,11 +245,16 @@ async def bench_all(
             presses=latency.PRESSES[pick], late_entries=latency.LATE_ENTRIES[pick], quick=quick
         )
     )
+    log.info("hostile …")
+    hostile_report = await hostile.bench(
+        hostile.HostileSettings(seconds=hostile.PHASE_SECONDS[pick], quick=quick)
+    )
     report: dict[str, Any] = {
         "quick": quick,
         "server": server_report,
         "audio": audio_report,
         "latency": latency_report,
+        "hostile": hostile_report,
     }
     summary = rows(report)
     report["summary"] = [
@@ -227,7 +283,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'benchmark':<10}{'figure':<32}{'value':>10}  {'target':<12}{'':<6}detail",
     ]
     for r in report["summary"]:
-        value = "n/a" if r["value"] is None else f"{r['value']:.{3 if r['unit'] == 'x' else 1}f}"
+        if r["value"] is None:
+            value = "n/a"
+        elif isinstance(r["value"], int):  # a count
+            value = str(r["value"])
+        else:
+            value = f"{r['value']:.{3 if r['unit'] == 'x' else 1}f}"
         unit = "" if r["unit"] == "x" else f" {r['unit']}"
         lines.append(
             f"{r['benchmark']:<10}{r['figure']:<32}{value + unit:>10}  {r['target']:<12}"
@@ -238,7 +299,8 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"{met} of {len(report['summary'])} targets met; took {report['elapsed_s']:.0f} s "
         f"(server {report['server']['elapsed_s']:.0f} s, audio {report['audio']['elapsed_s']:.0f}"
-        f" s, latency {report['latency']['elapsed_s']:.0f} s).",
+        f" s, latency {report['latency']['elapsed_s']:.0f} s, hostile "
+        f"{report['hostile']['elapsed_s']:.0f} s).",
     ]
     if report.get("json"):
         lines.append(f"JSON: {report['json']}")

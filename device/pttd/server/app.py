@@ -15,7 +15,8 @@ import os
 import resource
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -87,6 +88,10 @@ class ServerSettings:
     max_connections: int = 10_000  # in all; held below the process's file-descriptor limit
     max_pending_per_address: int = 16  # connections not logged on yet, from one address
     max_sessions_per_principal: int = 8  # logged-on connections of one user at once
+    # Password checks (scrypt: 16 MiB and tens of milliseconds each) at once, in threads of their
+    # own: each thread that runs one keeps its 16 MiB afterwards (the C allocator's arena), and
+    # checks without a bound would take every core from the relay.
+    password_checks: int = 1
     log_burst: int = 10  # log lines of one kind per log_window, then counted
     log_window: float = 10.0
 
@@ -120,19 +125,38 @@ def server_tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
     return tls
 
 
+def _open(ws: ServerConnection) -> bool:
+    """Not closing: a frame written to it would go out (one written to a closed transport only
+    makes asyncio log a line)."""
+    return ws.transport is not None and not ws.transport.is_closing()
+
+
+def _backlog(ws: ServerConnection) -> int:
+    """Bytes waiting to go to ``ws`` in this process."""
+    return ws.transport.get_write_buffer_size()
+
+
 class _Connection(ServerConnection):
     """A websockets server connection that a peer cannot make hold its replies without bound.
 
     websockets answers pings (and closes) by itself, below the frames :class:`RoomServer` sees;
     a peer that sends pings and never reads would grow its backlog unseen. After every chunk of
-    input, a backlog over ``max_backlog`` cuts the connection."""
+    input, a backlog over ``max_backlog`` cuts the connection, in a line that the core's log
+    throttle counts with the other slow readers' (one line per cut would let a client that
+    connects, pings and goes again write the log)."""
 
     max_backlog = 512 * 1024
+    core: ServerCore[ServerConnection]  # set on the subclass that RoomServer.start makes
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.transport.get_write_buffer_size() > self.max_backlog:
-            log.warning("dropping %s: replies to it not read", self.remote_address[0])
+            self.core.note(
+                logging.WARNING,
+                "behind",
+                "dropping %s: replies to it not read",
+                self.remote_address[0],
+            )
             self.transport.abort()
 
 
@@ -150,6 +174,7 @@ class RoomServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._kdf = ThreadPoolExecutor(self.settings.password_checks, "pttd-password-check")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,7 +183,9 @@ class RoomServer:
         cannot be loaded or the address cannot be listened on."""
         s = self.settings
         tls = None if s.tls_cert is None else server_tls_context(s.tls_cert, s.tls_key)
-        connection = type("Connection", (_Connection,), {"max_backlog": s.max_write_buffer})
+        connection = type(
+            "Connection", (_Connection,), {"max_backlog": s.max_write_buffer, "core": self.core}
+        )
         try:
             self._server = await serve(
                 self._serve_connection,
@@ -210,6 +237,7 @@ class RoomServer:
         if self._server is not None:
             self._server.close()  # closes every connection with 1001 (going away)
             await self._server.wait_closed()
+        self._kdf.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> RoomServer:
         await self.start()
@@ -252,23 +280,21 @@ class RoomServer:
                 return action
         return None
 
-    def _keeping_up(self, receivers: Iterable[ServerConnection]) -> list[ServerConnection]:
+    def _keeping_up(self, receivers: Sequence[ServerConnection]) -> list[ServerConnection]:
         """Receivers whose send backlog is within ``max_write_buffer``; the others are dropped.
 
         Every outgoing frame (audio, text, events, answers; pongs: see :class:`_Connection`) goes
         to a connection only while it reads: one that stops reading holds at most this much of the
-        server's memory, then it is cut (the core is told it is gone)."""
-        out = []
+        server's memory, then it is cut (the core is told it is gone).
+
+        The list is made after the drops: each drop tells the room, and that can drop others
+        (members that stopped reading together cross the bound together), among them some that
+        were keeping up a moment before. None that is cut is written to again."""
         limit = self.settings.max_write_buffer
-        for ws in receivers:
-            transport = ws.transport
-            if transport is None or transport.is_closing():
-                continue  # gone: writing to it would only make asyncio log each write
-            if transport.get_write_buffer_size() > limit:
+        for ws in [ws for ws in receivers if _open(ws) and _backlog(ws) > limit]:
+            if _open(ws):  # not dropped by an earlier drop's news
                 self._drop_behind(ws)
-            else:
-                out.append(ws)
-        return out
+        return [ws for ws in receivers if _open(ws)]
 
     def _drop_behind(self, ws: ServerConnection) -> None:
         transport = ws.transport
@@ -311,10 +337,16 @@ class RoomServer:
     async def _ask_registry(self, call: RegistryCall) -> list[Action]:
         core, now = self.core, asyncio.get_running_loop().time
         if isinstance(call, CheckLogon):
-            principal = await asyncio.to_thread(
-                self._authenticate, call.logon, call.password_allowed
-            )
-            return core.logon_checked(call.conn, call.logon, principal, now())
+            m = call.logon
+            if call.password_allowed and m.username is not None and m.password is not None:
+                # The KDF may run: in its own threads, ``password_checks`` at once (the others
+                # wait their turn; tokens and refresh tokens do not wait for them).
+                principal = await asyncio.get_running_loop().run_in_executor(
+                    self._kdf, self._authenticate, m, True
+                )
+            else:
+                principal = await asyncio.to_thread(self._authenticate, m, False)
+            return core.logon_checked(call.conn, m, principal, now())
         if isinstance(call, IssueRefreshToken):
             try:
                 token = await asyncio.to_thread(self.registry.issue_refresh_token, call.principal)

@@ -303,6 +303,8 @@ class ServerCore(Generic[C]):
         self.auth_failures = FailureLog(s.auth_failures, s.auth_window)
         self.log_throttle = LogThrottle(s.log_burst, s.log_window)
         self._now = 0.0  # the latest time passed in, for lines logged where none is
+        # Pre-emptions per principal ("kind:name"), whichever connection made them.
+        self.preemptions = FailureLog(EMERGENCY_PREEMPTIONS, EMERGENCY_WINDOW)
 
     def note(self, level: int, cause: str, message: str, *args: object) -> None:
         """Log a line of the kind ``cause``, at most ``log_burst`` of a kind per ``log_window``:
@@ -313,8 +315,6 @@ class ServerCore(Generic[C]):
         if held:
             message += f" (and {held} more like this before)"
         log.log(level, message, *args)
-        # Pre-emptions per principal ("kind:name"), whichever connection made them.
-        self.preemptions = FailureLog(EMERGENCY_PREEMPTIONS, EMERGENCY_WINDOW)
 
     # ------------------------------------------------------------------ connections
 
