@@ -84,7 +84,8 @@ async def ping_until_cut(
 
 async def test_pings_without_reading_are_cut_off(server: RoomServer) -> None:
     """An anonymous client that pings and never reads: websockets answers each ping with a
-    pong; the server lets at most ``max_write_buffer`` of them wait, then drops the client."""
+    pong; the server cuts it after 64 KiB of input without a logon (or ``max_write_buffer`` of
+    unread replies, whichever comes first)."""
     alice = await user_client(server.url, "alice", PASSWORDS["alice"])
     bob = await user_client(server.url, "bob", PASSWORDS["bob"])
     stream = (await alice.start()).stream_id
@@ -141,13 +142,14 @@ async def test_a_member_that_reads_nothing_is_dropped_whatever_the_room_sends(
 async def test_pingers_cut_off_make_a_few_log_lines_not_one_each(
     server: RoomServer, settings: ServerSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each cut is a line of the log throttle's "behind" kind: a client that connects, pings
-    without reading and goes again, over and over, cannot write the log."""
+    """Each cut is a line of a log throttle's kind ("input flood": an anonymous pinger sends more
+    than a logon before it is cut): a client that connects, pings without reading and goes
+    again, over and over, cannot write the log."""
     caplog.set_level(logging.INFO, logger="pttd.server")
     for _ in range(5):
         pinger = await deaf_client(server.url)
         go_deaf(server, pinger)
         await ping_until_cut(server, pinger)
         await pinger.close()
-    cuts = [r for r in caplog.records if "replies to it not read" in r.getMessage()]
+    cuts = [r for r in caplog.records if "without logging on" in r.getMessage()]
     assert len(cuts) == settings.log_burst, [r.getMessage() for r in cuts]

@@ -147,8 +147,21 @@ class _Connection(ServerConnection):
 
     max_backlog = 512 * 1024
     core: ServerCore[ServerConnection]  # set on the subclass that RoomServer.start makes
+    # What a peer may send: before it logs on, a logon or a pairing (a few hundred bytes; the
+    # handshake too), at most this much in all …
+    max_input_before_logon = 64 * 1024
+    # … and after, this many bytes a second (bursts of four seconds' worth; 0: no limit): the
+    # packet limit's worth of the largest frames. Checked before websockets parses the input, so
+    # a flood of pings is cut before thousands of them are answered ahead of the honest audio.
+    input_rate = int(MAX_PACKET_RATE * p.MAX_BINARY_FRAME)
+    _received = 0
+    _allowance = 4.0 * input_rate
+    _stamp = 0.0
 
     def data_received(self, data: bytes) -> None:
+        if self._too_much(len(data)):
+            self.transport.abort()
+            return
         super().data_received(data)
         if self.transport.get_write_buffer_size() > self.max_backlog:
             self.core.note(
@@ -158,6 +171,30 @@ class _Connection(ServerConnection):
                 self.remote_address[0],
             )
             self.transport.abort()
+
+    def _too_much(self, size: int) -> bool:
+        self._received += size
+        session = self.core.sessions.get(self)
+        if session is None or session.principal is None:
+            if self._received <= self.max_input_before_logon:
+                return False
+            why = f"{self._received} bytes without logging on"
+        else:
+            if self.input_rate <= 0:
+                return False
+            now = self.loop.time()
+            self._allowance = min(
+                4.0 * self.input_rate, self._allowance + (now - self._stamp) * self.input_rate
+            )
+            self._stamp = now
+            self._allowance -= size
+            if self._allowance >= 0:
+                return False
+            why = "more input than any client sends"
+        self.core.note(
+            logging.WARNING, "input flood", "cutting %s: %s", self.remote_address[0], why
+        )
+        return True
 
 
 class RoomServer:
@@ -184,7 +221,15 @@ class RoomServer:
         s = self.settings
         tls = None if s.tls_cert is None else server_tls_context(s.tls_cert, s.tls_key)
         connection = type(
-            "Connection", (_Connection,), {"max_backlog": s.max_write_buffer, "core": self.core}
+            "Connection",
+            (_Connection,),
+            {
+                "max_backlog": s.max_write_buffer,
+                "core": self.core,
+                # the packet limit's worth of the largest frames (0: no limit)
+                "input_rate": int(s.max_packet_rate * p.MAX_BINARY_FRAME),
+                "_allowance": 4.0 * s.max_packet_rate * p.MAX_BINARY_FRAME,
+            },
         )
         try:
             self._server = await serve(
