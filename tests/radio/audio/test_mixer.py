@@ -469,9 +469,11 @@ def test_stats_read_on_another_thread_are_consistent_snapshots() -> None:
         mixer.push_packet(1, i, p, 0.0)
     mixer.stop_stream(1)
     pulls = 0
+    reading = threading.Event()
 
     def audio_thread() -> None:
         nonlocal pulls
+        reading.wait(10)  # the reader is reading: the pulls overlap its reads, however loaded
         while pulls < 1000 and (mixer.stats.streams or not mixer.stats.played):
             mixer.pull(441)
             pulls += 1
@@ -480,8 +482,9 @@ def test_stats_read_on_another_thread_are_consistent_snapshots() -> None:
     worker.start()
     reads, played = 0, 0
     try:
-        while worker.is_alive():
+        while reads == 0 or worker.is_alive():
             s = mixer.stats
+            reading.set()
             reads += 1
             assert s.streams == len(s.per_stream)
             assert s.played + sum(j.depth for j in s.per_stream.values()) <= s.received
