@@ -87,8 +87,9 @@ def expect_junk(clients: AttackResult, spread: bool) -> None:
     assert closed.pop("1007") == rounds, clients.closed
     assert set(closed) <= {"1008", "1009", "1006"}, clients.closed
     assert sum(closed.values()) == rounds * (attacks.JUNK_CLIENTS + 2), clients.closed
-    # Answered (a seq) or not (on_error); 5 wrong passwords, then the address is blocked.
-    assert clients.answers.get("not authorized") == DEFAULTS.auth_failures
+    # Answered (a seq) or not (on_error); 5 wrong passwords at most are checked, then the
+    # address is blocked (a sprayer cut for its input may not read its answer: fewer is fine).
+    assert 0 < clients.answers.get("not authorized", 0) <= DEFAULTS.auth_failures
     for error in ("on_error invalid json", "unknown command", "not logged in", "rate limited"):
         assert clients.answers.get(error, 0) > 0, (error, clients.answers)
 
