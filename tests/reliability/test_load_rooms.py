@@ -23,7 +23,6 @@ import json
 import math
 import os
 import struct
-import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from channel_client import Client
 from relkit import proc_cpu_seconds, proc_rss_bytes
 from waits import eventually
 
+from pttd.bench.common import server_command
 from pttd.server.registry import Registry
 from pttd.wire import messages as p
 
@@ -98,17 +98,7 @@ async def server_process(tmp_path: Path) -> AsyncIterator[ServerProcess]:
     log = tmp_path / "server.log"
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pttd.cli",
-            "server",
-            "run",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--log-level",
-            "WARNING",
+            *server_command(db),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,

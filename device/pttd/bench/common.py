@@ -98,6 +98,16 @@ def finish(command: str, targets_met: Mapping[str, bool | None], report_only: bo
     return status
 
 
+def server_command(db: Path, *options: str, log_level: str = "WARNING") -> list[str]:
+    """``pttd server run`` on 127.0.0.1, a port the OS picks, registry ``db``, with ``options``:
+    the room server as the benchmarks and the load tests start it, in a process of its own."""
+    return [
+        sys.executable,
+        *("-m", "pttd.cli", "server", "run", "--host", "127.0.0.1", "--port", "0"),
+        *("--db", str(db), "--log-level", log_level, *options),
+    ]
+
+
 def load_average() -> float | None:
     """The 1-minute load average: other work on the machine makes the figures noisy."""
     try:

@@ -82,6 +82,7 @@ from pttd.bench.common import (
     nearest_rank,
     proc_cpu_seconds,
     proc_status_kb,
+    server_command,
     start_logging,
 )
 from pttd.bench.server import BenchError, Contender, server_process
@@ -419,23 +420,7 @@ class HostileServer(Contender):
         self.db = db
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "pttd.cli",
-            "server",
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--db",
-            str(self.db),
-            "--max-talk-time",
-            "3600",
-            "--log-level",
-            "INFO",
-        ]
+        return server_command(self.db, "--max-talk-time", "3600", log_level="INFO")
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ from pttd.bench.common import (
     median,
     nearest_rank,
     proc_cpu_seconds,
+    server_command,
     start_logging,
 )
 from pttd.cliargs import positive_int
@@ -290,25 +291,9 @@ class Pttd(Contender):
         return cls(db, tokens, max_talk_time)
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "pttd.cli",
-            "server",
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--db",
-            str(self.db),
-            "--max-packet-rate",
-            "0",
-            "--max-talk-time",
-            str(self.max_talk_time),
-            "--log-level",
-            "WARNING",
-        ]
+        return server_command(
+            self.db, "--max-packet-rate", "0", "--max-talk-time", str(self.max_talk_time)
+        )
 
     @staticmethod
     async def _next(ws: ClientConnection) -> p.ServerMessage:
