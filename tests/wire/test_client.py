@@ -194,6 +194,8 @@ def test_a_refused_logon_revokes_and_stops_the_retries() -> None:
     ("error", "reason"),
     [
         (p.NOT_AUTHORIZED, p.REASON_RATE_LIMITED),  # someone else's guessing behind our NAT
+        (p.NOT_AUTHORIZED, p.REASON_ENCRYPTED_ROOM),  # the credential is good
+        (p.NOT_AUTHORIZED, p.REASON_TOO_MANY_SESSIONS),
         (p.INVALID_REQUEST, None),
         (p.INTERNAL_SERVER_ERROR, None),
     ],
@@ -206,7 +208,7 @@ def test_any_other_logon_failure_is_retried(error: str, reason: str | None) -> N
     outcomes = h.closed()
     assert not [o for o in outcomes if isinstance(o, Revoked)]
     assert ended(outcomes).result == "failed"
-    assert h.core.last_error == f"logon refused: {error}"
+    assert h.core.last_error == f"logon refused: {error}" + (f" ({reason})" if reason else "")
     assert h.core.retry_delay() is not None
 
 
@@ -367,7 +369,10 @@ def test_streams_text_and_audio_of_others_are_passed_on() -> None:
     ]
     for message in heard:
         assert h.hear(message) == [message]
-    assert h.hear(p.OnChannelStatus("ops", "online", 3)) == []
+    status = p.OnChannelStatus("ops", "online", 3, encrypted=True)  # for the room keys
+    assert h.hear(status) == [status]
+    key = p.OnRoomKey("ops", "c2VhbGVk")
+    assert h.hear(key) == [key]
 
 
 # --------------------------------------------------------------------------- revocation

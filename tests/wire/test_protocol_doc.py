@@ -352,7 +352,7 @@ def test_the_device_side_states_the_revocation_rule_the_two_cores_share() -> Non
         f"the server closes the connection with close code {client.CLOSE_POLICY} and reason "
         f"`{client.REVOKED_REASON}`"
     ) in said
-    assert f"is `{p.NOT_AUTHORIZED}` without `reason` `{p.REASON_RATE_LIMITED}`" in said
+    assert f"is `{p.NOT_AUTHORIZED}` without a `reason` (`{p.REASON_RATE_LIMITED}`" in said
     assert f"Nothing else revokes: an `on_error` `{p.NOT_AUTHORIZED}`" in said
     kicks = re.findall(
         r'_kick\(\w+, p\.(\w+), "([^"]+)", out\)',

@@ -63,6 +63,8 @@ from pttd.wire.client import (
 
 log = logging.getLogger(__name__)
 
+WAITING_FOR_KEY = "waiting for its room key"
+
 LinkEvent: TypeAlias = (
     LinkConnecting
     | LinkUp
@@ -75,6 +77,8 @@ LinkEvent: TypeAlias = (
     | p.OnStreamStop
     | p.OnTextMessage
     | p.AudioPacket
+    | p.OnRoomKey
+    | p.OnChannelStatus
 )
 LinkHandler = Callable[[LinkEvent], None]
 
@@ -324,8 +328,10 @@ class ServerLink:
 
     # -- sending (called from the daemon, on the loop thread; never blocks) -------------------
 
-    def start_stream(self, request: int, room: str, priority: p.Priority) -> None:
-        self._apply(self.core.start_stream(request, room, priority, self._now()))
+    def start_stream(
+        self, request: int, room: str, priority: p.Priority, sframe_suite: int | None = None
+    ) -> None:
+        self._apply(self.core.start_stream(request, room, priority, self._now(), sframe_suite))
 
     def stop_stream(self, stream_id: int, room: str | None) -> None:
         self._apply(self.core.stop_stream(stream_id, room))
@@ -491,7 +497,9 @@ class ServerLink:
                 ", ".join(outcome.rooms),
                 f"; {back}" if back else "",
             )
-            self._handler(LinkUp(outcome.t, outcome.rooms))
+            # Encrypted rooms start locked: the daemon's keyring unlocks those it holds keys for.
+            locked = tuple((room, WAITING_FOR_KEY) for room in outcome.encrypted)
+            self._handler(LinkUp(outcome.t, outcome.rooms, locked))
         elif isinstance(outcome, Offline):
             self._handler(LinkDown(outcome.t, outcome.reason))
         elif isinstance(outcome, Granted):

@@ -25,6 +25,11 @@ goes on: that input is still there to switch it off, and a pedal unplugged on th
 nothing about the talk a hand button started (in hold mode likewise, a talk another input holds
 goes on).
 
+An encrypted room where the device holds no usable room key (not approved yet, a key refused, a
+rotation that left it out) is *locked*: a press there plays the error tone and the microphone
+never opens; a talk in a room that becomes locked ends at once. Which rooms are locked, and why,
+the daemon learns from its keyring and says with :class:`LinkUp` and :class:`RoomLock`.
+
 Every way out of talking closes capture first. Captured audio is sent only under a stream the
 server granted; audio captured before the grant is held and sent first once it comes, and
 dropped unsent on refusal.
@@ -106,6 +111,16 @@ class LinkConnecting:
 class LinkUp:
     t: float
     rooms: tuple[str, ...]
+    locked: tuple[tuple[str, str], ...] = ()  # (room, why no talk there): encrypted, no key
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLock:
+    """An encrypted room's key changed: ``why`` the device cannot talk there (None: it can)."""
+
+    t: float
+    room: str
+    why: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +236,7 @@ Event: TypeAlias = (
     | InputLost
     | LinkConnecting
     | LinkUp
+    | RoomLock
     | LinkDown
     | CredentialRefused
     | Paired
@@ -357,6 +373,7 @@ class DeviceMachine:
     talk: Talk = Talk.IDLE
     rooms: tuple[str, ...] = ()
     room: str | None = None  # the selected room (transmit); the device listens to all
+    locked: dict[str, str] = field(default_factory=dict)  # room -> why no talk (no room key)
     capture_open: bool = False
     audio_test: bool = False
     # A press that went nowhere (refused, timed out, cut by link loss or room change): nothing
@@ -451,6 +468,8 @@ class DeviceMachine:
                     self.link = Link.CONNECTING
             case LinkUp():
                 self._on_link_up(event, out)
+            case RoomLock():
+                self._on_room_lock(event, out)
             case LinkDown():
                 self._on_link_down(event, out)
             case CredentialRefused():
@@ -482,7 +501,12 @@ class DeviceMachine:
     # -- talking ---------------------------------------------------------------------------
 
     def _may_talk(self) -> bool:
-        return self.link is Link.ONLINE and self.room is not None and not self.blocked
+        return (
+            self.link is Link.ONLINE
+            and self.room is not None
+            and self.room not in self.locked
+            and not self.blocked
+        )
 
     def _on_press(self, event: PttPressed, out: list[Action]) -> None:
         button = ("emergency" if event.emergency else "ptt", event.source)
@@ -502,9 +526,12 @@ class DeviceMachine:
             return
         if not self._may_talk():
             out.append(PlayTone(Tone.ERROR))
-            self.last_error = f"cannot talk: link {self.link.value}" + (
-                "" if self.room else ", no room"
-            )
+            if self.link is Link.ONLINE and self.room in self.locked:
+                self.last_error = f"cannot talk in {self.room}: {self.locked[self.room]}"
+            else:
+                self.last_error = f"cannot talk: link {self.link.value}" + (
+                    "" if self.room else ", no room"
+                )
             out.append(Report(f"{pressed}: {self.last_error}"))
             self._block()
             return
@@ -634,6 +661,7 @@ class DeviceMachine:
         self.paired = False
         self.link = Link.UNPAIRED
         self.rooms = ()
+        self.locked.clear()
         self._clear_incoming()
         if self.room is not None:
             self.room = None
@@ -682,6 +710,7 @@ class DeviceMachine:
             return
         self.link = Link.ONLINE
         self.rooms = event.rooms
+        self.locked = dict(event.locked)
         if self.room not in self.rooms:
             self._end_talk(out, block=True, why="cut: the room is gone")
             room = self.rooms[0] if self.rooms else None
@@ -690,6 +719,18 @@ class DeviceMachine:
                 out.append(RoomSelected(room))
                 out.append(Report(f"room {room} selected" if room else "no room to talk in"))
         out.append(PlayTone(Tone.CONNECTED))
+
+    def _on_room_lock(self, event: RoomLock, out: list[Action]) -> None:
+        if event.why is None:
+            if self.locked.pop(event.room, None) is not None:
+                out.append(Report(f"room {event.room}: room key ready"))
+            return
+        self.locked[event.room] = event.why
+        out.append(Report(f"room {event.room}: cannot talk there: {event.why}"))
+        if event.room == self.room and self.talk is not Talk.IDLE:
+            self.last_error = f"cannot talk in {event.room}: {event.why}"
+            self._end_talk(out, block=True, why=f"cut: {event.why}")
+            out.append(PlayTone(Tone.ERROR))
 
     def _on_link_down(self, event: LinkDown, out: list[Action]) -> None:
         was_online = self.link is Link.ONLINE

@@ -27,6 +27,7 @@ radio stays off the air) and the line tells the installer what to look at.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -46,15 +47,20 @@ log = logging.getLogger(__name__)
 CREDENTIAL_FILE = "credential.json"
 SETTINGS_FILE = "settings.json"
 PIN_FILE = "console-pin.json"
-STATE_FILES = (CREDENTIAL_FILE, SETTINGS_FILE, PIN_FILE)
+IDENTITY_FILE = "identity.json"  # the private identity key of end-to-end encryption
+SFRAME_FILE = "sframe.json"  # the SFrame counter generation (counters never repeat)
+STATE_FILES = (CREDENTIAL_FILE, SETTINGS_FILE, PIN_FILE, IDENTITY_FILE, SFRAME_FILE)
 _LEAK = {  # what a file readable by others may have given away, and what to do about it
     CREDENTIAL_FILE: "its token may have been copied: unpair and pair again to be sure",
+    IDENTITY_FILE: "its private key may have been copied: unpair and pair again to be sure",
     PIN_FILE: "the PIN's hash may have been copied: set a new PIN ('pin set') to be sure",
 }
 _RISK = {  # what a file others could write may have been made to do
     CREDENTIAL_FILE: "it may point the device at someone else's server",
     SETTINGS_FILE: "it may have been changed (server address, TLS check, talk time-out ...)",
     PIN_FILE: "the installer PIN in it may have been changed",
+    IDENTITY_FILE: "the identity key in it may have been replaced",
+    SFRAME_FILE: "the counter generation in it may have been turned back (nonce reuse)",
 }
 _DIR_RISK = "a credential, settings or the PIN record in it may have been planted or removed"
 
@@ -66,6 +72,10 @@ class Credential:
     auth_token: str = field(repr=False)
     rooms: tuple[str, ...]
     paired_at: float = 0.0
+    # End-to-end encryption: the public half of the identity key made at pairing (its private
+    # half is in IDENTITY_FILE), and the room key authority's public key from the pairing link.
+    identity_key: str | None = None
+    authority_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +252,8 @@ class Store:
                 auth_token=str(data["auth_token"]),
                 rooms=tuple(str(r) for r in data["rooms"]),
                 paired_at=float(data.get("paired_at", 0.0)),
+                identity_key=_optional_text(data.get("identity_key")),
+                authority_key=_optional_text(data.get("authority_key")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.dir / CREDENTIAL_FILE}: incomplete credential") from exc
@@ -263,8 +275,37 @@ class Store:
                 raise StoreError(f"{path}: cannot remove: {exc.strerror}") from exc
 
     def wipe_credential(self) -> None:
+        """The credential goes, and with it the identity key made at its pairing."""
         self._remove(CREDENTIAL_FILE)
+        self._remove(IDENTITY_FILE)
         log.info("credential wiped")
+
+    # -- end-to-end encryption ----------------------------------------------------------------
+
+    def identity(self) -> bytes | None:
+        """The private identity key made at pairing (None: none yet); StoreError if unreadable."""
+        data = self._read(IDENTITY_FILE)
+        if data is None:
+            return None
+        try:
+            return base64.b64decode(str(data["private"]), validate=True)
+        except (KeyError, ValueError) as exc:
+            raise StoreError(f"{self.dir / IDENTITY_FILE}: not an identity key") from exc
+
+    def save_identity(self, private: bytes) -> None:
+        self._write(IDENTITY_FILE, {"private": base64.b64encode(private).decode("ascii")})
+        log.info("identity key saved")
+
+    def next_generation(self) -> int:
+        """A number never given before by this state directory (1, 2, …), persisted before it
+        is returned: each start of the daemon sends under counters of a generation of its own,
+        so that an SFrame counter never repeats under one key, whatever was sent before."""
+        data = self._read(SFRAME_FILE) or {}
+        last = data.get("generation", 0)
+        if not isinstance(last, int) or last < 0:
+            raise StoreError(f"{self.dir / SFRAME_FILE}: not a counter generation")
+        self._write(SFRAME_FILE, {"generation": last + 1})
+        return last + 1
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -320,6 +361,10 @@ class Store:
         self.wipe_credential()
         self._remove(SETTINGS_FILE)
         self.wipe_pin()
+
+
+def _optional_text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _kind(st: os.stat_result) -> str:

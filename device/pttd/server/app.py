@@ -415,7 +415,15 @@ class RoomServer:
 
     def _authenticate(self, m: p.Logon, password_allowed: bool) -> Principal | None:
         """Runs in a worker thread. Channel-API clients always send an ``auth_token``; one the
-        server does not know is ignored when a username and password come with it."""
+        server does not know is ignored when a username and password come with it. The identity
+        key a client logs on with is kept for the key authority to approve (or not)."""
+        principal = self._credentials(m, password_allowed)
+        if principal is not None and m.identity_key is not None:
+            with contextlib.suppress(NotFound):  # removed meanwhile: the logon fails later
+                self.registry.set_identity_key(principal.kind, principal.name, m.identity_key)
+        return principal
+
+    def _credentials(self, m: p.Logon, password_allowed: bool) -> Principal | None:
         reg = self.registry
         if m.refresh_token is not None:
             principal = reg.check_refresh_token(m.refresh_token)

@@ -30,6 +30,11 @@ each name, indexed. A revoked device's name is free again.
 The file and its ``-wal``/``-shm`` are its owner's only (0600): created so, and repaired at open
 when they are not (with a warning), or refused when they cannot be.
 
+End-to-end encryption: the registry is only the key authority's mailbox. It keeps which rooms
+are encrypted, each member's public identity key (sent at logon), the authority's public key (for
+pairing links), and the room keys the authority sealed for each member (ciphertext the server
+cannot open, signed so that it cannot forge one); never a key that opens anything.
+
 No audio is ever stored here.
 """
 
@@ -50,7 +55,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pttd import kdf
 from pttd.errors import (
@@ -72,7 +77,7 @@ from pttd.wire.messages import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 5000
 
 TOKEN_BYTES: Final = 32  # device auth tokens and refresh tokens
@@ -106,17 +111,35 @@ CREATE INDEX refresh_tokens_device ON refresh_tokens(device);
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
 """
 
+# Schema 3: end-to-end encryption (see the module's docstring).
+_KEYS_TABLES: Final = """
+CREATE TABLE room_keys (
+    room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
+    member TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    sealed TEXT NOT NULL,
+    published_at REAL NOT NULL,
+    PRIMARY KEY (room, member)
+);
+CREATE TABLE facts (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
 _SCHEMA: Final = (
     """
 CREATE TABLE rooms (
-    name TEXT PRIMARY KEY
+    name TEXT PRIMARY KEY,
+    encrypted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
     created_at REAL NOT NULL,
     name_key TEXT NOT NULL,
-    emergency INTEGER NOT NULL DEFAULT 0
+    emergency INTEGER NOT NULL DEFAULT 0,
+    identity_key TEXT
 );
 CREATE INDEX users_name_key ON users(name_key);
 CREATE TABLE user_rooms (
@@ -131,7 +154,8 @@ CREATE TABLE devices (
     revoked INTEGER NOT NULL DEFAULT 0,
     last_seen REAL,
     name_key TEXT NOT NULL,
-    emergency INTEGER NOT NULL DEFAULT 0
+    emergency INTEGER NOT NULL DEFAULT 0,
+    identity_key TEXT
 );
 CREATE INDEX devices_name_key ON devices(name_key);
 CREATE TABLE device_rooms (
@@ -157,6 +181,7 @@ CREATE TABLE pair_code_rooms (
     PRIMARY KEY (code_hash, room)
 );
 """
+    + _KEYS_TABLES
 )
 
 
@@ -186,6 +211,16 @@ class DeviceInfo:
     revoked: bool
     last_seen: float | None
     emergency: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A user or active device as the key authority sees it."""
+
+    kind: Literal["user", "device"]
+    name: str
+    rooms: tuple[str, ...]
+    identity_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,8 +401,10 @@ class Registry:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 logger.info("created registry %s (schema version %s)", self.path, SCHEMA_VERSION)
-            elif version == 1:
-                self._migrate_1_to_2(db)
+            elif version in (1, 2):
+                if version == 1:
+                    self._migrate_1_to_2(db)
+                self._migrate_2_to_3(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise RegistryError(
@@ -418,10 +455,9 @@ class Registry:
         )
         after = db.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0]
         logger.info(
-            "registry %s: schema 1 upgraded to %s (refresh tokens: %d kept, %d expired or beyond "
+            "registry %s: schema 1 upgraded to 2 (refresh tokens: %d kept, %d expired or beyond "
             "%d per owner dropped)",
             self.path,
-            SCHEMA_VERSION,
             after,
             before - after,
             MAX_REFRESH_FAMILIES,
@@ -434,6 +470,17 @@ class Registry:
                 first,
                 second,
             )
+
+    def _migrate_2_to_3(self, db: sqlite3.Connection) -> None:
+        """Schema 2 → 3, in the caller's transaction: end-to-end encryption (no room encrypted,
+        no identity key, no room key yet)."""
+        db.execute("ALTER TABLE rooms ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0")
+        for table in ("users", "devices"):  # constants of this module
+            db.execute(f"ALTER TABLE {table} ADD COLUMN identity_key TEXT")
+        for statement in _KEYS_TABLES.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        logger.info("registry %s: upgraded to schema %s", self.path, SCHEMA_VERSION)
 
     @staticmethod
     def _look_alikes(db: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -516,14 +563,33 @@ class Registry:
 
     # --- rooms -------------------------------------------------------------------------------
 
-    def add_room(self, name: str) -> None:
-        """Create a room. InvalidName for a bad name, AlreadyExists if taken."""
+    def add_room(self, name: str, *, encrypted: bool = False) -> None:
+        """Create a room (``encrypted``: end-to-end, SFrame only). InvalidName for a bad name,
+        AlreadyExists if taken."""
         check_name(name, "room name")
         with self._write() as db:
             if db.execute("SELECT 1 FROM rooms WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExists(f"room {name!r} already exists")
-            db.execute("INSERT INTO rooms (name) VALUES (?)", (name,))
-        logger.info("room %s added", name)
+            db.execute("INSERT INTO rooms (name, encrypted) VALUES (?, ?)", (name, int(encrypted)))
+        logger.info("room %s added%s", name, " (encrypted)" if encrypted else "")
+
+    def set_encrypted(self, name: str, encrypted: bool) -> None:
+        """Mark a room end-to-end encrypted (or clear again). NotFound. Connections follow at
+        the server's next look at the registry: clear clients leave a room that turned
+        encrypted, a clear talk in it ends."""
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE rooms SET encrypted = ? WHERE name = ?", (int(encrypted), name)
+            ).rowcount
+            if changed == 0:
+                raise NotFound(f"no room named {name!r}")
+            if not encrypted:
+                db.execute("DELETE FROM room_keys WHERE room = ?", (name,))
+        logger.info("room %s is now %s", name, "encrypted" if encrypted else "clear")
+
+    def encrypted_rooms(self) -> set[str]:
+        with self._read() as db:
+            return {row[0] for row in db.execute("SELECT name FROM rooms WHERE encrypted = 1")}
 
     def remove_room(self, name: str) -> None:
         """Delete a room, and take it off every user's, device's and pairing code's list."""
@@ -642,7 +708,9 @@ class Registry:
         if row is None:
             return None
         rooms = self._rooms_of(db, "user_rooms", "user", name)
-        return Principal("user", name, frozenset(rooms), emergency=bool(row[0]))
+        return Principal(
+            "user", name, frozenset(rooms), emergency=bool(row[0]), **self._keys_of(db, name, rooms)
+        )
 
     def _device(self, db: sqlite3.Connection, name: str) -> Principal | None:
         """The active device's Principal as the registry has it now; None if it is not."""
@@ -653,8 +721,27 @@ class Registry:
             return None
         rooms = self._rooms_of(db, "device_rooms", "device", name)
         return Principal(
-            "device", name, frozenset(rooms), credential=row[0], emergency=bool(row[1])
+            "device",
+            name,
+            frozenset(rooms),
+            credential=row[0],
+            emergency=bool(row[1]),
+            **self._keys_of(db, name, rooms),
         )
+
+    @staticmethod
+    def _keys_of(db: sqlite3.Connection, name: str, rooms: Sequence[str]) -> dict[str, Any]:
+        """A principal's encrypted rooms, and the room keys sealed for it in them."""
+        encrypted = {
+            row[0] for row in db.execute("SELECT name FROM rooms WHERE encrypted = 1")
+        } & set(rooms)
+        keys = db.execute(
+            "SELECT room, sealed FROM room_keys WHERE member = ? ORDER BY room", (name,)
+        ).fetchall()
+        return {
+            "encrypted": frozenset(encrypted),
+            "room_keys": tuple((room, sealed) for room, sealed in keys if room in encrypted),
+        }
 
     # --- devices -----------------------------------------------------------------------------
 
@@ -699,6 +786,7 @@ class Registry:
             if db.execute("UPDATE devices SET revoked = 1 WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(f"no device named {name!r}")
             db.execute("DELETE FROM refresh_tokens WHERE device = ?", (name,))
+            db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
         logger.info("device %s revoked", name)
 
     def is_revoked(self, name: str) -> bool:
@@ -724,10 +812,16 @@ class Registry:
                 now = self._device(db, p.name) if p.kind == "device" else self._user(db, p.name)
                 if now is None or now.credential != p.credential:
                     out[p] = None
-                elif (now.rooms, now.emergency) == (p.rooms, p.emergency):
+                elif now == p:  # who it is, its rooms, grant, encrypted rooms and room keys
                     out[p] = p
                 else:
-                    out[p] = replace(p, rooms=now.rooms, emergency=now.emergency)
+                    out[p] = replace(
+                        p,
+                        rooms=now.rooms,
+                        emergency=now.emergency,
+                        encrypted=now.encrypted,
+                        room_keys=now.room_keys,
+                    )
         return out
 
     def unpair_device(self, name: str) -> None:
@@ -736,7 +830,84 @@ class Registry:
             # refresh_tokens and device_rooms go with it (ON DELETE CASCADE).
             if db.execute("DELETE FROM devices WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(f"no device named {name!r}")
+            db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
         logger.info("device %s unpaired", name)
+
+    # --- the key authority's mailbox ---------------------------------------------------------
+
+    def set_identity_key(self, kind: Literal["user", "device"], name: str, key: str) -> bool:
+        """Record the public identity key a user or device logged on with; True when it is new
+        or changed (the key authority approves it, or not, by its fingerprint). NotFound."""
+        table = "users" if kind == "user" else "devices"
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT identity_key FROM {table} WHERE name = ?",  # noqa: S608
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no {kind} named {name!r}")
+            if row[0] == key:
+                return False
+            db.execute(
+                f"UPDATE {table} SET identity_key = ? WHERE name = ?",  # noqa: S608
+                (key, name),
+            )
+        change = "new" if row[0] is None else "changed"
+        logger.info("%s %s has a %s identity key", kind, name, change)
+        return True
+
+    def members(self) -> list[MemberInfo]:
+        """Every user and active device, with its rooms and the identity key it logged on with
+        (None: none yet): what the key authority approves from."""
+        with self._read() as db:
+            users = db.execute("SELECT name, identity_key FROM users ORDER BY name").fetchall()
+            devices = db.execute(
+                "SELECT name, identity_key FROM devices WHERE revoked = 0 ORDER BY name"
+            ).fetchall()
+            return [
+                MemberInfo("user", name, self._rooms_of(db, "user_rooms", "user", name), key)
+                for name, key in users
+            ] + [
+                MemberInfo("device", name, self._rooms_of(db, "device_rooms", "device", name), key)
+                for name, key in devices
+            ]
+
+    def publish_room_keys(
+        self, room: str, sealed: Sequence[tuple[str, int, str]], *, only: bool = False
+    ) -> None:
+        """Keep the room keys the authority sealed, ``(member, epoch, sealed key)``, for the
+        server to hand each member (replacing that member's older one). ``only``: these are the
+        room's only members now (a rotation): every other member's key in it goes. NotFound for
+        an unknown room."""
+        now = time.time()
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is None:
+                raise NotFound(f"no room named {room!r}")
+            if only:
+                db.execute("DELETE FROM room_keys WHERE room = ?", (room,))
+            db.executemany(
+                "INSERT OR REPLACE INTO room_keys (room, member, epoch, sealed, published_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(room, member, epoch, text, now) for member, epoch, text in sealed],
+            )
+        logger.info("room %s: %d room keys published", room, len(sealed))
+
+    def room_key_epochs(self, room: str) -> dict[str, int]:
+        """Which member holds a room key of which epoch in ``room`` (for the admin)."""
+        with self._read() as db:
+            rows = db.execute("SELECT member, epoch FROM room_keys WHERE room = ?", (room,))
+            return {member: epoch for member, epoch in rows}
+
+    def set_authority_key(self, key: str) -> None:
+        """The key authority's public key, which pairing links carry to the devices."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO facts (name, value) VALUES ('authority', ?)", (key,))
+        logger.info("key authority's public key recorded")
+
+    def authority_key(self) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT value FROM facts WHERE name = 'authority'").fetchone()
+        return None if row is None else str(row[0])
 
     # --- refresh tokens ----------------------------------------------------------------------
 

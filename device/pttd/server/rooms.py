@@ -55,6 +55,7 @@ class Room(Generic[M]):
     name: str
     members: dict[M, None] = field(default_factory=dict)
     stream: Stream[M] | None = None
+    encrypted: bool = False  # its audio is SFrame only; as the registry said at the last look
 
     @property
     def users_online(self) -> int:

@@ -25,7 +25,11 @@ The rules, each in one place:
 * audio: relayed only under the sender's own stream, renumbered; packets of a stream the server
   just ended (still in flight) are dropped quietly; a talk ends at ``max_talk_time`` and after
   ``stream_idle_timeout`` without audio;
-* revocation: a revoked device's connections are closed at once, and it sends nothing after.
+* revocation: a revoked device's connections are closed at once, and it sends nothing after;
+* encrypted rooms: only clients that bring an identity key join them; only SFrame streams
+  (announced in the codec header) are talked there and no text is sent in clear; each member
+  gets the room keys the key authority sealed for it (:class:`p.OnRoomKey`), which the server
+  passes on and can neither open nor forge.
 
 Who is in which room and who holds each floor is asked of a :class:`RoomDirectory`:
 :class:`LocalRooms` keeps them in this process (floor rules: :mod:`pttd.server.rooms`); an
@@ -73,6 +77,9 @@ class Principal:
     rooms: frozenset[str]
     credential: str = ""
     emergency: bool = False  # granted emergency priority (may pre-empt a normal talk)
+    encrypted: frozenset[str] = frozenset()  # which of its rooms are encrypted
+    # (room, sealed room key) for each of its rooms the key authority sealed a key in for it
+    room_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # The refresh token this logon came with, as (its family, its hash): the registry rotates it
     # when it issues the next one. Not part of who the principal is.
     refreshed_with: tuple[str, str] | None = field(default=None, repr=False, compare=False)
@@ -134,6 +141,7 @@ class Session(Generic[C]):
         "principal",
         "refusal_limit",
         "rooms",
+        "sframe",
         "text_limit",
     )
 
@@ -146,6 +154,7 @@ class Session(Generic[C]):
         self.attempt: float | None = None
         self.rooms: dict[str, Room[Session[C]]] = {}
         self.listen_only = False
+        self.sframe = False  # logged on with an identity key: it may be in encrypted rooms
         self.logon_deadline: float | None = now + settings.logon_timeout
         self.text_limit = RateLimiter(settings.max_text_rate, settings.max_text_rate * 2, now)
         self.packet_limit = RateLimiter(settings.max_packet_rate, settings.max_packet_rate, now)
@@ -465,6 +474,20 @@ class ServerCore(Generic[C]):
             not_allowed = [r for r in m.channels if r not in principal.rooms]
             if not_allowed:
                 raise ProtocolError(p.NOT_AUTHORIZED, f"rooms {not_allowed}", m.seq)
+            sealed = [r for r in m.channels if r in principal.encrypted]
+            if sealed and m.identity_key is None:
+                # A client that knows nothing of SFrame would hear noise: it is told why.
+                self.note(
+                    logging.INFO,
+                    "refused",
+                    "logon of %s refused: %s encrypted, and it has no identity key",
+                    principal.name,
+                    ", ".join(sealed),
+                )
+                self._answer(
+                    session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_ENCRYPTED_ROOM
+                )
+                return out
             if self._too_many_sessions(principal):
                 self._answer(
                     session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_TOO_MANY_SESSIONS
@@ -506,6 +529,7 @@ class ServerCore(Generic[C]):
                 out.append(Close(other.conn, CLOSE_NORMAL, "replaced by a new logon"))
         session.principal = principal
         session.listen_only = m.listen_only
+        session.sframe = m.identity_key is not None
         session.logon_deadline = None
         self.note(
             logging.INFO,
@@ -517,11 +541,16 @@ class ServerCore(Generic[C]):
             ", ".join(m.channels),
             " (listen only)" if m.listen_only else "",
         )
-        self._answer(session, m.seq, out, refresh_token=refresh_token)
+        encrypted = tuple(r for r in m.channels if r in principal.encrypted)
+        self._answer(session, m.seq, out, refresh_token=refresh_token, encrypted=encrypted or None)
+        keys = dict(principal.room_keys)
         for name in m.channels:
             room = self.directory.room(name)
+            room.encrypted = name in principal.encrypted
             room.join(session)
             session.rooms[name] = room
+            if name in keys:
+                out.append(Send((session.conn,), p.OnRoomKey(name, keys[name]).to_json()))
             self._announce_status(room, out)
             if room.stream is not None:  # late entry: hear the talk already going on
                 out.append(Send((session.conn,), self._stream_start(room.stream).to_json()))
@@ -542,7 +571,9 @@ class ServerCore(Generic[C]):
         return True
 
     def _announce_status(self, room: Room[Session[C]], out: list[Action[C]]) -> None:
-        status = p.OnChannelStatus(room.name, "online", room.users_online).to_json()
+        status = p.OnChannelStatus(
+            room.name, "online", room.users_online, encrypted=room.encrypted
+        ).to_json()
         out.append(Send(tuple(s.conn for s in room.members), status))
 
     # floor ---------------------------------------------------------------
@@ -575,6 +606,27 @@ class ServerCore(Generic[C]):
         if session.listen_only:
             raise ProtocolError(p.LISTEN_ONLY_CONNECTION, "start_stream", m.seq)
         room = self._room_for(session, m.channel, m.seq)
+        sframe = m.codec_header.sframe_suite is not None
+        if sframe != room.encrypted:
+            # Clear audio in an encrypted room, or SFrame where nobody holds a key: refused, so
+            # that nobody hears what they cannot (or must not) decode.
+            self.note(
+                logging.INFO,
+                "floor",
+                "floor of %s refused to %s: %s stream in an %s room",
+                room.name,
+                session.name,
+                "an SFrame" if sframe else "a clear",
+                "encrypted" if room.encrypted else "unencrypted",
+            )
+            self._answer(
+                session,
+                m.seq,
+                out,
+                error=p.FAILED_TO_START_STREAM,
+                reason=p.REASON_CLEAR_ROOM if sframe else p.REASON_ENCRYPTED_ROOM,
+            )
+            return
         priority = m.priority
         principal = session.principal
         assert principal is not None  # text() lets nothing else through before a logon
@@ -679,6 +731,11 @@ class ServerCore(Generic[C]):
         if session.listen_only:
             raise ProtocolError(p.LISTEN_ONLY_CONNECTION, "send_text_message", m.seq)
         room = self._room_for(session, m.channel, m.seq)
+        if room.encrypted:  # a text would cross the server in clear: not in an encrypted room
+            self._answer(
+                session, m.seq, out, error=p.NOT_AUTHORIZED, reason=p.REASON_ENCRYPTED_ROOM
+            )
+            return
         event = p.OnTextMessage(room.name, session.name, m.text, self.directory.next_message_id())
         to = tuple(
             s.conn
@@ -868,7 +925,10 @@ class ServerCore(Generic[C]):
                 self._kick(session, p.NOT_AUTHORIZED, "revoked", out)
                 continue
             session.principal = new
-            for name in [r for r in session.rooms if r not in new.rooms]:
+            gone = [r for r in session.rooms if r not in new.rooms]
+            if not session.sframe:  # a room turned encrypted: a clear client leaves it
+                gone += [r for r in session.rooms if r in new.encrypted and r not in gone]
+            for name in gone:
                 log.info("%s may no longer be in %s: it leaves", old.name, name)
                 room = session.rooms.pop(name)
                 ended = room.leave(session)
@@ -877,7 +937,29 @@ class ServerCore(Generic[C]):
                     self._end_stream(ended, p.REASON_DISCONNECTED, out, notify_talker=False)
                 out.append(Send((session.conn,), p.OnChannelStatus(name, "offline").to_json()))
                 self._announce_status(room, out)
+            self._room_keys_changed(session, old, new, out)
         return out
+
+    def _room_keys_changed(
+        self, session: Session[C], old: Principal, new: Principal, out: list[Action[C]]
+    ) -> None:
+        """A room turned encrypted (or clear), or the key authority sealed a new room key for
+        this member (a rotation, an approval): the member is told. A talk of the wrong kind for
+        the room now (clear in an encrypted room) ends."""
+        for name, room in session.rooms.items():
+            encrypted = name in new.encrypted
+            if room.encrypted != encrypted:
+                room.encrypted = encrypted
+                log.info("room %s is now %s", name, "encrypted" if encrypted else "clear")
+                stream = room.stream
+                if stream is not None and (stream.codec_header.sframe_suite is None) == encrypted:
+                    stream.talker.ended_streams.append(stream.stream_id)
+                    self._end_stream(stream, p.REASON_ENCRYPTED_ROOM, out)
+                self._announce_status(room, out)
+        before = dict(old.room_keys)
+        for name, key in new.room_keys:
+            if name in session.rooms and before.get(name) != key:
+                out.append(Send((session.conn,), p.OnRoomKey(name, key).to_json()))
 
     def shutdown(self) -> list[Action[C]]:
         """The server stops: every talk ends (the connections are then closed by the caller)."""

@@ -24,8 +24,12 @@ The rules, each in one place:
   another stream is ours) is stopped at once (:meth:`ClientCore._on_stream_answer`);
 * revocation: decided on one of two explicit signals only, and nothing else (an ``on_error``
   ``not authorized`` on its own never revokes): the answer to *our* logon is ``not authorized``
-  without ``reason`` ``rate limited``, or the server closes the connection with 1008
-  ``revoked`` (:meth:`ClientCore._on_logon_answer`, :meth:`ClientCore.closed`);
+  without a ``reason`` (``rate limited``, ``too many sessions``, ``encrypted room`` … say the
+  credential is good), or the server closes the connection with 1008 ``revoked``
+  (:meth:`ClientCore._on_logon_answer`, :meth:`ClientCore.closed`);
+* encrypted rooms: the logon carries the device's public identity key; a talk in an encrypted
+  room announces SFrame in its codec header; the sealed room keys and room states the server
+  passes on go to the device, which alone can open them.
 * reconnecting: exponential back-off with full jitter (:class:`Backoff`), afresh after a session
   that got online; none after a revocation (the device waits to be paired again).
 """
@@ -35,7 +39,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, Protocol, TypeAlias
 
 from pttd import __version__
@@ -65,6 +69,10 @@ class Account(Protocol):
 
     @property
     def device_name(self) -> str: ...
+
+    @property
+    def identity_key(self) -> str | None:
+        """The device's public identity key (text), made at pairing: for encrypted rooms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +111,11 @@ Action: TypeAlias = Send | Close
 
 @dataclass(frozen=True, slots=True)
 class Online:
-    """Logged on; the rooms of the logon are joined."""
+    """Logged on; the rooms of the logon are joined (``encrypted``: those that are encrypted)."""
 
     t: float
     rooms: tuple[str, ...]
+    encrypted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +210,16 @@ class BadFrame:
     audio: bool
 
 
-Heard: TypeAlias = p.OnStreamStart | p.OnStreamStop | p.OnTextMessage | p.AudioPacket
-"""Incoming streams, their audio and text messages, passed on as parsed."""
+Heard: TypeAlias = (
+    p.OnStreamStart
+    | p.OnStreamStop
+    | p.OnTextMessage
+    | p.AudioPacket
+    | p.OnRoomKey
+    | p.OnChannelStatus
+)
+"""Incoming streams, their audio, text messages, sealed room keys and room states, passed on as
+parsed."""
 
 Outcome: TypeAlias = (
     Online
@@ -329,6 +346,7 @@ class ClientCore:
             version=s.version,
             platform_type=s.platform_type,
             platform_name=account.device_name,
+            identity_key=account.identity_key,
         )
         return [Send(logon.to_json())]
 
@@ -420,8 +438,6 @@ class ClientCore:
         if isinstance(message, p.OnError):
             # Never a revocation on its own: that is the logon's answer or the 1008 close.
             return [ServerError(now, message.error)]
-        if isinstance(message, p.OnChannelStatus):
-            return []
         return [message]
 
     def binary(self, frame: bytes, now: float) -> list[Effect]:
@@ -453,9 +469,9 @@ class ClientCore:
             self.sessions_online += 1
             self.backoff.reset()  # this session got online: the next wait starts afresh
             self.last_error = ""
-            return [Online(now, self.rooms)]
-        error = f"logon refused: {answer.error}"
-        if answer.error == p.NOT_AUTHORIZED and answer.reason != p.REASON_RATE_LIMITED:
+            return [Online(now, self.rooms, answer.encrypted or ())]
+        error = f"logon refused: {answer.error}" + (f" ({answer.reason})" if answer.reason else "")
+        if answer.error == p.NOT_AUTHORIZED and answer.reason is None:
             self._revoked = error  # the credential itself is refused: for good
         else:
             self._failure = error  # rate limited, or anything else: try again later
@@ -500,19 +516,26 @@ class ClientCore:
     # ------------------------------------------------------------------ the device speaks
 
     def start_stream(
-        self, request: int, room: str, priority: p.Priority, now: float
+        self,
+        request: int,
+        room: str,
+        priority: p.Priority,
+        now: float,
+        sframe_suite: int | None = None,
     ) -> list[Effect]:
         """Ask for the floor of ``room``; the answer comes back as :class:`Granted` or
-        :class:`Denied` for ``request`` (at once when offline or listen-only)."""
+        :class:`Denied` for ``request`` (at once when offline or listen-only). ``sframe_suite``:
+        the packets will be SFrame under this cipher suite (an encrypted room)."""
         if not self.online:
             return [Denied(now, request, OFFLINE)]
         if self.settings.listen_only:
             return [Denied(now, request, LISTEN_ONLY)]
         seq = self._next_seq()
         self.pending[seq] = Pending("start_stream", now + self.settings.answer_timeout, request)
+        header = replace(self.codec_header, sframe_suite=sframe_suite)
         message = p.StartStream(
-            self.codec_header,
-            self.codec_header.packet_duration_ms,
+            header,
+            header.packet_duration_ms,
             seq=seq,
             channel=room,
             priority=priority,

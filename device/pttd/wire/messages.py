@@ -45,6 +45,9 @@ MAX_SECRET: Final = 1024  # tokens, passwords, codes
 MAX_TEXT: Final = 2000  # characters of a text message
 MAX_ROOMS: Final = 64  # rooms in one logon
 MAX_U32: Final = 0xFFFF_FFFF
+MAX_KEY: Final = 2048  # characters of an identity public key (base64url; ML-KEM-768 + X25519)
+MAX_ROOM_KEY: Final = 16384  # characters of a sealed room key (base64url)
+SFRAME_SUITES: Final = (1, 2, 3, 4, 5)  # RFC 9605 cipher suites a codec_header may announce
 
 # Exact Channel-API error strings.
 UNKNOWN_COMMAND: Final = "unknown command"
@@ -74,6 +77,8 @@ REASON_USED_CODE: Final = "used code"
 REASON_RATE_LIMITED: Final = "rate limited"
 REASON_TOO_MANY_SESSIONS: Final = "too many sessions"  # one user's connections at once
 REASON_NOT_ALLOWED: Final = "not allowed"  # emergency priority not granted
+REASON_ENCRYPTED_ROOM: Final = "encrypted room"  # clear audio, text or client in one
+REASON_CLEAR_ROOM: Final = "clear room"  # an SFrame stream in a room that is not encrypted
 
 Priority: TypeAlias = Literal["normal", "emergency"]
 ChannelStatus: TypeAlias = Literal["online", "offline"]
@@ -86,13 +91,17 @@ OPUS_FRAME_MS: Final = (5, 10, 20, 40, 60)  # whole-millisecond Opus frame sizes
 
 @dataclass(frozen=True, slots=True)
 class CodecHeader:
-    """The 4-byte ``codec_header``: rate (16-bit LE), frames per packet, frame size in ms."""
+    """The ``codec_header``: rate (16-bit LE), frames per packet, frame size in ms (4 bytes, as
+    in the Channel API); [pttd] followed, for an SFrame-encrypted stream, by the RFC 9605 cipher
+    suite (16-bit BE): 6 bytes."""
 
     sample_rate: int = 48000
     frames_per_packet: int = 1
     frame_size_ms: int = 20
+    sframe_suite: int | None = None  # every packet's payload is SFrame under this suite
 
     _STRUCT: ClassVar[struct.Struct] = struct.Struct("<HBB")
+    _SUITE: ClassVar[struct.Struct] = struct.Struct(">H")
 
     def __post_init__(self) -> None:
         if self.sample_rate not in OPUS_SAMPLE_RATES:
@@ -103,6 +112,8 @@ class CodecHeader:
             raise ProtocolError(
                 INVALID_REQUEST, f"codec_header: {self.frames_per_packet} frames per packet"
             )
+        if self.sframe_suite is not None and self.sframe_suite not in SFRAME_SUITES:
+            raise ProtocolError(INVALID_REQUEST, f"codec_header: SFrame suite {self.sframe_suite}")
 
     @property
     def packet_duration_ms(self) -> int:
@@ -110,6 +121,8 @@ class CodecHeader:
 
     def encode(self) -> str:
         raw = self._STRUCT.pack(self.sample_rate, self.frames_per_packet, self.frame_size_ms)
+        if self.sframe_suite is not None:
+            raw += self._SUITE.pack(self.sframe_suite)
         return base64.b64encode(raw).decode("ascii")
 
     @classmethod
@@ -118,10 +131,11 @@ class CodecHeader:
             raw = base64.b64decode(text.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
             raise ProtocolError(INVALID_REQUEST, "codec_header is not base64") from exc
-        if len(raw) != cls._STRUCT.size:
-            raise ProtocolError(INVALID_REQUEST, f"codec_header has {len(raw)} bytes, not 4")
-        rate, frames, size = cls._STRUCT.unpack(raw)
-        return cls(rate, frames, size)
+        if len(raw) not in (cls._STRUCT.size, cls._STRUCT.size + cls._SUITE.size):
+            raise ProtocolError(INVALID_REQUEST, f"codec_header has {len(raw)} bytes, not 4 or 6")
+        rate, frames, size = cls._STRUCT.unpack_from(raw)
+        suite = cls._SUITE.unpack_from(raw, cls._STRUCT.size)[0] if len(raw) > 4 else None
+        return cls(rate, frames, size, suite)
 
 
 # --------------------------------------------------------------------------- audio packets
@@ -242,6 +256,13 @@ class _Fields:
             raise self._bad(key, "must be true or false")
         return value
 
+    def key_text(self, key: str, limit: int) -> str | None:
+        """An optional base64url text (a public key, a sealed room key): ASCII only."""
+        value = self.opt_string(key, limit=limit)
+        if value is not None and value.strip(_BASE64URL):
+            raise self._bad(key, "must be base64url text")
+        return value
+
     def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
         value = self.obj.get(key)
         if value is None:  # absent or null: like every other optional field
@@ -274,6 +295,9 @@ class _Fields:
             return CodecHeader.decode(text)
         except ProtocolError as exc:
             raise ProtocolError(exc.error, exc.detail, self.seq) from exc
+
+
+_BASE64URL: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_="
 
 
 def _is_utf8(text: str) -> bool:
@@ -379,6 +403,7 @@ def _writes(*keys: str) -> Callable[[type[_M]], type[_M]]:
     "version",
     "platform_type",
     "platform_name",
+    "identity_key",
 )
 @dataclass(frozen=True, slots=True)
 class Logon(_Message):
@@ -395,6 +420,8 @@ class Logon(_Message):
     version: str | None = None
     platform_type: str | None = None
     platform_name: str | None = None
+    # [pttd] the client's public identity key: it may join encrypted rooms (SFrame)
+    identity_key: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback
         return f"Logon(seq={self.seq}, channels={self.channels}, username={self.username!r})"
@@ -426,6 +453,7 @@ class Logon(_Message):
             version=f.opt_string("version"),
             platform_type=f.opt_string("platform_type"),
             platform_name=f.opt_string("platform_name"),
+            identity_key=f.key_text("identity_key", MAX_KEY),
         )
 
 
@@ -533,13 +561,14 @@ _CLIENT_COMMANDS: Final[dict[str, Any]] = {
 # --------------------------------------------------------------------------- server messages
 
 
-@_writes("command", "channel", "status", "users_online")
+@_writes("command", "channel", "status", "users_online", "encrypted")
 @dataclass(frozen=True, slots=True)
 class OnChannelStatus(_Message):
     COMMAND: ClassVar[str] = "on_channel_status"
     channel: str
     status: ChannelStatus = "online"
     users_online: int = 0
+    encrypted: bool = field(default=False, metadata=_wire(left_out=False))  # [pttd]
 
     @classmethod
     def from_fields(cls, f: _Fields) -> OnChannelStatus:
@@ -548,7 +577,26 @@ class OnChannelStatus(_Message):
             channel=f.string("channel"),
             status="online" if status == "online" else "offline",
             users_online=f.opt_integer("users_online") or 0,
+            encrypted=bool(f.opt_bool("encrypted")),
         )
+
+
+@_writes("command", "channel", "key")
+@dataclass(frozen=True, slots=True)
+class OnRoomKey(_Message):
+    """[pttd] A room key sealed by the room's key authority for this client (the server only
+    passes it on: it can neither open nor forge one)."""
+
+    COMMAND: ClassVar[str] = "on_room_key"
+    channel: str
+    key: str = field(repr=False)
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> OnRoomKey:
+        key = f.key_text("key", MAX_ROOM_KEY)
+        if key is None:
+            raise ProtocolError(NOT_ENOUGH_PARAMS, "missing 'key'", f.seq)
+        return cls(f.string("channel"), key)
 
 
 @_writes(
@@ -644,6 +692,7 @@ class OnTextMessage(_Message):
     "reason",
     "talker",
     "device_name",
+    "encrypted",
 )
 @dataclass(frozen=True, slots=True)
 class Response(_Message):
@@ -662,6 +711,7 @@ class Response(_Message):
     reason: str | None = None
     talker: str | None = None
     device_name: str | None = None
+    encrypted: tuple[str, ...] | None = None  # [pttd] logon: the joined rooms that are encrypted
 
     @property
     def success(self) -> bool:
@@ -685,15 +735,19 @@ class Response(_Message):
             reason=f.opt_string("reason"),
             talker=f.opt_string("talker"),
             device_name=f.opt_string("device_name"),
+            encrypted=f.names("encrypted"),
         )
 
 
-ServerEvent: TypeAlias = OnChannelStatus | OnStreamStart | OnStreamStop | OnError | OnTextMessage
+ServerEvent: TypeAlias = (
+    OnChannelStatus | OnStreamStart | OnStreamStop | OnError | OnTextMessage | OnRoomKey
+)
 ServerMessage: TypeAlias = ServerEvent | Response
 Message: TypeAlias = ClientCommand | ServerMessage
 
 _SERVER_EVENTS: Final[dict[str, Any]] = {
-    c.COMMAND: c for c in (OnChannelStatus, OnStreamStart, OnStreamStop, OnError, OnTextMessage)
+    c.COMMAND: c
+    for c in (OnChannelStatus, OnStreamStart, OnStreamStop, OnError, OnTextMessage, OnRoomKey)
 }
 
 # --------------------------------------------------------------------------- parsing
