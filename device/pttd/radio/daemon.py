@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pttd.e2ee.keyring import Keyring, NoRoomKey
+from pttd.e2ee.keys import AuthorityPublicKey, E2eeError, IdentityKey, KeyRefused
+from pttd.e2ee.sframe import SFrameError
 from pttd.errors import CodecError, StoreError
 from pttd.radio.audio import AudioInput, AudioOutput, Pcm
 from pttd.radio.audio.codec import Encoder, OpusSettings
@@ -36,12 +39,14 @@ from pttd.radio.machine import (
     CapturedFrame,
     ChangeRoom,
     CloseCapture,
+    CredentialRefused,
     DeviceMachine,
     Event,
     IncomingStart,
     IncomingStop,
     InputLost,
     Link,
+    LinkUp,
     MachineSettings,
     MutePlayback,
     OpenCapture,
@@ -50,6 +55,7 @@ from pttd.radio.machine import (
     PttPressed,
     PttReleased,
     Report,
+    RoomLock,
     RoomSelected,
     SendAudio,
     SendStartStream,
@@ -69,6 +75,7 @@ from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
 
+NO_IDENTITY = "this device has no identity key: pair it again"
 VOLUME_STEP = 10
 BLINK = (0.25, 0.25)
 
@@ -130,6 +137,7 @@ class Tally(Recent[K]):
 class Counters:
     packets_sent: int = 0
     packets_received: int = 0
+    packets_unopened: int = 0  # encrypted packets that did not open (forged, no key, replayed)
     streams_heard: int = 0
     texts_received: int = 0
     talks: int = 0
@@ -169,6 +177,10 @@ class Device:
             volume=saved.volume if saved.volume is not None else a.volume,
         )
         self._credential = self._load_credential()
+        self._generation: int | None = None  # SFrame counter generation of this run
+        self.keyring = self._make_keyring()
+        self._streams: dict[int, tuple[str, bool]] = {}  # heard stream -> (room, encrypted)
+        self._talk_room: str | None = None
         self.machine = DeviceMachine(
             MachineSettings(
                 toggle=config.talk.mode == "toggle",
@@ -205,6 +217,31 @@ class Device:
             log.error("%s: starting unpaired", exc)
             return None
 
+    def _make_keyring(self) -> Keyring | None:
+        """The keyring of the credential's identity (None: unpaired, or paired before end-to-end
+        encryption: its encrypted rooms stay locked). A damaged identity or authority key is
+        logged, and its rooms stay locked."""
+        credential = self._credential
+        if credential is None:
+            return None
+        try:
+            private = self.store.identity()
+            if private is None:
+                return None
+            authority = (
+                AuthorityPublicKey.from_text(credential.authority_key)
+                if credential.authority_key
+                else None
+            )
+            if self._generation is None:
+                self._generation = self.store.next_generation()
+            return Keyring(
+                IdentityKey.from_bytes(private), authority, credential.device_name, self._generation
+            )
+        except (StoreError, E2eeError) as exc:
+            log.error("end-to-end keys unusable: %s; encrypted rooms stay locked", exc)
+            return None
+
     @property
     def credential(self) -> Credential | None:
         return self._credential
@@ -212,6 +249,7 @@ class Device:
     def set_credential(self, credential: Credential | None) -> None:
         """A new pairing (already stored) or an unpairing: the link follows."""
         self._credential = credential
+        self.keyring = self._make_keyring()
         if credential is not None:
             self.feed(Paired(self.clock()))
             self.link.wake()
@@ -331,12 +369,17 @@ class Device:
         now = self.clock()
         if isinstance(event, p.AudioPacket):
             self.counters.packets_received += 1
-            self.mixer.push_packet(event.stream_id, event.packet_id, event.payload, now)
+            payload = self._opened(event)
+            if payload is not None:
+                self.mixer.push_packet(event.stream_id, event.packet_id, payload, now)
         elif isinstance(event, p.OnStreamStart):
             self.counters.streams_heard += 1
+            encrypted = event.codec_header.sframe_suite is not None
+            self._streams[event.stream_id] = (event.channel, encrypted)
             self.mixer.start_stream(event.stream_id, event.codec_header, now)
             self.feed(IncomingStart(now, event.stream_id, event.channel, event.from_))
         elif isinstance(event, p.OnStreamStop):
+            self._streams.pop(event.stream_id, None)
             self.mixer.stop_stream(event.stream_id)
             self.feed(IncomingStop(now, event.stream_id))
         elif isinstance(event, p.OnTextMessage):
@@ -344,13 +387,101 @@ class Device:
             # where, how long) reaches the log; its text is kept nowhere.
             self.counters.texts_received += 1
             self.feed(TextArrived(now, event.channel, event.from_, len(event.text)))
-        elif isinstance(event, p.OnRoomKey | p.OnChannelStatus):
-            pass  # encrypted rooms: the keyring comes in the next commit
+        elif isinstance(event, p.OnRoomKey):
+            self._on_room_key(event, now)
+        elif isinstance(event, p.OnChannelStatus):
+            self._on_room_status(event, now)
+        elif isinstance(event, LinkUp):
+            self._streams.clear()
+            self._link_up(event)
         else:
-            was_online = self.machine.link is Link.ONLINE
+            if isinstance(event, CredentialRefused) and self.keyring is not None:
+                self.keyring.forget()
             self.feed(event)
-            if not was_online and self.machine.link is Link.ONLINE:
-                self.counters.online_times.append(now)
+
+    # -- end-to-end encryption -------------------------------------------------------------
+
+    def _link_up(self, event: LinkUp) -> None:
+        """Online: the encrypted rooms (those the link reports locked, waiting for keys) are
+        locked unless the keyring holds their keys already (a reconnection)."""
+        encrypted = {room for room, _ in event.locked}
+        keyring = self.keyring
+        if keyring is None:
+            locked = tuple((room, NO_IDENTITY) for room in event.rooms if room in encrypted)
+        else:
+            for room in event.rooms:
+                keyring.set_encrypted(room, room in encrypted)
+            locked = keyring.locked(event.rooms)
+        was_online = self.machine.link is Link.ONLINE
+        self.feed(LinkUp(event.t, event.rooms, locked))
+        if not was_online and self.machine.link is Link.ONLINE:
+            self.counters.online_times.append(event.t)
+
+    def _on_room_key(self, event: p.OnRoomKey, now: float) -> None:
+        keyring = self.keyring
+        if keyring is None:
+            log.error("a room key for %s came, but %s", event.channel, NO_IDENTITY)
+            return
+        try:
+            key = keyring.accept(event.channel, event.key)
+        except KeyRefused as exc:
+            log.error("room key for %s refused: %s", event.channel, exc.reason)
+            self.feed(RoomLock(now, event.channel, keyring.why_locked(event.channel)))
+            return
+        log.info(
+            "room key for %s: epoch %d, %d members, this device is sender %d",
+            event.channel,
+            key.epoch,
+            len(key.roster),
+            key.sender_index,
+        )
+        self.feed(RoomLock(now, event.channel, None))
+
+    def _on_room_status(self, event: p.OnChannelStatus, now: float) -> None:
+        """A room turned encrypted (or clear) while online."""
+        room, keyring = event.channel, self.keyring
+        if event.status != "online" or room not in self.machine.rooms:
+            return
+        if keyring is None:
+            if event.encrypted:
+                self.feed(RoomLock(now, room, NO_IDENTITY))
+            return
+        if (room in keyring.encrypted) != event.encrypted:
+            keyring.set_encrypted(room, event.encrypted)
+            self.feed(RoomLock(now, room, keyring.why_locked(room)))
+
+    def _opened(self, packet: p.AudioPacket) -> bytes | None:
+        """An incoming packet's Opus: as it came in a clear stream, opened in an encrypted one
+        (None: it does not open; the jitter buffer conceals the gap)."""
+        room, encrypted = self._streams.get(packet.stream_id, ("", False))
+        if not encrypted:
+            return packet.payload
+        try:
+            if self.keyring is None:
+                raise NoRoomKey(NO_IDENTITY)
+            return self.keyring.open(room, packet.payload).payload
+        except (SFrameError, NoRoomKey) as exc:
+            self.counters.packets_unopened += 1
+            if self.counters.packets_unopened & (self.counters.packets_unopened - 1) == 0:
+                log.warning(  # the 1st, 2nd, 4th, 8th …: a flood of them cannot flood the log
+                    "packet of stream %d in %s not opened (%d so far): %s",
+                    packet.stream_id,
+                    room,
+                    self.counters.packets_unopened,
+                    exc,
+                )
+            return None
+
+    def _sealed(self, payload: bytes) -> bytes | None:
+        """Our packet as it goes out: sealed in an encrypted room (None: no key, not sent)."""
+        room, keyring = self._talk_room, self.keyring
+        if room is None or keyring is None or room not in keyring.encrypted:
+            return payload
+        try:
+            return keyring.seal(room, payload)
+        except (SFrameError, NoRoomKey) as exc:
+            log.error("packet not sent: %s", exc)
+            return None
 
     # -- actions out ----------------------------------------------------------------------
 
@@ -363,11 +494,17 @@ class Device:
                 case CloseCapture():
                     self.audio_in.close()
                 case SendAudio():
-                    self.link.send_audio(action.stream_id, action.payload)
-                    self.counters.packets_sent += 1
+                    sealed = self._sealed(action.payload)
+                    if sealed is not None:
+                        self.link.send_audio(action.stream_id, sealed)
+                        self.counters.packets_sent += 1
                 case SendStartStream():
                     self.counters.talks += 1
-                    self.link.start_stream(action.request, action.room, action.priority)
+                    self._talk_room = action.room
+                    suite = None
+                    if self.keyring is not None and action.room in self.keyring.encrypted:
+                        suite = self.keyring.suite(action.room)
+                    self.link.start_stream(action.request, action.room, action.priority, suite)
                 case SendStopStream():
                     self.link.stop_stream(action.stream_id, action.room)
                 case PlayTone():
@@ -433,7 +570,18 @@ class Device:
             uptime_s=round(self.clock() - self.started_at, 1),
             packets_sent=self.counters.packets_sent,
             packets_received=self.counters.packets_received,
+            fingerprint=self.fingerprint,
+            room_keys=tuple(
+                (room, self.keyring.state(room))
+                for room in m.rooms
+                if self.keyring is not None and room in self.keyring.encrypted
+            ),
         )
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The identity key's fingerprint, as the installer reads it to the admin."""
+        return str(self.keyring.identity.public.fingerprint) if self.keyring else None
 
 
 async def _closing(what: str, close: Callable[[], object]) -> None:

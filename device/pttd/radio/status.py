@@ -28,10 +28,15 @@ class DeviceStatus:
     uptime_s: float
     packets_sent: int
     packets_received: int
+    # End-to-end encryption, nothing secret: the identity key's fingerprint (digits; None: no
+    # identity key), and each encrypted room's key state ("encrypted, epoch 3 …", "waiting …").
+    fingerprint: str | None = None
+    room_keys: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["rooms"] = list(self.rooms)
+        data["room_keys"] = dict(self.room_keys)
         return data
 
 

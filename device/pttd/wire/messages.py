@@ -46,7 +46,7 @@ MAX_TEXT: Final = 2000  # characters of a text message
 MAX_ROOMS: Final = 64  # rooms in one logon
 MAX_U32: Final = 0xFFFF_FFFF
 MAX_KEY: Final = 2048  # characters of an identity public key (base64url; ML-KEM-768 + X25519)
-MAX_ROOM_KEY: Final = 16384  # characters of a sealed room key (base64url)
+MAX_ROOM_KEY: Final = 61440  # characters of a sealed room key (base64url): 45 KiB of bytes
 SFRAME_SUITES: Final = (1, 2, 3, 4, 5)  # RFC 9605 cipher suites a codec_header may announce
 
 # Exact Channel-API error strings.

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import logging
 import math
+from dataclasses import replace
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
 
-from pttd.errors import StoreError
+from pttd.e2ee.keys import AuthorityPublicKey, E2eeError, IdentityKey
+from pttd.errors import PairingFailed, StoreError
 from pttd.radio.audio import Pcm
 from pttd.radio.config import Config
 from pttd.radio.console.interpreter import (
@@ -179,9 +181,24 @@ class DeviceBackend:
             raise
 
     async def pair(self, request: PairRequest) -> PairDone:
+        """Pair: a new identity key is made for this pairing (its private half stays in the
+        state directory, 0600; the public half goes to the server with every logon), and the key
+        authority the link named is kept with the credential."""
         d = self.device
+        if request.authority is not None:
+            try:
+                AuthorityPublicKey.from_text(request.authority)
+            except E2eeError as exc:
+                raise PairingFailed("bad link", f"the link's key authority is not a key: {exc}")
         credential = await pair(
             request.server_url, request.code, request.device_name, d.link.settings
+        )
+        identity = IdentityKey.generate()
+        d.store.save_identity(identity.to_bytes())  # before the credential that needs it
+        credential = replace(
+            credential,
+            identity_key=identity.public.to_text(),
+            authority_key=request.authority,
         )
         d.store.save_credential(credential)  # 0600, atomically; StoreError says which file
         d.set_credential(credential)
@@ -196,6 +213,7 @@ class DeviceBackend:
             credential.rooms,
             online,
             m.room if online else None,
+            d.fingerprint,
         )
 
     async def _give_up_credential(self) -> bool:

@@ -31,6 +31,7 @@ unknown command is not repeated either: it may be a secret typed at the wrong pr
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shlex
@@ -38,7 +39,9 @@ import unicodedata
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeAlias
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias
+
+import segno
 
 from pttd import __version__
 from pttd.errors import ConfigError, PairingFailed, StoreError
@@ -98,6 +101,7 @@ class PairRequest:
     server_url: str
     code: str = field(repr=False)
     device_name: str
+    authority: str | None = None  # the room key authority's public key, from the pairing link
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +206,7 @@ class PairDone:
     rooms: tuple[str, ...]
     online: bool
     room: str | None = None
+    fingerprint: str | None = None  # of the identity key made at this pairing
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,9 +288,16 @@ def meter_line(peak_dbfs: float, width: int = 30) -> str:
     return f"mic [{'#' * filled}{'.' * (width - filled)}] {db:6.1f} dBFS"
 
 
-def parse_pairing_link(link: str) -> tuple[str | None, str]:
-    """(server URL or None, code) from ``pttd://pair?server=…&code=…``; ValueError (naming no
-    secret) when it is not such a link."""
+class PairingLink(NamedTuple):
+    server: str | None
+    code: str
+    authority: str | None = None  # the room key authority's public key (end-to-end encryption)
+
+
+def parse_pairing_link(link: str) -> PairingLink:
+    """The server URL (or None), code and key authority (or None) of
+    ``pttd://pair?server=…&code=…&authority=…``; ValueError (naming no secret) when it is not
+    such a link."""
     parts = urllib.parse.urlsplit(link.strip())
     target = (parts.netloc or parts.path.strip("/")).lower()
     if parts.scheme.lower() != "pttd" or target != "pair":
@@ -296,7 +308,21 @@ def parse_pairing_link(link: str) -> tuple[str | None, str]:
         raise ValueError("the pairing link carries no code")
     if len(servers) > 1:
         raise ValueError("the pairing link names more than one server")
-    return (servers[0].strip() or None) if servers else None, codes[0].strip()
+    authorities = query.get("authority", [])
+    if len(authorities) > 1 or (authorities and not authorities[0].strip()):
+        raise ValueError("the pairing link's key authority is not one key")
+    return PairingLink(
+        (servers[0].strip() or None) if servers else None,
+        codes[0].strip(),
+        authorities[0].strip() if authorities else None,
+    )
+
+
+def qr_text(text: str) -> str:
+    """``text`` as a QR code in terminal characters (two rows per line)."""
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out=out, compact=True)
+    return out.getvalue().rstrip("\n")
 
 
 def server_problem(url: str) -> str | None:
@@ -585,6 +611,8 @@ class Console:
             ("microphone", "open" if s.mic_open else "closed"),
             ("receiving", _yes(s.receiving)),
             ("last error", s.last_error or "none"),
+            ("fingerprint", s.fingerprint or "none (pair to make an identity key)"),
+            *((f"key {room}", state) for room, state in s.room_keys),
             ("audio", ", ".join(devices) or "none found"),
             ("volume", s.volume),
             ("version", __version__),
@@ -592,6 +620,27 @@ class Console:
             ("lock", lock_text),
         ]
         return Reply("\n".join(f"{k + ':':<14}{v}" for k, v in rows))
+
+    def _cmd_keys(self, args: list[str], now: float) -> Reply:
+        """The identity key's fingerprint (digits and QR code) and each encrypted room's key
+        state: what the installer reads to the admin, who approves this fingerprint. Nothing
+        secret: a fingerprint is a hash of the public key."""
+        if args:
+            return Reply(COMMANDS["keys"].help())
+        s = self.view.status()
+        if s.fingerprint is None:
+            return Reply("no identity key: pair this device first (encrypted rooms need one)")
+        lines = [
+            f"fingerprint: {s.fingerprint}",
+            "Read it to the server's admin, who approves this device for encrypted rooms with",
+            "'pttd keys approve NAME FINGERPRINT' (or scan the QR code below).",
+            qr_text(s.fingerprint),
+        ]
+        if s.room_keys:
+            lines += [f"{room}: {state}" for room, state in s.room_keys]
+        else:
+            lines.append("no encrypted room")
+        return Reply("\n".join(lines))
 
     def _cmd_version(self, args: list[str], now: float) -> Reply:
         return Reply(f"pttd {__version__}")
@@ -609,6 +658,7 @@ class Console:
         configured = self.view.config().server.url
         server: str | None = None
         code: str | None = None
+        authority: str | None = None
         if len(args) > 2:
             return Reply(COMMANDS["pair"].help())
         if len(args) == 2:
@@ -617,7 +667,7 @@ class Console:
             word = args[0]
             if word.lower().startswith("pttd:"):
                 try:
-                    server, code = parse_pairing_link(word)
+                    server, code, authority = parse_pairing_link(word)
                 except ValueError as exc:
                     return Reply(str(exc))
             elif word.lower().startswith(("ws:", "wss:")):
@@ -637,18 +687,20 @@ class Console:
             url = server
 
             def answer(text: str, now: float) -> Reply:
-                return self._pair_with(url, text)
+                return self._pair_with(url, text, authority)
 
             self._ask("pairing code: ", answer, secret=True)
             return Reply(f"pairing with {server}")
-        return self._pair_with(server, code)
+        return self._pair_with(server, code, authority)
 
-    def _pair_with(self, server: str, code: str) -> Reply:
+    def _pair_with(self, server: str, code: str, authority: str | None) -> Reply:
         code = code.strip()
         if not code or len(code) > MAX_CODE or not code.isprintable():
             return Reply("that is not a pairing code (it looks like ABCD-EFGH-JKMN)")
         name = self.view.config().device.name
-        return Reply(f"pairing with {server} as {name} ...", PairRequest(server, code, name))
+        return Reply(
+            f"pairing with {server} as {name} ...", PairRequest(server, code, name, authority)
+        )
 
     def _paired(self, effect: PairRequest, outcome: Outcome) -> str:
         if isinstance(outcome, PairDone):
@@ -661,6 +713,11 @@ class Console:
                 if outcome.online
                 else "credential saved; the link is still connecting (see 'status')",
             ]
+            if outcome.fingerprint:
+                lines += [
+                    f"fingerprint: {outcome.fingerprint}",
+                    "for encrypted rooms, read it to the server's admin to approve (see 'keys')",
+                ]
             return "\n".join(lines)
         if isinstance(outcome, PairingFailed):
             why = str(outcome)
@@ -1080,6 +1137,13 @@ COMMANDS: Final[dict[str, _Command]] = {
     ),
     "log": _Command(
         "log [N]", f"the last N log lines (default {LOG_DEFAULT})", "", Console._cmd_log
+    ),
+    "keys": _Command(
+        "keys",
+        "this device's key fingerprint (and QR code), the encrypted rooms' keys",
+        "The admin approves the device for encrypted rooms by this fingerprint, read to them\n"
+        "(or scanned) from here: never from the server alone. Nothing secret is shown.",
+        Console._cmd_keys,
     ),
     "pin": _Command(
         "pin [set | lock | unlock | clear]",
