@@ -1,0 +1,1 @@
+"""End-to-end encryption of voice: SFrame per audio packet, room keys wrapped by a key authority."""
