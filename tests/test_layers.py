@@ -27,6 +27,9 @@ CORES = (
     "pttd.radio.audio.jitter",
     "pttd.server.rooms",
     "pttd.server.session",
+    "pttd.e2ee.sframe",
+    "pttd.e2ee.keys",
+    "pttd.e2ee.keyring",
 )
 # Modules that do I/O, run an event loop, start threads or read a clock.
 FORBIDDEN = {
@@ -58,16 +61,17 @@ PURE_HELPERS = {
     "pttd.kdf",
     "pttd.radio.status",
     "pttd.radio.console.pin",
-    *("pttd.wire", "pttd.server", "pttd.radio", "pttd.radio.console"),  # package __init__s
+    *("pttd.wire", "pttd.server", "pttd.radio", "pttd.radio.console", "pttd.e2ee"),  # __init__s
 }
 
 # Which layers each layer may import (top-level modules such as cli and demo may import any).
 LAYERS = {
     "wire": {"wire"},
-    "server": {"wire", "server"},
-    "radio": {"wire", "radio", "sim"},  # the device's "sim" audio backend is a real option
-    "sim": {"wire", "radio", "sim", "server"},  # a loopback server with paired devices
-    "bench": {"wire", "radio", "sim", "server", "bench", "demo"},
+    "e2ee": {"e2ee"},  # the cryptography: no knowledge of the wire, the radio or the server
+    "server": {"wire", "server", "e2ee"},  # e2ee: the key authority's admin commands
+    "radio": {"wire", "radio", "sim", "e2ee"},  # the device's "sim" audio backend is a real option
+    "sim": {"wire", "radio", "sim", "server", "e2ee"},  # a loopback server with paired devices
+    "bench": {"wire", "radio", "sim", "server", "bench", "demo", "e2ee"},
 }
 SHARED = {"pttd", "pttd.errors", "pttd.redact", "pttd.cliargs", "pttd.kdf", "pttd.ratelimit"}
 

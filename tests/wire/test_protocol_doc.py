@@ -429,4 +429,4 @@ def test_audio_packet_example_and_offsets() -> None:
 def test_pairing_link_example_is_what_the_admin_prints_and_the_console_reads() -> None:
     link = pairing_link("ABCD-EFGH-JKMN", "wss://radio.example.org")
     assert f"`{link}`" in section("Pairing")
-    assert parse_pairing_link(link) == ("wss://radio.example.org", "ABCD-EFGH-JKMN")
+    assert parse_pairing_link(link) == ("wss://radio.example.org", "ABCD-EFGH-JKMN", None)

@@ -163,7 +163,9 @@ class Keyring:
             if old is None or old.suite != key.suite:
                 continue
             for index, _ in old.roster:
-                receiver.add_key(make_kid(old.epoch, index), sender_base_key(old.epoch_secret, index))
+                receiver.add_key(
+                    make_kid(old.epoch, index), sender_base_key(old.epoch_secret, index)
+                )
         before = self._senders.get((room, key.kid))
         first = before.next_counter if before else self.generation << GENERATION_SHIFT
         base = sender_base_key(key.epoch_secret, key.sender_index)

@@ -276,6 +276,8 @@ def test_status_json_is_one_line(console, backend):
     assert data["version"] == __version__
     assert set(data) == {
         "device",
+        "fingerprint",
+        "room_keys",
         "paired",
         "link",
         "server",
@@ -394,9 +396,21 @@ def test_parse_pairing_link():
     assert parse_pairing_link(f"pttd://pair?server=ws%3A%2F%2Fh%3A1&code={CODE}") == (
         "ws://h:1",
         CODE,
+        None,
     )
-    assert parse_pairing_link(f"PTTD://PAIR?code={CODE}") == (None, CODE)
-    for bad in ("pttd://pair", "http://pair?code=x", f"pttd://pair?code={CODE}&code=x"):
+    assert parse_pairing_link(f"PTTD://PAIR?code={CODE}") == (None, CODE, None)
+    assert parse_pairing_link(f"pttd://pair?code={CODE}&authority=AbC-_1") == (
+        None,
+        CODE,
+        "AbC-_1",
+    )
+    for bad in (
+        "pttd://pair",
+        "http://pair?code=x",
+        f"pttd://pair?code={CODE}&code=x",
+        f"pttd://pair?code={CODE}&authority=a&authority=b",
+        f"pttd://pair?code={CODE}&authority=",
+    ):
         with pytest.raises(ValueError) as info:
             parse_pairing_link(bad)
         assert CODE not in str(info.value)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -54,11 +55,15 @@ async def test_full_pairing_run(tmp_path: Path, caplog_debug) -> None:
         code = await rig.code()
         mark = rig.terminal.mark()
         reply = await rig.terminal.command(f"pair {rig.bench.server.url} {code}")
+        fingerprint = rig.sim.device.fingerprint  # of the identity key made at this pairing
+        assert fingerprint is not None and re.fullmatch(r"(\d{5} ){7}\d{5}", fingerprint)
         assert reply.splitlines() == [
             f"pairing with {rig.bench.server.url} as gate-1 ...",
             f"paired with {rig.bench.server.url} as gate-1",
             "rooms: ops, yard",
             "online in room ops",
+            f"fingerprint: {fingerprint}",
+            "for encrypted rooms, read it to the server's admin to approve (see 'keys')",
         ]
         status = status_json(await rig.terminal.command("status --json"))
         assert status["paired"] is True and status["link"] == "online"

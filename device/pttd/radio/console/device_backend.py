@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from dataclasses import replace
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
@@ -189,7 +189,9 @@ class DeviceBackend:
             try:
                 AuthorityPublicKey.from_text(request.authority)
             except E2eeError as exc:
-                raise PairingFailed("bad link", f"the link's key authority is not a key: {exc}")
+                raise PairingFailed(
+                    "bad link", f"the link's key authority is not a key: {exc}"
+                ) from None
         credential = await pair(
             request.server_url, request.code, request.device_name, d.link.settings
         )
