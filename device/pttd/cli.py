@@ -22,6 +22,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "run": ("pttd.radio.run", "run the device daemon"),
     "config": ("pttd.radio.run", "configuration file tools"),
     "server": ("pttd.server.admin", "the room server and its registry"),
+    "keys": ("pttd.server.keys", "the room key authority of encrypted rooms"),
     "audio": ("pttd.radio.audio.cli", "audio devices: list what PortAudio sees"),
     "bench": (
         "pttd.bench",

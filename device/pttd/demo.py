@@ -1,7 +1,10 @@
 """``pttd demo``: the whole system on one machine, nothing to wire.
 
 A room server runs in-process on loopback with a temporary database; two simulated devices pair
-with it through the real pairing flow; device A is keyed up with a speech sample on its simulated
+with it through the real pairing flow, into an end-to-end encrypted room (:data:`CREW`: a key
+authority made on the fly approves each device by the fingerprint its console shows, and seals the
+room key for it; the server relays SFrame packets it cannot open) and a clear one; device A is
+keyed up with a speech sample on its simulated
 microphone; device B plays what it hears into a simulated speaker. Then a short report, each
 figure saying what it measures:
 
@@ -42,6 +45,8 @@ from pttd.sim.loopback import ROOM, loopback
 
 log = logging.getLogger(__name__)
 
+CREW = "crew"  # the encrypted room the demo talks in (sorted first: the devices select it)
+KEYS_WAIT_S = 10.0
 TALK_TAIL_S = 0.2  # A holds the PTT this long after the speech sample ends
 AUDIBLE = 0.02  # of the loudest sample: where speech starts and ends (-34 dB)
 
@@ -74,12 +79,25 @@ async def run_demo(progress: Callable[[str], None] = lambda _: None) -> dict[str
     rate = AudioConfig().sample_rate
     speech = speech_sample(rate)
     async with loopback() as bench:
-        progress(f"room server on {bench.server.url}, room '{ROOM}'")
-        a = await bench.add_device("device-a", speech)
-        b = await bench.add_device("device-b", silence(1.0, sample_rate=rate))
+        bench.add_encrypted_room(CREW)
+        progress(
+            f"room server on {bench.server.url}, rooms '{CREW}' (end-to-end encrypted), '{ROOM}'"
+        )
+        a = await bench.add_device("device-a", speech, rooms=(CREW, ROOM))
+        b = await bench.add_device("device-b", silence(1.0, sample_rate=rate), rooms=(CREW, ROOM))
         await a.online()
         await b.online()
         progress("device-a and device-b paired with one-time codes and online")
+        for sim in (a, b):
+            await bench.approve(sim)
+            progress(
+                f"{sim.name} approved by the key authority: fingerprint {sim.device.fingerprint}"
+            )
+        async with asyncio.timeout(KEYS_WAIT_S):
+            for sim in (a, b):
+                await sim.device.until(lambda m: m.room == CREW and CREW not in m.locked)
+        state = a.device.keyring.state(CREW) if a.device.keyring else "?"
+        progress(f"both hold the room key of '{CREW}' ({state})")
         await asyncio.sleep(0.3)  # let the 'connected' tones play out
         b.speaker.clear()
         speech_s = len(speech) / rate
@@ -107,7 +125,11 @@ async def run_demo(progress: Callable[[str], None] = lambda _: None) -> dict[str
         frame_s = a.mic.frame_samples / rate
         energy = float(np.sqrt(np.mean(heard.astype(np.float64) ** 2))) if heard.size else 0.0
         report: dict[str, Any] = {
-            "ok": sent > 0 and received == sent and mouth_to_ear is not None and energy > 100,
+            "ok": sent > 0
+            and received == sent
+            and mouth_to_ear is not None
+            and energy > 100
+            and b.device.counters.packets_unopened == 0,
             "server": bench.server.url,
             "packets_sent": sent,
             "packets_received": received,
@@ -123,6 +145,9 @@ async def run_demo(progress: Callable[[str], None] = lambda _: None) -> dict[str
             "concealed": stats.concealed,
             "late": stats.late,
             "tones_a": [t.value for t in a.device.counters.tones],
+            "room": CREW,
+            "encrypted": True,
+            "packets_unopened": b.device.counters.packets_unopened,
         }
     return report
 
@@ -150,8 +175,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         r = report
         print(
-            f"  device-a sent {r['audio_sent_s']:.2f} s of audio ({r['packets_sent']} packets); "
-            f"device-b received {r['packets_received']} of them\n"
+            f"  device-a sent {r['audio_sent_s']:.2f} s of audio ({r['packets_sent']} packets, "
+            f"SFrame-encrypted in '{r['room']}'); device-b received {r['packets_received']} of "
+            f"them and opened {r['packets_received'] - r['packets_unopened']}\n"
             f"  speech, first to last audible sample: {r['speech_span_s']:.2f} s in the sample, "
             f"{r['heard_speech_span_s']:.2f} s as device-b played it\n"
             f"  access time (press → talk permit): {r['access_time_ms']} ms\n"

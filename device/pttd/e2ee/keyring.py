@@ -147,7 +147,9 @@ class Keyring:
             if held is not None and key.epoch == held.key.epoch:
                 if key.epoch_secret != held.key.epoch_secret or key.suite != held.key.suite:
                     raise KeyRefused(f"a second, different key for epoch {key.epoch}")
-                return held.key  # the same key again (a reconnection)
+                if key.roster == held.key.roster and key.sender_index == held.key.sender_index:
+                    return held.key  # the same key again (a reconnection)
+                # The same epoch with a new roster: a member approved since (no rotation).
         except KeyRefused as exc:
             self._refused[room] = exc.reason
             raise
@@ -158,7 +160,9 @@ class Keyring:
     def _install(self, room: str, key: RoomKey, held: _RoomKeys | None) -> None:
         suite = sframe.CipherSuite(key.suite)
         receiver = sframe.Receiver(suite)
-        previous = held.key if held is not None else None
+        previous = None
+        if held is not None:
+            previous = held.previous if held.key.epoch == key.epoch else held.key
         for old in (previous, key):
             if old is None or old.suite != key.suite:
                 continue

@@ -21,7 +21,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, TypeAlias
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,6 +29,7 @@ from websockets.asyncio.connection import broadcast
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from pttd import __version__
+from pttd.e2ee.keys import IdentityKey
 from pttd.errors import PairingFailed, ProtocolError
 from pttd.radio.machine import (
     CredentialRefused,
@@ -39,7 +40,7 @@ from pttd.radio.machine import (
     StreamGranted,
     StreamRefused,
 )
-from pttd.radio.store import Credential
+from pttd.radio.store import Credential, Store
 from pttd.wire import messages as p
 from pttd.wire.client import (
     BadFrame,
@@ -269,6 +270,15 @@ async def pair(url: str, code: str, device_name: str, settings: LinkSettings) ->
         rooms=answer.channels or (),
         paired_at=time.time(),
     )
+
+
+def with_identity(credential: Credential, store: Store, authority: str | None) -> Credential:
+    """A new pairing's identity key: its private half saved in ``store`` (0600), its public half
+    and the key authority's public key (from the pairing link) with the credential, which the
+    caller saves next. Every pairing makes a new one: a device paired again is a new member."""
+    identity = IdentityKey.generate()
+    store.save_identity(identity.to_bytes())
+    return replace(credential, identity_key=identity.public.to_text(), authority_key=authority)
 
 
 class ServerLink:

@@ -74,8 +74,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     room = ssub.add_parser(
         "room", help="add, list or remove rooms (the first 'room add' creates the registry)"
     )
-    room.add_argument("action", choices=("add", "list", "remove"))
+    room.add_argument("action", choices=("add", "list", "remove", "encrypt"))
     room.add_argument("name", nargs="?")
+    room.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="add: end-to-end encrypted (SFrame only; keys from 'pttd keys')",
+    )
     db_arg(room)
     room.set_defaults(func=cmd_room)
 
@@ -193,14 +198,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_room(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise PttdError(f"room {args.action} needs a NAME")
+    if args.encrypted and args.action != "add":
+        raise PttdError("--encrypted goes with 'room add' only ('room encrypt NAME' for a room)")
     with open_registry(args.db, create=args.action == "add") as reg:
         if args.action == "list":
+            encrypted = reg.encrypted_rooms()
             for name in reg.list_rooms():
-                print(name)
+                print(f"{name} (encrypted)" if name in encrypted else name)
             return 0
         if args.action == "add":
-            reg.add_room(args.name)
-            print(f"room {args.name} added")
+            reg.add_room(args.name, encrypted=args.encrypted)
+            print(f"room {args.name} added" + (" (end-to-end encrypted)" if args.encrypted else ""))
+        elif args.action == "encrypt":
+            reg.set_encrypted(args.name, True)
+            print(
+                f"room {args.name} is now end-to-end encrypted: approve its members with "
+                "'pttd keys approve NAME FINGERPRINT'"
+            )
         else:
             reg.remove_room(args.name)
             print(f"room {args.name} removed")
@@ -260,9 +274,12 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def pairing_link(code: str, server: str) -> str:
-    """The ``pttd://pair?…`` link a device console accepts (the QR code holds it)."""
-    return "pttd://pair?" + urllib.parse.urlencode({"server": server, "code": code})
+def pairing_link(code: str, server: str, authority: str | None = None) -> str:
+    """The ``pttd://pair?…`` link a device console accepts (the QR code holds it); with the
+    room key authority's public key when the server has one, so that the device learns it from
+    what the installer carries."""
+    query = {"server": server, "code": code} | ({"authority": authority} if authority else {})
+    return "pttd://pair?" + urllib.parse.urlencode(query)
 
 
 def cmd_pair_code(args: argparse.Namespace) -> int:
@@ -272,8 +289,15 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
             "(or set $PTTD_SERVER_URL); the pairing link carries it"
         )
     with open_registry(args.db) as reg:
+        authority = reg.authority_key()
+        encrypted = sorted(set(args.room) & reg.encrypted_rooms())
+        if encrypted and authority is None:
+            raise PttdError(
+                f"{', '.join(encrypted)} encrypted, but this server knows no key authority: "
+                f"run 'pttd keys init --db {args.db}' first"
+            )
         pc = reg.create_pair_code(args.room, ttl=args.ttl, emergency=args.emergency)
-    link = pairing_link(pc.code, args.url)
+    link = pairing_link(pc.code, args.url, authority)
     if args.json:
         out = {
             "code": pc.code,

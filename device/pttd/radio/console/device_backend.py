@@ -16,12 +16,11 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 
-from pttd.e2ee.keys import AuthorityPublicKey, E2eeError, IdentityKey
+from pttd.e2ee.keys import AuthorityPublicKey, E2eeError
 from pttd.errors import PairingFailed, StoreError
 from pttd.radio.audio import Pcm
 from pttd.radio.config import Config
@@ -53,7 +52,7 @@ from pttd.radio.console.interpreter import (
 from pttd.radio.console.pin import hash_pin, pin_matches
 from pttd.radio.console.serial_console import SerialConsole
 from pttd.radio.daemon import Device
-from pttd.radio.link import pair
+from pttd.radio.link import pair, with_identity
 from pttd.radio.machine import AudioTest, ChangeRoom, Link
 from pttd.radio.status import DeviceStatus, PinRecord
 from pttd.redact import LOG_BUFFER, LogBuffer
@@ -195,13 +194,7 @@ class DeviceBackend:
         credential = await pair(
             request.server_url, request.code, request.device_name, d.link.settings
         )
-        identity = IdentityKey.generate()
-        d.store.save_identity(identity.to_bytes())  # before the credential that needs it
-        credential = replace(
-            credential,
-            identity_key=identity.public.to_text(),
-            authority_key=request.authority,
-        )
+        credential = with_identity(credential, d.store, request.authority)
         d.store.save_credential(credential)  # 0600, atomically; StoreError says which file
         d.set_credential(credential)
         with contextlib.suppress(TimeoutError):
