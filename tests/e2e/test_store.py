@@ -339,7 +339,15 @@ def test_power_loss_leaves_the_old_or_the_new_credential_never_a_broken_one(
         assert number >= 1
         last = number
         data = json.loads((state / CREDENTIAL_FILE).read_bytes())
-        assert set(data) == {"server_url", "device_name", "auth_token", "rooms", "paired_at"}
+        assert set(data) == {
+            "server_url",
+            "device_name",
+            "auth_token",
+            "rooms",
+            "paired_at",
+            "identity_key",
+            "authority_key",
+        }
         assert stat.S_IMODE((state / CREDENTIAL_FILE).stat().st_mode) == 0o600
     assert last >= 1
     # At most the one write in progress at each kill leaves a temporary file behind; a wipe
