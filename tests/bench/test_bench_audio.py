@@ -24,8 +24,24 @@ from pttd.demo import speech_sample
 from pttd.radio.audio.codec import Encoder, OpusSettings
 from pttd.sim.audio import sine
 
-PESQ_KEYS = ("codec_only", "chain", "codec_only_loss5", "chain_loss5")
-CPU_KEYS = ("libopus_encode", "tx_path", "libopus_decode", "rx_path")
+PESQ_KEYS = ("codec_only", "chain", "codec_only_loss5", "chain_loss5", "chain_encrypted")
+CPU_KEYS = (
+    "libopus_encode",
+    "tx_path",
+    "tx_path_encrypted",
+    "libopus_decode",
+    "rx_path",
+    "rx_path_encrypted",
+)
+TARGETS_MET = {
+    "pesq_no_loss",
+    "pesq_loss5",
+    "tx_path",
+    "rx_path",
+    "pesq_encrypted",
+    "tx_path_encrypted",
+    "rx_path_encrypted",
+}
 
 Run = tuple[dict[str, Any], Path]  # the session's `pttd bench --quick` (conftest.py)
 
@@ -39,19 +55,41 @@ def test_pesq_scores_are_on_the_scale(quick_run: Run) -> None:
     assert audio["ratios"]["pesq_no_loss"] == pytest.approx(
         pesq["chain"] / pesq["codec_only"], abs=2e-3
     )
-    assert set(audio["targets_met"]) == {"pesq_no_loss", "pesq_loss5", "tx_path", "rx_path"}
+    assert audio["ratios"]["pesq_encrypted"] == pytest.approx(
+        pesq["chain_encrypted"] / pesq["chain"], abs=2e-3
+    )
+    assert set(audio["targets_met"]) == TARGETS_MET
 
 
 def test_verdicts_agree_with_the_figures(quick_run: Run) -> None:
     audio = quick_run[0]["audio"]
     targets, ratios, met = audio["targets"], audio["ratios"], audio["targets_met"]
-    assert set(targets) == {"pesq_ratio", "cpu_ratio"}
+    assert set(targets) == {"pesq_ratio", "cpu_ratio", "e2ee_pesq_ratio", "e2ee_cpu_ratio"}
     assert all(positive(t) for t in targets.values()), targets
-    for key in ("pesq_no_loss", "pesq_loss5"):  # quality: at least the target
-        assert verdict_agrees(met[key], ratios[key], targets["pesq_ratio"], at_most=False), key
-    for key in ("tx_path", "rx_path"):  # cost: at most the target
+    quality = {"pesq_no_loss": "pesq_ratio", "pesq_loss5": "pesq_ratio"}
+    quality["pesq_encrypted"] = "e2ee_pesq_ratio"
+    cost = {"tx_path": "cpu_ratio", "rx_path": "cpu_ratio"}
+    cost |= {"tx_path_encrypted": "e2ee_cpu_ratio", "rx_path_encrypted": "e2ee_cpu_ratio"}
+    assert set(quality) | set(cost) == set(met)
+    for key, target in quality.items():  # quality: at least the target
+        assert verdict_agrees(met[key], ratios[key], targets[target], at_most=False), key
+    for key, target in cost.items():  # cost: at most the target
         assert positive(ratios[key]), key
-        assert verdict_agrees(met[key], ratios[key], targets["cpu_ratio"], at_most=True), key
+        assert verdict_agrees(met[key], ratios[key], targets[target], at_most=True), key
+
+
+def test_encrypted_figures_are_against_the_clear_ones(quick_run: Run) -> None:
+    audio = quick_run[0]["audio"]
+    cpu, ratios = audio["cpu_us_per_frame"], audio["ratios"]
+    for path in ("tx_path", "rx_path"):
+        assert ratios[f"{path}_encrypted"] == pytest.approx(
+            cpu[f"{path}_encrypted"] / cpu[path], abs=0.01
+        ), path
+    encrypted = audio["encrypted"]
+    assert encrypted["room"] and encrypted["suite"] >= 1
+    assert encrypted["chain_packets_unopened"] == 0  # B opened every packet A sealed
+    chain = audio["rounds"]["chain"][-1]["chain_encrypted"]
+    assert chain["packets_sent"] == chain["packets_received"] > 0
 
 
 def test_cpu_figures_are_positive(quick_run: Run) -> None:
@@ -81,7 +119,8 @@ def test_quick_settings_and_table(quick_run: Run) -> None:
     assert settings["cpu_rounds"] == len(audio["rounds"]["cpu_us_per_frame"])
     text = format_report(audio)
     assert "PESQ WB" in text and "libopus" in text
-    assert text.count("PASS") + text.count("FAIL") == 4
+    assert text.count("PASS") + text.count("FAIL") == len(TARGETS_MET)
+    assert "encrypted" in text
 
 
 def test_quick_defaults_are_smaller() -> None:

@@ -50,6 +50,24 @@ def test_distributions_are_sane(quick_run: Run) -> None:
     assert report["mouth_to_ear_ms"]["min"] >= settings["frame_ms"]
 
 
+def test_the_encrypted_room_is_measured_the_same_way(quick_run: Run) -> None:
+    report = quick_run[0]["latency"]
+    encrypted = report["encrypted"]
+    assert encrypted["room"] and encrypted["lost"] == 0 and encrypted["packets_unopened"] == 0
+    assert encrypted["clipped_ms"] >= 0
+    for key in ("access_time_ms", "mouth_to_ear_ms"):
+        d = encrypted[key]
+        assert positive(d["p50"]) and positive(d["p95"]), (key, d)
+        assert d["min"] <= d["p50"] <= d["p95"] <= d["max"], (key, d)
+        assert d["n"] == len(d["samples"]) == report["settings"]["presses"]
+    assert encrypted["mouth_to_ear_ms"]["min"] >= report["settings"]["frame_ms"]
+    delta = report["e2ee_delta_p95_ms"]
+    assert set(delta) == {"access_time", "mouth_to_ear"}
+    for key, value in delta.items():  # signed: encrypted less clear
+        clear = report[f"{key}_ms"]["p95"]
+        assert value == pytest.approx(encrypted[f"{key}_ms"]["p95"] - clear, abs=0.011), key
+
+
 def test_clipping_rss_and_loss(quick_run: Run) -> None:
     report = quick_run[0]["latency"]
     assert report["clipped_ms"] >= 0
@@ -75,6 +93,9 @@ def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
         "late_entry_p95_ms": report["late_entry_ms"]["p95"],
         "clipped_ms": report["clipped_ms"],
         "device_own_rss_mb": report["device_own_rss_mb"],
+        # |encrypted p95 - clear p95|: the verdict is on the size of the difference
+        "access_time_e2ee_delta_p95_ms": abs(report["e2ee_delta_p95_ms"]["access_time"]),
+        "mouth_to_ear_e2ee_delta_p95_ms": abs(report["e2ee_delta_p95_ms"]["mouth_to_ear"]),
     }
     assert set(targets) == set(met) == set(figures)
     for key, target in targets.items():
@@ -85,7 +106,7 @@ def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
             assert verdict_agrees(met[key], figures[key], target, at_most=True), key
     text = format_report(report)
     assert text.count("PASS") + text.count("FAIL") == len(targets)
-    assert "import floor" in text and "pttd's own" in text
+    assert "import floor" in text and "pttd's own" in text and "encrypted" in text
 
 
 IMPORTTIME = """\

@@ -22,6 +22,10 @@ Quality: PESQ wide-band (ITU-T P.862.2, the ``pesq`` package) against the 16 kHz
   the next packet is there (libopus falls back to concealment when it carries none), else by
   concealment. Whether the packets carry FEC data at all is read from their SILK LBRR flag.
 
+* ``chain_encrypted``: the chain without loss in an end-to-end encrypted room
+  (:data:`E2EE_ROOM`): a key authority made on the fly approves both devices, the server pushes
+  them the room key, and every packet goes SFrame-sealed by A and opened by B.
+
 B plays at volume 87 (0 dB gain). Chain rounds are repeated; the figure is their median.
 
 Cost: CPU microseconds (``time.thread_time_ns``) per 20 ms frame, in this process, unpaced, no
@@ -37,9 +41,14 @@ sockets, over 500 frames of the sample, the median of several rounds, pinned to 
 * ``rx_path``: per packet, what the link and the daemon do with a binary frame (parse it,
   ``Device._on_link_event``: counters, ``Mixer.push_packet``) plus one ``Mixer.pull`` of a frame
   (jitter buffer, decode, gain, mix, saturation, counters), on a clock that advances 20 ms per
-  frame so the jitter buffer plays every packet.
+  frame so the jitter buffer plays every packet;
+* ``tx_path_encrypted``, ``rx_path_encrypted``: the same two in an end-to-end encrypted room,
+  the device's keyring holding its room key (made here: a fresh key authority, identities and
+  sealed bundles, opened by ``Keyring.accept``): each frame SFrame-sealed on the way out, each
+  packet (sealed by another member) opened on the way in.
 
-Targets: chain >= 0.98 x codec_only (both cases); each path <= 1.5 x its libopus figure.
+Targets: chain >= 0.98 x codec_only (both cases); each path <= 1.5 x its libopus figure; each
+encrypted path <= 1.3 x the clear one; chain_encrypted >= 0.99 x chain.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -79,6 +88,15 @@ from pttd.bench.common import (
 )
 from pttd.bench.server import BenchError, pinned
 from pttd.demo import speech_sample
+from pttd.e2ee.keyring import Keyring
+from pttd.e2ee.keys import (
+    AuthorityKey,
+    IdentityKey,
+    RoomKey,
+    bundle_to_text,
+    new_epoch_secret,
+    seal_bundle,
+)
 from pttd.radio.audio import Pcm, to_pcm
 from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.audio.mixer import Mixer
@@ -88,7 +106,7 @@ from pttd.radio.daemon import Device
 from pttd.radio.machine import Link, LinkUp, Paired, PttPressed, StreamGranted
 from pttd.sim.audio import silence
 from pttd.sim.device import SimDevice, sim_config
-from pttd.sim.loopback import ROOM, loopback
+from pttd.sim.loopback import ROOM, Loopback, loopback
 from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
@@ -104,8 +122,12 @@ UNITY_VOLUME: Final = 87  # volume_to_db(87) = -0.04 dB
 TAIL_S: Final = 0.3  # the PTT is held this long after the sample ends
 STREAM_ID: Final = 7  # CPU part
 
+E2EE_ROOM: Final = "crew"  # the end-to-end encrypted room of the encrypted measurements
+
 TARGET_PESQ_RATIO: Final = 0.98
 TARGET_CPU_RATIO: Final = 1.5
+TARGET_E2EE_PESQ_RATIO: Final = 0.99  # encrypted chain / clear chain
+TARGET_E2EE_CPU_RATIO: Final = 1.3  # encrypted path / clear path
 
 # Defaults: full run, then --quick.
 CHAIN_ROUNDS: Final = (3, 1)
@@ -342,21 +364,34 @@ class ChainRun:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-async def run_chain(mic: Pcm, audio: AudioConfig, drop: frozenset[int]) -> ChainRun:
-    """A talks ``mic`` to B through the server on loopback; B hears it through the proxy."""
+async def run_chain(
+    mic: Pcm, audio: AudioConfig, drop: frozenset[int], *, encrypted: bool = False
+) -> ChainRun:
+    """A talks ``mic`` to B through the server on loopback; B hears it through the proxy.
+    ``encrypted``: in the end-to-end encrypted room :data:`E2EE_ROOM`, both devices approved."""
     talk_s = mic.shape[0] / RATE + TAIL_S
     async with loopback() as bench:
+        room = ROOM
+        if encrypted:
+            room = E2EE_ROOM
+            bench.add_encrypted_room(room)
         proxy = LossyProxy(bench.server.port, drop)
         await proxy.start()
         try:
-            a = await bench.add_device("talker", mic, audio)
+            a = await bench.add_device("talker", mic, audio, rooms=(room,))
             listener_audio = replace(audio, volume=UNITY_VOLUME)
             b = await bench.add_device(
-                "listener", silence(0.1, sample_rate=RATE), listener_audio, url=proxy.url
+                "listener",
+                silence(0.1, sample_rate=RATE),
+                listener_audio,
+                url=proxy.url,
+                rooms=(room,),
             )
             async with asyncio.timeout(ONLINE_TIMEOUT):
                 await a.device.until(lambda m: m.link is Link.ONLINE)
                 await b.device.until(lambda m: m.link is Link.ONLINE)
+                if encrypted:
+                    await ready_in_encrypted_room(bench, (a, b), room)
             await asyncio.sleep(TONES_S)
             b.speaker.clear()
             a.button.press()
@@ -384,6 +419,7 @@ async def run_chain(mic: Pcm, audio: AudioConfig, drop: frozenset[int]) -> Chain
                     "skipped": stats.dropped,
                     "late": stats.late,
                     "underruns": stats.underruns,
+                    "packets_unopened": b.device.counters.packets_unopened,
                 },
             )
             await b.stop()  # before its proxy goes, so that it does not see its link fail
@@ -391,7 +427,18 @@ async def run_chain(mic: Pcm, audio: AudioConfig, drop: frozenset[int]) -> Chain
             await proxy.close()
     if not run.stats["played"]:
         raise BenchError("the chain: B played nothing")
+    if run.stats["packets_unopened"]:
+        raise BenchError(f"the chain: B could not open {run.stats['packets_unopened']} packets")
     return run
+
+
+async def ready_in_encrypted_room(bench: Loopback, sims: Sequence[SimDevice], room: str) -> None:
+    """The admin approves each of ``sims`` (online, paired after the room was made encrypted);
+    returns once each holds the room key with ``room`` selected, so that it can talk there."""
+    for sim in sims:
+        await bench.approve(sim)
+    for sim in sims:
+        await sim.device.until(lambda m: m.room == room and room not in m.locked)
 
 
 # --------------------------------------------------------------------------- CPU
@@ -410,8 +457,36 @@ class FakeClock:
 _Int16Ptr = ctypes.POINTER(ctypes.c_int16)
 
 
+class RoomKeys:
+    """The key material of an end-to-end encrypted room, made on the spot: a key authority, an
+    identity per member, the room key (epoch 1) sealed for each. :meth:`keyring` gives a member's
+    keyring holding it, as the daemon's is once the server has pushed its room key."""
+
+    def __init__(self, room: str, names: Sequence[str]) -> None:
+        self.room = room
+        self.authority = AuthorityKey.generate()
+        secret = new_epoch_secret()
+        roster = tuple(enumerate(names))
+        self._members: dict[str, tuple[IdentityKey, str]] = {}
+        for index, name in roster:
+            identity = IdentityKey.generate()
+            key = RoomKey(
+                room=room, epoch=1, sender_index=index, roster=roster, epoch_secret=secret
+            )
+            bundle = seal_bundle(self.authority, key, name, identity.public)
+            self._members[name] = (identity, bundle_to_text(bundle))
+
+    def keyring(self, name: str) -> Keyring:
+        """A fresh keyring of member ``name`` (its SFrame receiver has seen nothing yet)."""
+        identity, bundle = self._members[name]
+        keyring = Keyring(identity, self.authority.public, name, generation=1)
+        keyring.set_encrypted(self.room, True)
+        keyring.accept(self.room, bundle)
+        return keyring
+
+
 class CpuBench:
-    """The four CPU figures, each over the same frames (see the module docstring)."""
+    """The six CPU figures, each over the same frames (see the module docstring)."""
 
     def __init__(self, frames: list[Pcm], audio: AudioConfig, workdir: Path) -> None:
         self.audio = replace(audio, backend="sim")
@@ -422,6 +497,14 @@ class CpuBench:
         encoder = Encoder(self.settings)
         self.packets = [encoder.encode(f) for f in self.frames]
         self.wire = [p.AudioPacket(STREAM_ID, k, pk).encode() for k, pk in enumerate(self.packets)]
+        # The encrypted room: the rx device hears packets another member ("talker") sealed.
+        self.keys = RoomKeys(ROOM, ("talker", "tx", "rx"))
+        talker = self.keys.keyring("talker")
+        self.suite = talker.suite(ROOM)
+        self.sealed_wire = [
+            p.AudioPacket(STREAM_ID, k, talker.seal(ROOM, pk)).encode()
+            for k, pk in enumerate(self.packets)
+        ]
         self.workdir = workdir
         self.clock = FakeClock()
         self.checks: dict[str, int] = {}
@@ -440,21 +523,26 @@ class CpuBench:
             encode(state, pointer, n, out, 4000)
         return self._per_frame_us(time.thread_time_ns() - t0, len(self.pointers))
 
-    def _device(self, name: str) -> Device:
+    def _device(self, name: str, encrypted: bool = False) -> Device:
         config = sim_config(name, "", self.workdir / name, self.audio)
         device = SimDevice.build(config, silence(0.1, sample_rate=RATE), clock=self.clock).device
+        if encrypted:  # ROOM is end-to-end encrypted, and the server has pushed its key
+            device.keyring = self.keys.keyring(name)
         device.machine.handle(Paired(self.clock()))  # paired and online, without a link
         device.machine.handle(LinkUp(self.clock(), (ROOM,)))
         return device
 
-    def tx_path(self) -> float:
-        device = self._device("tx")
+    def tx_path(self, encrypted: bool = False) -> float:
+        device = self._device("tx", encrypted)
         machine = device.machine
         machine.handle(PttPressed(self.clock()))
         assert machine.request is not None
         machine.handle(StreamGranted(self.clock(), machine.request, STREAM_ID))
         if not machine.transmitting or not machine.capture_open:
             raise BenchError("CPU bench: the device is not transmitting")
+        device._talk_room = ROOM  # what carrying out SendStartStream sets: the room sealed for
+        if encrypted and device._sealed(b"probe") == b"probe":
+            raise BenchError("CPU bench: the encrypted tx path does not seal")
         on_frame = device._on_frame  # what the audio input calls with each captured frame
         t = self.clock()
         t0 = time.thread_time_ns()
@@ -462,7 +550,9 @@ class CpuBench:
             on_frame(frame, t)
             t += FRAME_MS / 1000
         spent = time.thread_time_ns() - t0
-        self.checks["tx_packets_built"] = device.counters.packets_sent
+        self.checks["tx_packets_sealed" if encrypted else "tx_packets_built"] = (
+            device.counters.packets_sent
+        )
         return self._per_frame_us(spent, len(self.frames))
 
     def libopus_decode(self) -> float:
@@ -476,31 +566,39 @@ class CpuBench:
             decode(state, packet, len(packet), pointer, most, 0)
         return self._per_frame_us(time.thread_time_ns() - t0, len(self.packets))
 
-    def rx_path(self) -> float:
-        device = self._device("rx")
+    def rx_path(self, encrypted: bool = False) -> float:
+        device = self._device("rx", encrypted)
         clock = self.clock
         device.mixer = mixer = Mixer(RATE, self.samples, volume=self.audio.volume, clock=clock)
         on_link_event = device._on_link_event  # what the link calls with what it received
         header = self.settings.codec_header()
+        wire = self.wire
+        if encrypted:
+            header = replace(header, sframe_suite=self.suite)
+            wire = self.sealed_wire
         on_link_event(p.OnStreamStart(STREAM_ID, ROOM, "talker", header, FRAME_MS))
         parse, n, step = p.parse_audio_packet, self.samples, FRAME_MS / 1000
         t0 = time.thread_time_ns()
-        for frame in self.wire:
+        for frame in wire:
             clock.now += step
             on_link_event(parse(frame))
             mixer.pull(n)
         spent = time.thread_time_ns() - t0
         stats = mixer.stats
-        self.checks["rx_played"] = stats.played
-        self.checks["rx_concealed"] = stats.concealed
-        return self._per_frame_us(spent, len(self.wire))
+        suffix = "_encrypted" if encrypted else ""
+        self.checks[f"rx_played{suffix}"] = stats.played
+        self.checks[f"rx_concealed{suffix}"] = stats.concealed
+        self.checks[f"rx_unopened{suffix}"] = device.counters.packets_unopened
+        return self._per_frame_us(spent, len(wire))
 
     def round(self) -> dict[str, float]:
         return {
             "libopus_encode": self.libopus_encode(),
             "tx_path": self.tx_path(),
+            "tx_path_encrypted": self.tx_path(encrypted=True),
             "libopus_decode": self.libopus_decode(),
             "rx_path": self.rx_path(),
+            "rx_path_encrypted": self.rx_path(encrypted=True),
         }
 
 
@@ -560,13 +658,18 @@ async def bench(settings: AudioSettings) -> dict[str, Any]:
         pesq_codec_loss,
     )
 
-    chain_scores: dict[str, list[float]] = {"chain": [], "chain_loss5": []}
+    chains = (
+        ("chain", frozenset[int](), False),
+        ("chain_loss5", drop, False),
+        ("chain_encrypted", frozenset[int](), True),
+    )
+    chain_scores: dict[str, list[float]] = {name: [] for name, _, _ in chains}
     chain_rounds: list[dict[str, Any]] = []
     lost = 0
     for i in range(settings.chain_rounds):
         this_round: dict[str, Any] = {"round": i + 1}
-        for name, drops in (("chain", frozenset[int]()), ("chain_loss5", drop)):
-            run = await run_chain(mic, audio, drops)
+        for name, drops, encrypted in chains:
+            run = await run_chain(mic, audio, drops, encrypted=encrypted)
             value = score(reference, mic, run.recording)
             chain_scores[name].append(value)
             if not drops:
@@ -599,16 +702,18 @@ async def bench(settings: AudioSettings) -> dict[str, Any]:
                 settings.cpu_rounds,
                 ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
             )
-        if cpu_bench.checks.get("rx_played") != settings.cpu_frames:
-            raise BenchError(
-                f"CPU bench: the rx path did not play every packet: {cpu_bench.checks}"
-            )
+        checks = cpu_bench.checks
+        if not checks.get("rx_played") == checks.get("rx_played_encrypted") == settings.cpu_frames:
+            raise BenchError(f"CPU bench: the rx path did not play every packet: {checks}")
+        if checks.get("rx_unopened_encrypted") or not checks.get("tx_packets_sealed"):
+            raise BenchError(f"CPU bench: the encrypted paths did not seal or open: {checks}")
 
     pesq = {
         "codec_only": round(pesq_codec, 3),
         "chain": median(chain_scores["chain"], 3),
         "codec_only_loss5": round(pesq_codec_loss, 3),
         "chain_loss5": median(chain_scores["chain_loss5"], 3),
+        "chain_encrypted": median(chain_scores["chain_encrypted"], 3),
         "resampling_only": round(resampling_only, 3),
     }
     cpu_us = {k: median([r[k] for r in cpu_rounds], 1) for k in cpu_rounds[0]}
@@ -617,6 +722,9 @@ async def bench(settings: AudioSettings) -> dict[str, Any]:
         "pesq_loss5": round(pesq["chain_loss5"] / pesq["codec_only_loss5"], 3),
         "tx_path": round(cpu_us["tx_path"] / cpu_us["libopus_encode"], 2),
         "rx_path": round(cpu_us["rx_path"] / cpu_us["libopus_decode"], 2),
+        "pesq_encrypted": round(pesq["chain_encrypted"] / pesq["chain"], 3),
+        "tx_path_encrypted": round(cpu_us["tx_path_encrypted"] / cpu_us["tx_path"], 2),
+        "rx_path_encrypted": round(cpu_us["rx_path_encrypted"] / cpu_us["rx_path"], 2),
     }
     fec_packets = sum(has_fec(pk) for pk in packets[:speech_packets])
     return {
@@ -637,12 +745,25 @@ async def bench(settings: AudioSettings) -> dict[str, Any]:
             "packets_with_fec_data": fec_packets,
             "packets": speech_packets,
         },
-        "targets": {"pesq_ratio": TARGET_PESQ_RATIO, "cpu_ratio": TARGET_CPU_RATIO},
+        "encrypted": {
+            "room": E2EE_ROOM,
+            "suite": cpu_bench.suite,
+            "chain_packets_unopened": chain_rounds[-1]["chain_encrypted"]["packets_unopened"],
+        },
+        "targets": {
+            "pesq_ratio": TARGET_PESQ_RATIO,
+            "cpu_ratio": TARGET_CPU_RATIO,
+            "e2ee_pesq_ratio": TARGET_E2EE_PESQ_RATIO,
+            "e2ee_cpu_ratio": TARGET_E2EE_CPU_RATIO,
+        },
         "targets_met": {
             "pesq_no_loss": ratios["pesq_no_loss"] >= TARGET_PESQ_RATIO,
             "pesq_loss5": ratios["pesq_loss5"] >= TARGET_PESQ_RATIO,
             "tx_path": ratios["tx_path"] <= TARGET_CPU_RATIO,
             "rx_path": ratios["rx_path"] <= TARGET_CPU_RATIO,
+            "pesq_encrypted": ratios["pesq_encrypted"] >= TARGET_E2EE_PESQ_RATIO,
+            "tx_path_encrypted": ratios["tx_path_encrypted"] <= TARGET_E2EE_CPU_RATIO,
+            "rx_path_encrypted": ratios["rx_path_encrypted"] <= TARGET_E2EE_CPU_RATIO,
         },
         "settings": {
             **asdict(settings),
@@ -681,6 +802,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"   >= {t['pesq_ratio']:.2f}  {mark(met['pesq_no_loss'])}",
         f"{lossy:<16}{q['codec_only_loss5']:>11.3f}{q['chain_loss5']:>8.3f}"
         f"{r['pesq_loss5']:>8.3f}   >= {t['pesq_ratio']:.2f}  {mark(met['pesq_loss5'])}",
+        f"{'encrypted room':<16}{'':>11}{q['chain_encrypted']:>8.3f}{r['pesq_encrypted']:>8.3f}"
+        f"   >= {t['e2ee_pesq_ratio']:.2f} x the clear chain  {mark(met['pesq_encrypted'])}",
         f"  {loss['packets_lost']} of {loss['packets']} packets lost. Codec only: {rec['fec']} "
         f"recovered from FEC data, {rec['no_fec_data']} concealed (next packet had no FEC data), "
         f"{rec['concealed']} concealed (next lost too).",
@@ -698,6 +821,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'libopus decode':<16}{c['libopus_decode']:>8.1f}",
         f"{'rx path':<16}{c['rx_path']:>8.1f}   x{r['rx_path']:.2f}   target <= "
         f"x{t['cpu_ratio']:.1f}  {mark(met['rx_path'])}",
+        f"End-to-end encrypted room (SFrame suite {report['encrypted']['suite']}), against the "
+        "clear path",
+        f"{'tx path':<16}{c['tx_path_encrypted']:>8.1f}   x{r['tx_path_encrypted']:.2f}   "
+        f"target <= x{t['e2ee_cpu_ratio']:.1f}  {mark(met['tx_path_encrypted'])}",
+        f"{'rx path':<16}{c['rx_path_encrypted']:>8.1f}   x{r['rx_path_encrypted']:.2f}   "
+        f"target <= x{t['e2ee_cpu_ratio']:.1f}  {mark(met['rx_path_encrypted'])}",
         "",
         f"Load average {s['load_average_before']} before, {s['load_average_after']} after; took "
         f"{report['elapsed_s']:.0f} s.",

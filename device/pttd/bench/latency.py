@@ -22,6 +22,11 @@ Per press (N presses, one at a time; A releases once B has played the impulse):
 * ``capture_start_ms`` (for information): press edge → the first captured sample, i.e. the
   simulated microphone's thread start; the signal is timed from there, not from the edge.
 
+``encrypted``: the same presses, as many, in an end-to-end encrypted room (a server of its own
+on loopback, after the clear run; a key authority made on the fly approves A and B, the server
+pushes them the room key, every packet goes SFrame-sealed): access and mouth-to-ear, and
+``e2ee_delta_p95_ms``, each p95 in the encrypted room less the clear one.
+
 ``late_entry_ms``: while A holds the PTT (the 440 Hz tone), device after device (C) pairs with the
 server and starts; each is measured from its link coming up (logged on, rooms joined:
 ``Device.counters.online_times``) to the first sample above -40 dBFS leaving its speaker. C's own
@@ -40,7 +45,8 @@ too: ``rss_probe.floor_import_failures``.)
 
 Figures are nearest-rank p50 and p95 over the presses or entries.
 Targets at 20 ms frames: access p95 <= 15 ms, mouth-to-ear p95 <= 60 ms, late entry p95 <= 100 ms,
-clipped 0 ms, pttd's own RSS <= 4 MB above the import floor. (3GPP asks for <= 300 ms for
+clipped 0 ms, pttd's own RSS <= 4 MB above the import floor; in the encrypted room, access and
+mouth-to-ear p95 within 2 ms of the clear ones (|delta| <= 2 ms). (3GPP asks for <= 300 ms for
 mission-critical PTT access and mouth-to-ear.)
 """
 
@@ -58,7 +64,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pttd.bench.audio import UNITY_VOLUME, best_lag, frames_of
+from pttd.bench.audio import E2EE_ROOM, UNITY_VOLUME, best_lag, frames_of, ready_in_encrypted_room
 from pttd.bench.common import (
     add_output_arguments,
     child_env,
@@ -105,6 +111,7 @@ TARGET_MOUTH_TO_EAR_P95_MS: Final = 60.0
 TARGET_LATE_ENTRY_P95_MS: Final = 100.0
 TARGET_CLIPPED_MS: Final = 0.0
 TARGET_OWN_RSS_MB: Final = 4.0  # the device process's RSS above the import floor
+TARGET_E2EE_DELTA_P95_MS: Final = 2.0  # |encrypted p95 - clear p95|, access and mouth-to-ear
 
 # Defaults: full run, then --quick.
 PRESSES: Final = (20, 5)
@@ -212,6 +219,62 @@ async def one_press(a: SimDevice, b: SimDevice, reference: Pcm) -> Press:
         clipped_ms=clipped_ms(b.speaker.recording(), reference),
         capture_start_ms=(t_first - t_press) * 1000,
     )
+
+
+async def run_presses(
+    a: SimDevice, b: SimDevice, reference: Pcm, count: int, label: str = ""
+) -> tuple[list[Press], int]:
+    """``count`` presses, one at a time; with the packets A sent that B did not receive."""
+    presses: list[Press] = []
+    sent, received = a.device.counters.packets_sent, b.device.counters.packets_received
+    for i in range(count):
+        press = await one_press(a, b, reference)
+        presses.append(press)
+        log.info(
+            "%spress %d/%d: access %.1f ms, mouth-to-ear %.1f ms, clipped %.1f ms",
+            label,
+            i + 1,
+            count,
+            press.access_ms,
+            press.mouth_to_ear_ms,
+            press.clipped_ms,
+        )
+        await asyncio.sleep(PAUSE_S)
+    lost = (a.device.counters.packets_sent - sent) - (b.device.counters.packets_received - received)
+    return presses, lost
+
+
+async def encrypted_presses(
+    signal: Pcm, reference: Pcm, audio: AudioConfig, count: int
+) -> dict[str, Any]:
+    """The presses in an end-to-end encrypted room, A and B approved and holding its key."""
+    async with loopback() as bench_:
+        bench_.add_encrypted_room(E2EE_ROOM)
+        rooms = (E2EE_ROOM,)
+        a = await bench_.add_device("talker", signal, audio, rooms=rooms)
+        b = await bench_.add_device(
+            "listener",
+            np.zeros(RATE // 10, np.int16),
+            replace(audio, volume=UNITY_VOLUME),
+            rooms=rooms,
+        )
+        async with asyncio.timeout(ONLINE_TIMEOUT):
+            await a.device.until(lambda m: m.link is Link.ONLINE)
+            await b.device.until(lambda m: m.link is Link.ONLINE)
+            await ready_in_encrypted_room(bench_, (a, b), E2EE_ROOM)
+        await asyncio.sleep(0.4)  # the 'connected' tones play out
+        presses, lost = await run_presses(a, b, reference, count, "encrypted ")
+        unopened = b.device.counters.packets_unopened
+    if unopened:
+        raise BenchError(f"encrypted room: B could not open {unopened} packets")
+    return {
+        "room": E2EE_ROOM,
+        "access_time_ms": distribution([p.access_ms for p in presses]),
+        "mouth_to_ear_ms": distribution([p.mouth_to_ear_ms for p in presses]),
+        "clipped_ms": round(max(p.clipped_ms for p in presses), 2),
+        "lost": lost,
+        "packets_unopened": unopened,
+    }
 
 
 # --------------------------------------------------------------------------- late entry
@@ -419,7 +482,6 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
     talk_s = TONE_AT_S + settings.late_entries * 1.0 + 10.0  # A's signal outlasts the entries
     signal = mic_signal(talk_s)
     reference = codec_reference(signal, audio, IMPULSE_AT_S + 0.1)
-    presses: list[Press] = []
     async with loopback() as bench_:
         a = await bench_.add_device("talker", signal, audio)  # restart_on_open: every press
         b = await bench_.add_device(
@@ -429,22 +491,7 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
             await a.device.until(lambda m: m.link is Link.ONLINE)
             await b.device.until(lambda m: m.link is Link.ONLINE)
         await asyncio.sleep(0.4)  # the 'connected' tones play out
-        sent, received = a.device.counters.packets_sent, b.device.counters.packets_received
-        for i in range(settings.presses):
-            press = await one_press(a, b, reference)
-            presses.append(press)
-            log.info(
-                "press %d/%d: access %.1f ms, mouth-to-ear %.1f ms, clipped %.1f ms",
-                i + 1,
-                settings.presses,
-                press.access_ms,
-                press.mouth_to_ear_ms,
-                press.clipped_ms,
-            )
-            await asyncio.sleep(PAUSE_S)
-        lost = (a.device.counters.packets_sent - sent) - (
-            b.device.counters.packets_received - received
-        )
+        presses, lost = await run_presses(a, b, reference, settings.presses)
         late = await late_entries(bench_, a, b, settings.late_entries, audio)
         log.info("late entries: %s ms", ", ".join(f"{v:.1f}" for v in late))
         rss: dict[str, Any] | None = None
@@ -464,6 +511,16 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
     late_entry = distribution(late)
     clipped = round(max(p.clipped_ms for p in presses), 2)
     own_mb = rss["own_rss_mb"] if rss is not None else None
+    encrypted = await encrypted_presses(signal, reference, audio, settings.presses)
+    delta = {
+        key: round(encrypted[f"{key}_ms"]["p95"] - clear["p95"], 2)
+        for key, clear in (("access_time", access), ("mouth_to_ear", mouth_to_ear))
+    }
+    log.info(
+        "encrypted room: p95 access %+.2f ms, mouth-to-ear %+.2f ms against the clear room",
+        delta["access_time"],
+        delta["mouth_to_ear"],
+    )
     return {
         "access_time_ms": access,
         "mouth_to_ear_ms": mouth_to_ear,
@@ -477,12 +534,16 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
         "clipped_ms_per_press": [round(p.clipped_ms, 2) for p in presses],
         "lost": lost,
         "rss_probe": rss,
+        "encrypted": encrypted,
+        "e2ee_delta_p95_ms": delta,
         "targets": {
             "access_time_p95_ms": TARGET_ACCESS_P95_MS,
             "mouth_to_ear_p95_ms": TARGET_MOUTH_TO_EAR_P95_MS,
             "late_entry_p95_ms": TARGET_LATE_ENTRY_P95_MS,
             "clipped_ms": TARGET_CLIPPED_MS,
             "device_own_rss_mb": TARGET_OWN_RSS_MB,
+            "access_time_e2ee_delta_p95_ms": TARGET_E2EE_DELTA_P95_MS,
+            "mouth_to_ear_e2ee_delta_p95_ms": TARGET_E2EE_DELTA_P95_MS,
         },
         "targets_met": {
             "access_time_p95_ms": access["p95"] <= TARGET_ACCESS_P95_MS,
@@ -490,6 +551,9 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
             "late_entry_p95_ms": late_entry["p95"] <= TARGET_LATE_ENTRY_P95_MS,
             "clipped_ms": clipped <= TARGET_CLIPPED_MS,
             "device_own_rss_mb": None if own_mb is None else own_mb <= TARGET_OWN_RSS_MB,
+            "access_time_e2ee_delta_p95_ms": abs(delta["access_time"]) <= TARGET_E2EE_DELTA_P95_MS,
+            "mouth_to_ear_e2ee_delta_p95_ms": abs(delta["mouth_to_ear"])
+            <= TARGET_E2EE_DELTA_P95_MS,
         },
         "settings": {
             **asdict(settings),
@@ -542,11 +606,26 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'clipped at the press':<24}{report['clipped_ms']:>24.1f}   worst  <= "
         f"{t['clipped_ms']:>4.0f} ms  {mark(met['clipped_ms'])}",
     ]
+    enc, delta = report["encrypted"], report["e2ee_delta_p95_ms"]
+
+    def delta_row(label: str, key: str) -> str:
+        name = f"{key}_e2ee_delta_p95_ms"
+        d = enc[f"{key}_ms"]
+        return (
+            f"{label:<24}{d['p50']:>8.1f}{d['p95']:>8.1f}{d['max']:>8.1f}   p95 {delta[key]:+.2f} "
+            f"ms vs clear, |delta| <= {t[name]:.0f} ms  {mark(met[name])}"
+        )
+
     if rss is not None:
         lines.append(
             f"{'pttd RSS above imports':<24}{report['device_own_rss_mb']:>21.1f} MB"
             f"{'':<10}<= {t['device_own_rss_mb']:>4.0f} MB  {mark(met['device_own_rss_mb'])}"
         )
+    lines += [
+        f"end-to-end encrypted room '{enc['room']}' (the same presses, SFrame):",
+        delta_row("  access (press→permit)", "access_time"),
+        delta_row("  mouth-to-ear", "mouth_to_ear"),
+    ]
     cs = report["capture_start_ms"]
     lines.append("")
     if rss is not None:
@@ -558,7 +637,7 @@ def format_report(report: dict[str, Any]) -> str:
         ]
     lines += [
         f"press edge → first captured sample (simulated microphone start): p50 {cs['p50']:.2f} ms,"
-        f" p95 {cs['p95']:.2f} ms; packets lost {report['lost']}.",
+        f" p95 {cs['p95']:.2f} ms; packets lost {report['lost']} (encrypted room: {enc['lost']}).",
         f"Load average {s['load_average_before']} before, {s['load_average_after']} after; took "
         f"{report['elapsed_s']:.0f} s.",
     ]

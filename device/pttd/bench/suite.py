@@ -105,6 +105,33 @@ def rows(report: dict[str, Any]) -> list[Row]:
             am["rx_path"],
             f"{c['rx_path']:.1f} / {c['libopus_decode']:.1f} µs per frame",
         ),
+        Row(
+            "audio",
+            "PESQ WB encrypted / clear chain",
+            r["pesq_encrypted"],
+            "x",
+            f">= {at['e2ee_pesq_ratio']:g}x",
+            am["pesq_encrypted"],
+            f"{q['chain_encrypted']:.3f} / {q['chain']:.3f}",
+        ),
+        Row(
+            "audio",
+            "tx path CPU encrypted / clear",
+            r["tx_path_encrypted"],
+            "x",
+            f"<= {at['e2ee_cpu_ratio']:g}x",
+            am["tx_path_encrypted"],
+            f"{c['tx_path_encrypted']:.1f} / {c['tx_path']:.1f} µs per frame",
+        ),
+        Row(
+            "audio",
+            "rx path CPU encrypted / clear",
+            r["rx_path_encrypted"],
+            "x",
+            f"<= {at['e2ee_cpu_ratio']:g}x",
+            am["rx_path_encrypted"],
+            f"{c['rx_path_encrypted']:.1f} / {c['rx_path']:.1f} µs per frame",
+        ),
     ]
     la = report["latency"]
     lt, lm = la["targets"], la["targets_met"]
@@ -159,6 +186,20 @@ def rows(report: dict[str, Any]) -> list[Row]:
             if la["device_rss_mb"] is not None
             else "not measured",
         ),
+    ]
+    enc, delta = la["encrypted"], la["e2ee_delta_p95_ms"]
+    out += [
+        Row(
+            "latency",
+            f"{label} p95 |e2ee - clear|",
+            abs(delta[key]),
+            "ms",
+            f"<= {lt[f'{key}_e2ee_delta_p95_ms']:g} ms",
+            lm[f"{key}_e2ee_delta_p95_ms"],
+            f"p95 {enc[f'{key}_ms']['p95']:.1f} ms encrypted, {la[f'{key}_ms']['p95']:.1f} ms "
+            f"clear ({delta[key]:+.2f} ms)",
+        )
+        for key, label in (("access_time", "access"), ("mouth_to_ear", "mouth-to-ear"))
     ]
     h = report["hostile"]
     hf, ht, hm = h["figures"], h["targets"], h["targets_met"]
