@@ -32,12 +32,26 @@ from waits import eventually
 
 from pttd.bench.audio import RATE, REF_RATE, UNITY_VOLUME, score
 from pttd.demo import speech_sample
-from pttd.e2ee.authority import Authority
-from pttd.e2ee.keys import make_kid
-from pttd.e2ee.sframe import decode_header
+from pttd.e2ee.authority import Authority, FingerprintMismatch
+from pttd.e2ee.keyring import NoRoomKey
+from pttd.e2ee.keys import (
+    REFUSED_SIGNATURE,
+    AuthorityKey,
+    IdentityKey,
+    IdentityPublicKey,
+    RoomKey,
+    bundle_to_text,
+    make_kid,
+    new_epoch_secret,
+    seal_bundle,
+    split_kid,
+)
+from pttd.e2ee.sframe import SFrameError, decode_header
 from pttd.radio.audio.codec import Decoder
 from pttd.radio.config import AudioConfig
 from pttd.radio.inputs import Button
+from pttd.radio.machine import Talk, Tone
+from pttd.server import keys
 from pttd.server.app import RoomServer
 from pttd.server.registry import Registry
 from pttd.sim.audio import silence
@@ -281,3 +295,187 @@ async def test_two_devices_talk_in_an_encrypted_room_and_the_relay_sees_only_sfr
     assert pesq_encrypted >= 2.5
     if glitches_encrypted == glitches_clear == 0:
         assert pesq_encrypted >= pesq_clear - 0.1
+
+
+# --------------------------------------------------------------------------- 2. a malicious server
+
+
+async def test_a_server_that_substitutes_its_own_key_at_approval_is_caught_by_the_fingerprint() -> (
+    None
+):
+    async with loopback() as bench:
+        bench.add_encrypted_room(CREW)
+        a = await bench.add_device("gate", rooms=(CREW,))
+        await a.online()
+        shown = a.device.fingerprint
+        assert shown is not None
+        before = bench.authority.path.read_bytes() if bench.authority else b""
+
+        def substitute_then_approve(authority: Authority, registry: Registry) -> None:
+            # The server (its database) swaps in a key of its own for the device …
+            assert registry.set_identity_key(
+                "device", "gate", IdentityKey.generate().public.to_text()
+            )
+            # … and the admin approves with the fingerprint the device's console shows.
+            keys.approve(authority, registry, "gate", shown)
+
+        with pytest.raises(FingerprintMismatch):
+            await as_admin(bench, substitute_then_approve)
+        assert bench.authority is not None
+        assert CREW not in bench.authority.rooms()  # nothing approved, nothing added
+        assert bench.authority.path.read_bytes() == before
+        assert bench.registry.room_key_epochs(CREW) == {}
+        assert CREW in a.machine.locked and a.device.keyring is not None
+        assert a.device.keyring.key(CREW) is None
+
+
+async def test_a_room_key_the_server_seals_itself_is_refused_and_the_room_stays_locked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with loopback() as bench:
+        bench.add_encrypted_room(CREW)
+        a = await bench.add_device("gate", rooms=(CREW,))
+        await a.online()
+        assert a.machine.room == CREW and CREW in a.machine.locked
+
+        def forge(_: Authority, registry: Registry) -> None:
+            # The server wraps an epoch secret of its own for the device, with a key of its own.
+            member = next(m for m in registry.members() if m.name == "gate")
+            assert member.identity_key is not None
+            forged = RoomKey(
+                room=CREW,
+                epoch=1,
+                sender_index=0,
+                roster=((0, "gate"),),
+                epoch_secret=new_epoch_secret(),
+            )
+            bundle = seal_bundle(
+                AuthorityKey.generate(),
+                forged,
+                "gate",
+                IdentityPublicKey.from_text(member.identity_key),
+            )
+            registry.publish_room_keys(CREW, [("gate", 1, bundle_to_text(bundle))])
+
+        await as_admin(bench, forge)
+        async with asyncio.timeout(KEYS_WAIT_S):
+            await a.device.until(lambda m: REFUSED_SIGNATURE in m.locked.get(CREW, ""))
+        assert any(REFUSED_SIGNATURE in r.getMessage() for r in caplog.records)
+        assert a.device.keyring is not None and a.device.keyring.key(CREW) is None
+
+        # A press there: the error tone, and the microphone never opens.
+        errors = a.device.counters.tones.count(Tone.ERROR)
+        a.button.press()
+        await eventually(lambda: a.device.counters.tones.count(Tone.ERROR) > errors)
+        assert not a.machine.capture_open and not a.mic.is_open
+        assert a.machine.talk is Talk.IDLE
+        a.button.release()
+        assert not a.machine.capture_open and not a.mic.is_open
+        assert a.device.counters.packets_sent == 0 and a.device.counters.talks == 0
+        assert REFUSED_SIGNATURE in (a.machine.last_error or "")
+
+
+# --------------------------------------------------------------------------- 3. revocation
+
+
+async def test_a_member_removed_under_a_live_talk_cannot_open_the_new_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with loopback() as bench:
+        bench.add_encrypted_room(CREW)
+        tap = Tap.on(bench.server, monkeypatch)
+        a = await bench.add_device("a", rooms=(CREW,))  # a looping tone
+        b = await bench.add_device("b", silence(0.1, sample_rate=RATE), rooms=(CREW,))
+        c = await bench.add_device("c", silence(0.1, sample_rate=RATE), rooms=(CREW,))
+        for sim in (a, b, c):
+            await sim.online()
+            await bench.approve(sim)
+        for sim in (a, b, c):
+            await keyed(sim)
+        assert bench.authority is not None
+        old = bench.authority.epoch(CREW)
+        c_keyring = c.device.keyring
+        assert c_keyring is not None
+
+        a.button.press()
+        await a.transmitting()
+        await eventually(lambda: c.device.counters.packets_received >= 10, what="C hears A before")
+        assert c.device.counters.packets_unopened == 0
+
+        def remove_c(authority: Authority, registry: Registry) -> None:
+            authority.remove(CREW, "c")
+            keys.sync(authority, registry)
+
+        await as_admin(bench, remove_c)
+        new = bench.authority.epoch(CREW)
+        assert new > old
+        await keyed(a, epoch=new)
+        await keyed(b, epoch=new)
+        rotated = len(tap.frames)
+        await eventually(
+            lambda: sum(1 for k in tap.kids(rotated) if split_kid(k)[0] == new) >= 10,
+            what="A talks under the new epoch",
+        )
+        heard_by_b = b.device.counters.packets_received
+        await eventually(
+            lambda: b.device.counters.packets_received >= heard_by_b + 10, what="B hears on"
+        )
+        a.button.release()
+        await a.idle()
+        await b.until(lambda m: not m.incoming)
+
+        # B opened everything, across the rotation; C opened nothing of the new epoch.
+        assert b.device.counters.packets_unopened == 0
+        fresh = [f.payload for f in tap.frames if split_kid(decode_header(f.payload)[0])[0] == new]
+        assert len(fresh) >= 10
+        assert c.device.counters.packets_unopened >= len(fresh) - 2  # all that reached it
+        assert c.device.keyring is c_keyring  # C kept its old keyring …
+        key = c_keyring.key(CREW)
+        assert key is not None and key.epoch == old  # … and its old key
+        for payload in fresh:
+            with pytest.raises((SFrameError, NoRoomKey)):
+                c_keyring.open(CREW, payload)
+        assert bench.registry.room_key_epochs(CREW) == {"a": new, "b": new}
+
+
+# --------------------------------------------------------------------------- 4. catching up
+
+
+async def test_a_device_offline_at_a_rotation_gets_the_new_epoch_at_its_next_logon() -> None:
+    async with loopback() as bench:
+        bench.add_encrypted_room(CREW)
+        a = await bench.add_device("a", rooms=(CREW,))
+        b = await bench.add_device("b", silence(0.1, sample_rate=RATE), rooms=(CREW,))
+        for sim in (a, b):
+            await sim.online()
+            await bench.approve(sim)
+        for sim in (a, b):
+            await keyed(sim)
+        assert bench.authority is not None
+        old = bench.authority.epoch(CREW)
+
+        await b.stop()
+        bench.devices.remove(b)
+
+        def rotate(authority: Authority, registry: Registry) -> None:
+            authority.rotate(CREW)
+            keys.sync(authority, registry)
+
+        await as_admin(bench, rotate)
+        new = bench.authority.epoch(CREW)
+        assert new > old
+        await keyed(a, epoch=new)
+
+        # B starts again from its state directory (as after a power cut) and logs on.
+        b = SimDevice.build(b.device.config, silence(0.1, sample_rate=RATE))
+        await b.start()
+        bench.devices.append(b)
+        await b.online()
+        await keyed(b, epoch=new)
+
+        a.button.press()
+        await a.transmitting()
+        await eventually(lambda: b.device.mixer.stats.received >= 10, what="B hears A")
+        a.button.release()
+        await a.idle()
+        assert b.device.counters.packets_unopened == 0
