@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from waits import eventually
 
+from pttd import cli
 from pttd.bench.audio import RATE, REF_RATE, UNITY_VOLUME, score
 from pttd.demo import speech_sample
 from pttd.e2ee.authority import Authority, FingerprintMismatch
@@ -479,3 +480,39 @@ async def test_a_device_offline_at_a_rotation_gets_the_new_epoch_at_its_next_log
         a.button.release()
         await a.idle()
         assert b.device.counters.packets_unopened == 0
+
+
+# --------------------------------------------------------------------------- 5. the CLI
+
+
+def test_pttd_keys_approve_with_a_wrong_fingerprint_says_so_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, key_file = tmp_path / "server.db", tmp_path / "authority.json"
+    assert cli.main(["server", "room", "add", CREW, "--db", str(db)]) == 0
+    # As a missing key file's message says: `pttd keys init FILE`.
+    assert cli.main(["keys", "init", str(key_file), "--db", str(db)]) == 0
+    with Registry(db) as registry:
+        registry.set_encrypted(CREW, True)
+        code = registry.create_pair_code([CREW])
+        registry.redeem_pair_code(code.code, "gate")
+        device = IdentityKey.generate()
+        registry.set_identity_key("device", "gate", device.public.to_text())
+    before = key_file.read_bytes()
+    wrong = str(IdentityKey.generate().public.fingerprint)
+    capsys.readouterr()
+    args = ["keys", "approve", "gate", wrong, "--key-file", str(key_file), "--db", str(db)]
+    assert cli.main(args) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("pttd: "), err
+    assert "does not match the fingerprint read on the device" in err
+    assert "Traceback" not in err
+    assert key_file.read_bytes() == before
+    with Registry(db) as registry:
+        assert registry.room_key_epochs(CREW) == {}
+
+    # The right one approves (the same command line otherwise).
+    args[3] = str(device.public.fingerprint)
+    assert cli.main(args) == 0
+    assert "gate approved for crew" in capsys.readouterr().out
+    assert key_file.read_bytes() != before

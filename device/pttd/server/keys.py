@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             )
 
     init = ksub.add_parser("init", help="make a new key authority (its key file) for a server")
+    init.add_argument(
+        "file", nargs="?", type=Path, help="the key file to make (the same as --key-file)"
+    )
     common(init)
     init.set_defaults(func=cmd_init)
 
@@ -102,6 +105,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    if args.file is not None:  # as a missing key file's message says: pttd keys init FILE
+        args.key_file = args.file
     with open_registry(args.db) as reg:
         authority = Authority.create(args.key_file)
         reg.set_authority_key(authority.public_key.to_text())
