@@ -26,6 +26,9 @@ def files(tmp_path: Path) -> Iterator[dict[str, str]]:
     bad_pem.write_text("not a certificate\n")
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("[device\nname = 'x'\n")
+    bad_key = tmp_path / "bad-key.json"
+    bad_key.write_text("{\n")
+    bad_key.chmod(0o600)
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
@@ -35,6 +38,7 @@ def files(tmp_path: Path) -> Iterator[dict[str, str]]:
             "missing": str(tmp_path / "nope.pem"),
             "bad_pem": str(bad_pem),
             "bad_toml": str(bad_toml),
+            "bad_key": str(bad_key),
             "folder": str(tmp_path),
             "busy_port": str(holder.getsockname()[1]),
             "no_dir_out": str(tmp_path / "no" / "such" / "x.json"),
@@ -84,6 +88,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (["config", "check"], 2, "--config"),
     (["doctor", "--timeout", "0", "--config", "{missing}"], 2, "--timeout"),
     (["audio", "list", "--nope"], 2, "unrecognized arguments: --nope"),
+    (["keys", "show", "--key-file", "{missing}"], 1, "no key authority file there"),
+    (["keys", "show", "--key-file", "{folder}"], 1, "not a regular file"),
+    (["keys", "show", "--key-file", "{bad_key}"], 1, "not a usable key authority file"),
+    (["keys", "show", "--key-file", "{bad_toml}"], 1, "must be 0600"),
+    (["keys", "rotate", "--key-file", "{missing}", "--db", "{db}"], 1, "nope.pem"),
+    (["keys", "approve", "radio-a", "1234", "--key-file", "{missing}", "--db", "{db}"], 1, "nope"),
+    (["keys", "init", "--db", "{folder}/typo.db", "--key-file", "{missing}"], 1, "no registry at"),
 ]
 
 

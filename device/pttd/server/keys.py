@@ -18,8 +18,14 @@ import argparse
 import os
 from pathlib import Path
 
-from pttd.e2ee.authority import Authority
-from pttd.e2ee.keys import E2eeError, IdentityPublicKey, KeyFormatError, bundle_to_text
+from pttd.e2ee.authority import Authority, AuthorityError, FingerprintMismatch
+from pttd.e2ee.keys import (
+    E2eeError,
+    Fingerprint,
+    IdentityPublicKey,
+    KeyFormatError,
+    bundle_to_text,
+)
 from pttd.errors import PttdError
 from pttd.server.admin import DEFAULT_DB, open_registry
 from pttd.server.registry import MemberInfo, Registry
@@ -47,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             )
 
     init = ksub.add_parser("init", help="make a new key authority (its key file) for a server")
+    init.add_argument(
+        "file", nargs="?", type=Path, help="the key file to make (the same as --key-file)"
+    )
     common(init)
     init.set_defaults(func=cmd_init)
 
@@ -96,6 +105,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    if args.file is not None:  # as a missing key file's message says: pttd keys init FILE
+        args.key_file = args.file
     with open_registry(args.db) as reg:
         authority = Authority.create(args.key_file)
         reg.set_authority_key(authority.public_key.to_text())
@@ -135,12 +146,28 @@ def approve(authority: Authority, reg: Registry, name: str, typed: str) -> list[
     if not rooms:
         raise PttdError(f"{name} is in no encrypted room: nothing to approve")
     public = _public_key(member)
+    _check_fingerprint(name, public, typed)  # before a room is added: nothing changes on a miss
     for room in rooms:
         if room not in authority.rooms():
             authority.add_room(room)
         authority.approve(room, name, public, typed)
     said = [f"{name} approved for {', '.join(rooms)} (fingerprint {public.fingerprint})"]
     return said + sync(authority, reg)
+
+
+def _check_fingerprint(name: str, public: IdentityPublicKey, typed: str) -> None:
+    """What :meth:`Authority.approve` checks first, checked before anything is changed."""
+    try:
+        fingerprint = Fingerprint.parse(typed)
+    except KeyFormatError as exc:
+        raise AuthorityError(
+            f"what was typed is not a fingerprint: {exc}; nothing was approved"
+        ) from None
+    if not fingerprint.matches(public.fingerprint):
+        raise FingerprintMismatch(
+            f"the key the server has for {name!r} does not match the fingerprint read on the "
+            "device; nothing was approved (check the digits, or pair the device again)"
+        )
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
