@@ -540,7 +540,6 @@ class CpuBench:
         machine.handle(StreamGranted(self.clock(), machine.request, STREAM_ID))
         if not machine.transmitting or not machine.capture_open:
             raise BenchError("CPU bench: the device is not transmitting")
-        device._talk_room = ROOM  # what carrying out SendStartStream sets: the room sealed for
         if encrypted and device._sealed(b"probe") == b"probe":
             raise BenchError("CPU bench: the encrypted tx path does not seal")
         on_frame = device._on_frame  # what the audio input calls with each captured frame

@@ -180,7 +180,6 @@ class Device:
         self._generation: int | None = None  # SFrame counter generation of this run
         self.keyring = self._make_keyring()
         self._streams: dict[int, tuple[str, bool]] = {}  # heard stream -> (room, encrypted)
-        self._talk_room: str | None = None
         self.machine = DeviceMachine(
             MachineSettings(
                 toggle=config.talk.mode == "toggle",
@@ -473,8 +472,9 @@ class Device:
             return None
 
     def _sealed(self, payload: bytes) -> bytes | None:
-        """Our packet as it goes out: sealed in an encrypted room (None: no key, not sent)."""
-        room, keyring = self._talk_room, self.keyring
+        """Our packet as it goes out: sealed in an encrypted room (None: no key, not sent). The
+        talk's room is the selected one: a room change ends the talk first."""
+        room, keyring = self.machine.room, self.keyring
         if room is None or keyring is None or room not in keyring.encrypted:
             return payload
         try:
@@ -500,7 +500,6 @@ class Device:
                         self.counters.packets_sent += 1
                 case SendStartStream():
                     self.counters.talks += 1
-                    self._talk_room = action.room
                     suite = None
                     if self.keyring is not None and action.room in self.keyring.encrypted:
                         suite = self.keyring.suite(action.room)
