@@ -70,6 +70,7 @@ from pttd.server.names import name_key
 from pttd.server.session import Pairing, Principal
 from pttd.wire.messages import (
     MAX_NAME,
+    MAX_ROOM_KEY,
     REASON_EXPIRED_CODE,
     REASON_INVALID_CODE,
     REASON_USED_CODE,
@@ -91,6 +92,9 @@ CODE_GROUP: Final = 4
 # Used and expired codes are kept this long past their expiry, so that a late redeem is told
 # "used code" or "expired code" rather than "invalid code".
 CODE_KEEP_AFTER_EXPIRY: Final = 86400.0
+
+# What an ``on_room_key``'s ``key`` may hold (pttd.wire.messages checks it so on the wire).
+_BASE64URL: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_="
 
 # Crockford decoding: letters people confuse with digits read as those digits.
 _CODE_TRANSLATION: Final = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None})
@@ -781,13 +785,23 @@ class Registry:
 
     def revoke_device(self, name: str) -> None:
         """Refuse the device's credential from now on (the row stays, for the admin to see) and
-        kill its refresh tokens. NotFound for an unknown device."""
+        kill its refresh tokens and room keys. NotFound for an unknown device."""
         with self._write() as db:
-            if db.execute("UPDATE devices SET revoked = 1 WHERE name = ?", (name,)).rowcount == 0:
+            row = db.execute("SELECT revoked FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is None:
                 raise NotFound(f"no device named {name!r}")
+            db.execute("UPDATE devices SET revoked = 1 WHERE name = ?", (name,))
             db.execute("DELETE FROM refresh_tokens WHERE device = ?", (name,))
-            db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
+            self._drop_room_keys(db, name, was_active=not row[0])
         logger.info("device %s revoked", name)
+
+    @staticmethod
+    def _drop_room_keys(db: sqlite3.Connection, name: str, *, was_active: bool) -> None:
+        """The room keys of a device that goes. Room keys are kept by member name, and a
+        revoked device's name is free for a user to take: the keys under the name of a device
+        revoked before are no longer its (they went at its revocation)."""
+        if was_active:
+            db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
 
     def is_revoked(self, name: str) -> bool:
         """True if the device's credential is no longer good: revoked, or the device is gone
@@ -827,10 +841,12 @@ class Registry:
     def unpair_device(self, name: str) -> None:
         """The device gives up its credential: delete it and its refresh tokens. NotFound."""
         with self._write() as db:
-            # refresh_tokens and device_rooms go with it (ON DELETE CASCADE).
-            if db.execute("DELETE FROM devices WHERE name = ?", (name,)).rowcount == 0:
+            row = db.execute("SELECT revoked FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is None:
                 raise NotFound(f"no device named {name!r}")
-            db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
+            # refresh_tokens and device_rooms go with it (ON DELETE CASCADE).
+            db.execute("DELETE FROM devices WHERE name = ?", (name,))
+            self._drop_room_keys(db, name, was_active=not row[0])
         logger.info("device %s unpaired", name)
 
     # --- the key authority's mailbox ---------------------------------------------------------
@@ -878,7 +894,18 @@ class Registry:
         """Keep the room keys the authority sealed, ``(member, epoch, sealed key)``, for the
         server to hand each member (replacing that member's older one). ``only``: these are the
         room's only members now (a rotation): every other member's key in it goes. NotFound for
-        an unknown room."""
+        an unknown room; InvalidArgument, and nothing kept, for a sealed key that an
+        ``on_room_key`` cannot carry (empty, not base64url, longer than ``MAX_ROOM_KEY``):
+        every client would refuse it, and its member would never get its key."""
+        for member, _, text in sealed:
+            if not text:
+                raise InvalidArgument(f"the room key sealed for {member!r} is empty")
+            if text.strip(_BASE64URL):
+                raise InvalidArgument(f"the room key sealed for {member!r} is not base64url")
+            if len(text) > MAX_ROOM_KEY:
+                raise InvalidArgument(
+                    f"the room key sealed for {member!r} is longer than {MAX_ROOM_KEY} characters"
+                )
         now = time.time()
         with self._write() as db:
             if db.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is None:

@@ -546,7 +546,9 @@ class ServerCore(Generic[C]):
         keys = dict(principal.room_keys)
         for name in m.channels:
             room = self.directory.room(name)
-            room.encrypted = name in principal.encrypted
+            # The registry was read for this logon: it may bring the news of a room that turned
+            # encrypted (or clear) before the server's next look at it.
+            self._turn(room, name in principal.encrypted, out)
             room.join(session)
             session.rooms[name] = room
             if name in keys:
@@ -912,7 +914,9 @@ class ServerCore(Generic[C]):
         a new token; a user removed): its connections are told and closed at once, and nothing
         they send is relayed or answered after. Fewer rooms (a room removed, a grant taken
         back): the connection leaves those rooms, told by ``on_channel_status`` ``offline``;
-        a talk it held there ends for the others."""
+        a talk it held there ends for the others. A room turned encrypted or clear: see
+        :meth:`_turn`. A room key newly sealed for it: sent (``on_room_key``) to each of its
+        connections in that room."""
         out: list[Action[C]] = []
         for session in list(self.sessions.values()):
             old = session.principal
@@ -925,41 +929,63 @@ class ServerCore(Generic[C]):
                 self._kick(session, p.NOT_AUTHORIZED, "revoked", out)
                 continue
             session.principal = new
+            # Rooms it may still be in that turned encrypted (or clear) first, whoever's
+            # connection brings the news: the talk of the wrong kind ends for everyone, its
+            # talker included, before the clear clients leave.
+            for name, room in list(session.rooms.items()):
+                if name in new.rooms and self._turn(room, name in new.encrypted, out):
+                    self._announce_status(room, out)
             gone = [r for r in session.rooms if r not in new.rooms]
             if not session.sframe:  # a room turned encrypted: a clear client leaves it
                 gone += [r for r in session.rooms if r in new.encrypted and r not in gone]
             for name in gone:
                 log.info("%s may no longer be in %s: it leaves", old.name, name)
-                room = session.rooms.pop(name)
-                ended = room.leave(session)
-                if ended is not None:
-                    session.ended_streams.append(ended.stream_id)
-                    self._end_stream(ended, p.REASON_DISCONNECTED, out, notify_talker=False)
-                out.append(Send((session.conn,), p.OnChannelStatus(name, "offline").to_json()))
-                self._announce_status(room, out)
-            self._room_keys_changed(session, old, new, out)
+                self._leave(session, session.rooms[name], out)
+            before = dict(old.room_keys)
+            for name, key in new.room_keys:  # sealed for it by the key authority: a rotation,
+                if name in session.rooms and before.get(name) != key:  # an approval
+                    out.append(Send((session.conn,), p.OnRoomKey(name, key).to_json()))
         return out
 
-    def _room_keys_changed(
-        self, session: Session[C], old: Principal, new: Principal, out: list[Action[C]]
+    def _leave(
+        self,
+        session: Session[C],
+        room: Room[Session[C]],
+        out: list[Action[C]],
+        *,
+        announce: bool = True,
     ) -> None:
-        """A room turned encrypted (or clear), or the key authority sealed a new room key for
-        this member (a rotation, an approval): the member is told. A talk of the wrong kind for
-        the room now (clear in an encrypted room) ends."""
-        for name, room in session.rooms.items():
-            encrypted = name in new.encrypted
-            if room.encrypted != encrypted:
-                room.encrypted = encrypted
-                log.info("room %s is now %s", name, "encrypted" if encrypted else "clear")
-                stream = room.stream
-                if stream is not None and (stream.codec_header.sframe_suite is None) == encrypted:
-                    stream.talker.ended_streams.append(stream.stream_id)
-                    self._end_stream(stream, p.REASON_ENCRYPTED_ROOM, out)
-                self._announce_status(room, out)
-        before = dict(old.room_keys)
-        for name, key in new.room_keys:
-            if name in session.rooms and before.get(name) != key:
-                out.append(Send((session.conn,), p.OnRoomKey(name, key).to_json()))
+        """Take a connection out of one room (it stays connected): a talk it held there ends
+        for the others, it is told ``offline`` and (``announce``) the others the room's new
+        count."""
+        del session.rooms[room.name]
+        ended = room.leave(session)
+        if ended is not None:
+            session.ended_streams.append(ended.stream_id)
+            self._end_stream(ended, p.REASON_DISCONNECTED, out, notify_talker=False)
+        out.append(Send((session.conn,), p.OnChannelStatus(room.name, "offline").to_json()))
+        if announce:
+            self._announce_status(room, out)
+
+    def _turn(self, room: Room[Session[C]], encrypted: bool, out: list[Action[C]]) -> bool:
+        """The registry says ``room`` is encrypted (or clear): False if the server knew. Else a
+        talk of the wrong kind for it now ends, for everyone, talker included (reason
+        ``encrypted room``), and clients without an identity key leave a room that turned
+        encrypted (``offline``): none of them hears a talk it cannot decode. The caller tells
+        the members that stay the room's new status."""
+        if room.encrypted == encrypted:
+            return False
+        room.encrypted = encrypted
+        if room.members:
+            log.info("room %s is now %s", room.name, "encrypted" if encrypted else "clear")
+        stream = room.stream
+        if stream is not None and (stream.codec_header.sframe_suite is not None) != encrypted:
+            self._end_stream(stream, p.REASON_ENCRYPTED_ROOM, out)
+        if encrypted:
+            for member in [s for s in room.members if not s.sframe]:
+                log.info("%s has no identity key: it leaves %s", member.name, room.name)
+                self._leave(member, room, out, announce=False)
+        return True
 
     def shutdown(self) -> list[Action[C]]:
         """The server stops: every talk ends (the connections are then closed by the caller)."""
