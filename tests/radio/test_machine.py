@@ -36,10 +36,12 @@ from pttd.radio.machine import (
     MutePlayback,
     OpenCapture,
     OwnStreamStopped,
+    Paired,
     PlayTone,
     PttPressed,
     PttReleased,
     Report,
+    RoomLock,
     RoomSelected,
     SendAudio,
     SendStartStream,
@@ -434,17 +436,146 @@ def test_hold_mode_a_press_that_went_nowhere_is_unblocked_when_its_input_vanishe
     assert OpenCapture() in m.handle(PttPressed(3.0, source=HAND))
 
 
+# ---------------------------------------------------------------------------- locked rooms
+
+WAITING = "waiting for its room key (not approved by the key authority yet?)"
+REFUSED = "room key refused: not signed by this room's key authority"
+
+
+def locked_online(toggle: bool = False, locked: tuple[tuple[str, str], ...] = ()) -> DeviceMachine:
+    m = DeviceMachine(MachineSettings(toggle=toggle))
+    m.handle(LinkUp(0.0, ("ops", "yard"), locked))
+    return m
+
+
+@pytest.mark.parametrize("toggle", [False, True])
+def test_a_press_in_a_locked_room_plays_the_error_tone_and_never_opens_the_microphone(
+    toggle: bool,
+) -> None:
+    m = locked_online(toggle, (("ops", WAITING),))
+    assert m.locked == {"ops": WAITING} and m.room == "ops"
+    actions = m.handle(PttPressed(1.0))
+    assert PlayTone(Tone.ERROR) in actions
+    assert not of(actions, OpenCapture) and not of(actions, SendStartStream)
+    assert not of(actions, StartTimer) and not of(actions, MutePlayback)
+    assert m.last_error == f"cannot talk in ops: {WAITING}"
+    assert reports(actions) == [f"PTT pressed: cannot talk in ops: {WAITING}"]
+    assert not m.capture_open and m.talk is Talk.IDLE and not m.latched
+    assert m.handle(CapturedFrame(1.1, b"x")) == []
+
+
+def test_the_room_key_coming_unlocks_the_room_for_the_next_press() -> None:
+    m = locked_online(locked=(("ops", WAITING),))
+    m.handle(PttPressed(1.0))
+    assert m.handle(RoomLock(2.0, "ops", None)) == [Report("room ops: room key ready")]
+    assert m.locked == {} and not m.capture_open  # still held: a fresh press is needed
+    assert m.handle(RoomLock(2.1, "ops", None)) == []  # ready already: nothing to say
+    m.handle(PttReleased(3.0))
+    actions = m.handle(PttPressed(4.0))
+    assert actions[0] == OpenCapture() and SendStartStream(1, "ops", "normal") in actions
+
+
+def test_another_room_stays_usable_while_one_is_locked() -> None:
+    m = locked_online(locked=(("yard", WAITING),))
+    start = of(m.handle(PttPressed(1.0)), SendStartStream)[0]
+    assert start.room == "ops"
+    m.handle(StreamGranted(1.1, start.request, 7))
+    actions = m.handle(RoomLock(2.0, "yard", REFUSED))  # not the room talked in
+    assert actions == [Report(f"room yard: cannot talk there: {REFUSED}")]
+    assert m.capture_open and m.talk is Talk.TRANSMITTING
+    assert m.handle(CapturedFrame(2.1, b"on")) == [SendAudio(7, b"on", 2.1)]
+    m.handle(PttReleased(3.0))
+    m.handle(ChangeRoom(4.0, name="yard"))
+    actions = m.handle(PttPressed(5.0))
+    assert PlayTone(Tone.ERROR) in actions and not of(actions, OpenCapture)
+    assert m.last_error == f"cannot talk in yard: {REFUSED}"
+
+
+def test_a_room_locked_while_talking_in_it_ends_the_talk_capture_first() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(RoomLock(2.0, "ops", REFUSED))
+    assert actions[0] == CloseCapture()
+    assert actions.index(CloseCapture()) < actions.index(SendStopStream(7, "ops"))
+    assert PlayTone(Tone.ERROR) in actions and not of(actions, OpenCapture)
+    assert CancelTimer(TALK_TIMER) in actions and SetLed("transmit", "off") in actions
+    assert reports(actions) == [
+        f"talk in ops cut: {REFUSED}",
+        f"room ops: cannot talk there: {REFUSED}",
+    ]
+    assert m.last_error == f"cannot talk in ops: {REFUSED}"
+    assert not m.capture_open and m.talk is Talk.IDLE and m.stream_id is None
+    assert m.handle(CapturedFrame(2.1, b"late")) == []  # a frame still in flight: dropped
+    # Still held: nothing reopens; released and pressed again, the room is still locked.
+    assert not of(m.handle(PttPressed(2.5, source="pedal")), OpenCapture)
+    m.handle(PttReleased(2.6, source="pedal"))
+    m.handle(PttReleased(3.0))
+    assert PlayTone(Tone.ERROR) in m.handle(PttPressed(4.0))
+    assert not m.capture_open
+
+
+def test_a_room_locked_while_asking_for_the_floor_drops_the_held_audio() -> None:
+    m = online(toggle=True)
+    m.handle(PttPressed(1.0))
+    m.handle(CapturedFrame(1.02, b"held"))
+    actions = m.handle(RoomLock(1.05, "ops", WAITING))
+    assert actions[0] == CloseCapture() and PlayTone(Tone.ERROR) in actions
+    assert not of(actions, SendAudio) and not of(actions, SendStopStream)  # nothing granted
+    assert m.held_frames == 0 and not m.latched
+    late = m.handle(StreamGranted(1.2, 1, 9))
+    assert late[0] == SendStopStream(9, None) and not of(late, SendAudio)
+    assert not m.capture_open
+
+
+def test_a_logon_that_finds_the_room_talked_in_locked_ends_the_talk() -> None:
+    m = online()
+    press_and_grant(m)
+    actions = m.handle(LinkUp(2.0, ("ops", "yard"), (("ops", REFUSED),)))
+    assert actions[0] == CloseCapture()
+    assert actions.index(CloseCapture()) < actions.index(SendStopStream(7, "ops"))
+    assert PlayTone(Tone.ERROR) in actions and PlayTone(Tone.CONNECTED) in actions
+    assert m.last_error == f"cannot talk in ops: {REFUSED}"
+    assert not m.capture_open and m.talk is Talk.IDLE and m.room == "ops"
+
+
+def test_link_up_replaces_the_locked_rooms() -> None:
+    m = locked_online(locked=(("ops", WAITING),))
+    m.handle(RoomLock(1.0, "yard", REFUSED))
+    assert m.locked == {"ops": WAITING, "yard": REFUSED}
+    m.handle(LinkDown(2.0, "gone"))
+    assert m.locked == {"ops": WAITING, "yard": REFUSED}  # kept until the next logon says
+    m.handle(LinkUp(3.0, ("ops", "yard"), (("yard", WAITING),)))
+    assert m.locked == {"yard": WAITING}
+    assert OpenCapture() in m.handle(PttPressed(4.0))  # ops is open now
+    m.handle(PttReleased(4.5))
+    m.handle(LinkUp(5.0, ("ops", "yard")))
+    assert m.locked == {}
+
+
+@pytest.mark.parametrize("event", [CredentialRefused(2.0), Unpaired(2.0)])
+def test_losing_the_credential_forgets_the_locked_rooms(event: Any) -> None:
+    m = locked_online(locked=(("ops", WAITING), ("yard", REFUSED)))
+    m.handle(event)
+    assert m.locked == {}
+    m.handle(Paired(3.0))
+    m.handle(LinkUp(4.0, ("ops",)))  # paired again: a room not encrypted any more
+    assert m.locked == {} and OpenCapture() in m.handle(PttPressed(5.0))
+
+
 # ---------------------------------------------------------------------------- stateful property
 
 
 INPUTS = ["gpio:17", "serial:/dev/ttyUSB0"]  # two PTT inputs, held and released independently
+ROOMS = ["ops", "yard", "dock"]
+WHYS = [WAITING, REFUSED]  # why a room is locked (the keyring's words)
 
 
 class Machine(RuleBasedStateMachine):
     """Random event sequences; after each, the invariants of the issue must hold.
 
     Hold mode; :class:`ToggleMachine` runs the same rules in toggle mode. Either way an input
-    may vanish at any time (and come back with its next press)."""
+    may vanish at any time (and come back with its next press), and a room may be locked (an
+    encrypted room without a usable key) or unlocked at any time, by a logon or on its own."""
 
     toggle = False
 
@@ -465,6 +596,7 @@ class Machine(RuleBasedStateMachine):
         self.frames = 0
         self.leds: dict[str, str] = {}
         self.open_count = 0
+        self.locked: dict[str, str] = {}  # encrypted rooms without a usable key -> why
 
     def feed(self, event: Any) -> list[Action]:
         actions = self.m.handle(event)
@@ -500,7 +632,11 @@ class Machine(RuleBasedStateMachine):
         return actions
 
     def can_talk(self) -> bool:
-        return self.m.link is Link.ONLINE and self.m.room is not None
+        return (
+            self.m.link is Link.ONLINE
+            and self.m.room is not None
+            and self.m.room not in self.locked
+        )
 
     @property
     def any_held(self) -> bool:
@@ -575,12 +711,39 @@ class Machine(RuleBasedStateMachine):
         if self.toggle and latched_by_the_other:
             assert actions == [] and (self.m.talk is not Talk.IDLE) == talking
 
-    @rule(rooms=st.lists(st.sampled_from(["ops", "yard", "dock"]), unique=True, max_size=3))
-    def link_up(self, rooms: list[str]) -> None:
+    @rule(
+        rooms=st.lists(st.sampled_from(ROOMS), unique=True, max_size=3),
+        locked=st.sets(st.sampled_from(ROOMS)),
+        why=st.sampled_from(WHYS),
+    )
+    def link_up(self, rooms: list[str], locked: set[str], why: str) -> None:
+        """A logon: its rooms, and which of them are encrypted without a key here (the daemon
+        asks its keyring); that set replaces the one before."""
         before = self.m.room
-        if self.m.link is not Link.UNPAIRED and before is not None and before not in rooms:
-            self.spoil_if_held()  # the room we talk in is gone: that is a room change
-        self.feed(LinkUp(0.0, tuple(rooms)))
+        locks = tuple((room, why) for room in rooms if room in locked)
+        if self.m.link is not Link.UNPAIRED:
+            self.locked = dict(locks)
+            if before is not None and (before not in rooms or before in self.locked):
+                self.spoil_if_held()  # the room we talk in is gone, or its key: the talk ends
+        self.feed(LinkUp(0.0, tuple(rooms), locks))
+
+    @rule(room=st.sampled_from(ROOMS), why=st.sampled_from([None, *WHYS]))
+    def room_lock(self, room: str, why: str | None) -> None:
+        """A room key came (None: the room opens) or was refused, or a room turned encrypted
+        or clear while online."""
+        if why is None:
+            self.locked.pop(room, None)
+        else:
+            self.locked[room] = why
+            if room == self.m.room:
+                self.spoil_if_held()  # a talk there ends at once
+        self.feed(RoomLock(0.0, room, why))
+
+    @precondition(lambda self: self.m.talk is not Talk.IDLE)
+    @rule(why=st.sampled_from(WHYS))
+    def the_key_of_the_room_talked_in_goes(self, why: str) -> None:
+        assert self.m.room is not None
+        self.room_lock(self.m.room, why)
 
     @rule()
     def link_down(self) -> None:
@@ -590,12 +753,11 @@ class Machine(RuleBasedStateMachine):
     @rule()
     def credential_refused(self) -> None:
         self.spoil_if_held()
+        self.locked.clear()  # no rooms any more, locked or not
         self.feed(CredentialRefused(0.0))
 
     @rule()
     def paired(self) -> None:
-        from pttd.radio.machine import Paired
-
         self.feed(Paired(0.0))
 
     @precondition(lambda self: self.request is not None)
@@ -693,6 +855,15 @@ class Machine(RuleBasedStateMachine):
         assert self.m.latched_by == self.latch
         assert self.m.latched_by not in self.gone
         assert not [button for button in self.m.held_buttons if button[1] in self.gone]
+
+    @invariant()
+    def the_microphone_never_opens_in_a_room_without_a_valid_key(self) -> None:
+        """While the selected room is locked (encrypted, no usable room key) nobody talks from
+        here: no talk, and capture is open only for the installer's audio test."""
+        assert self.m.locked == self.locked
+        if self.m.room in self.m.locked:
+            assert self.m.talk is Talk.IDLE and self.m.stream_id is None
+            assert not self.m.capture_open or self.m.audio_test
 
     @invariant()
     def transmit_led_follows_capture(self) -> None:

@@ -147,9 +147,10 @@ class Keyring:
             if held is not None and key.epoch == held.key.epoch:
                 if key.epoch_secret != held.key.epoch_secret or key.suite != held.key.suite:
                     raise KeyRefused(f"a second, different key for epoch {key.epoch}")
-                if key.roster == held.key.roster and key.sender_index == held.key.sender_index:
-                    return held.key  # the same key again (a reconnection)
-                # The same epoch with a new roster: a member approved since (no rotation).
+                if set(key.roster) <= set(held.key.roster):
+                    return held.key  # the same key again (a reconnection, an older re-issue)
+                # A re-issue of the epoch held naming members approved since: installed, so
+                # that they are heard (and named).
         except KeyRefused as exc:
             self._refused[room] = exc.reason
             raise
@@ -159,17 +160,27 @@ class Keyring:
 
     def _install(self, room: str, key: RoomKey, held: _RoomKeys | None) -> None:
         suite = sframe.CipherSuite(key.suite)
-        receiver = sframe.Receiver(suite)
         previous = None
         if held is not None:
             previous = held.previous if held.key.epoch == key.epoch else held.key
+        # The receiver carries on: a KID kept keeps its replay window, so a packet heard before
+        # a rotation (or a re-issue) cannot be played to this member again after it. (A KID is
+        # dropped only when its epoch is two behind, never to come back: epochs only grow, and
+        # a re-issue of the epoch held only adds members.)
+        if held is not None and held.receiver.suite == suite:
+            receiver = held.receiver
+        else:
+            receiver = sframe.Receiver(suite)
+        wanted: dict[int, bytes] = {}
         for old in (previous, key):
             if old is None or old.suite != key.suite:
                 continue
             for index, _ in old.roster:
-                receiver.add_key(
-                    make_kid(old.epoch, index), sender_base_key(old.epoch_secret, index)
-                )
+                wanted[make_kid(old.epoch, index)] = sender_base_key(old.epoch_secret, index)
+        for kid in receiver.kids() - wanted.keys():
+            receiver.remove_key(kid)
+        for kid, base in wanted.items():
+            receiver.add_key(kid, base)  # the same base key again: nothing changes
         before = self._senders.get((room, key.kid))
         first = before.next_counter if before else self.generation << GENERATION_SHIFT
         base = sender_base_key(key.epoch_secret, key.sender_index)

@@ -718,6 +718,11 @@ class DeviceMachine:
                 self.room = room
                 out.append(RoomSelected(room))
                 out.append(Report(f"room {room} selected" if room else "no room to talk in"))
+        elif self.room in self.locked and self.talk is not Talk.IDLE:  # its key is gone
+            why = self.locked[self.room]
+            self.last_error = f"cannot talk in {self.room}: {why}"
+            self._end_talk(out, block=True, why=f"cut: {why}")
+            out.append(PlayTone(Tone.ERROR))
         out.append(PlayTone(Tone.CONNECTED))
 
     def _on_room_lock(self, event: RoomLock, out: list[Action]) -> None:
@@ -726,11 +731,11 @@ class DeviceMachine:
                 out.append(Report(f"room {event.room}: room key ready"))
             return
         self.locked[event.room] = event.why
-        out.append(Report(f"room {event.room}: cannot talk there: {event.why}"))
         if event.room == self.room and self.talk is not Talk.IDLE:
             self.last_error = f"cannot talk in {event.room}: {event.why}"
-            self._end_talk(out, block=True, why=f"cut: {event.why}")
+            self._end_talk(out, block=True, why=f"cut: {event.why}")  # capture closes first
             out.append(PlayTone(Tone.ERROR))
+        out.append(Report(f"room {event.room}: cannot talk there: {event.why}"))
 
     def _on_link_down(self, event: LinkDown, out: list[Action]) -> None:
         was_online = self.link is Link.ONLINE

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pttd import __version__
+from pttd.e2ee.keys import AuthorityKey, Fingerprint, IdentityKey
 from pttd.errors import PairingFailed, StoreError
 from pttd.radio.config import Config, DeviceConfig, KeyInfo, ServerConfig, settable_keys
 from pttd.radio.console.interpreter import (
@@ -49,6 +50,7 @@ from pttd.radio.console.interpreter import (
     clean,
     meter_line,
     parse_pairing_link,
+    qr_text,
 )
 from pttd.radio.console.pin import MAX_DELAY_S, hash_pin, pin_matches, retry_delay
 from pttd.radio.status import DeviceStatus, PinRecord
@@ -56,6 +58,11 @@ from pttd.redact import redact
 
 CODE = "K7QW-3MZP-9XTR"
 URL = "ws://radio.example:8080"
+IDENTITY = IdentityKey.generate()
+FINGERPRINT = str(IDENTITY.public.fingerprint)  # what the device shows: 8 groups of 5 digits
+AUTHORITY = AuthorityKey.generate().public.to_text()  # what a pairing link carries
+WAITING = "waiting for its room key (not approved by the key authority yet?)"
+ROOM_KEYS = (("ops", "encrypted, epoch 3, 4 members, sender 1"), ("yard", WAITING))
 LONG = (PairRequest, UnpairRequest, AudioTestRequest, FactoryResetRequest)
 
 
@@ -309,6 +316,24 @@ def test_status_of_a_long_uptime_and_an_error(console, backend):
     assert "\x1b" not in out and "link lost: ?[31mred" in out
 
 
+def test_status_shows_the_fingerprint_and_each_encrypted_rooms_key(console, backend):
+    backend.online()
+    lines = text(console, "status").splitlines()
+    assert "fingerprint:  none (pair to make an identity key)" in lines
+    assert not [line for line in lines if line.startswith("key ")]
+    backend.update(fingerprint=FINGERPRINT, room_keys=ROOM_KEYS)
+    lines = text(console, "status").splitlines()
+    at = lines.index(f"fingerprint:  {FINGERPRINT}")
+    assert lines[at + 1 : at + 3] == [
+        "key ops:      encrypted, epoch 3, 4 members, sender 1",
+        f"key yard:     {WAITING}",
+    ]
+    assert lines[at - 1].startswith("last error:") and lines[at + 3].startswith("audio:")
+    data = json.loads(text(console, "status --json"))
+    assert data["fingerprint"] == FINGERPRINT
+    assert data["room_keys"] == {"ops": "encrypted, epoch 3, 4 members, sender 1", "yard": WAITING}
+
+
 def test_prompt_shows_the_state(console, backend):
     assert console.prompt(1.0) == "pttd[unpaired]> "
     backend.update(link="connecting")
@@ -318,6 +343,39 @@ def test_prompt_shows_the_state(console, backend):
     set_pin(console)
     say(console, "pin lock")
     assert console.prompt(1.0) == "pttd[online ops locked]> "
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_keys_without_an_identity_key(console):
+    assert text(console, "keys") == (
+        "no identity key: pair this device first (encrypted rooms need one)"
+    )
+    assert text(console, "keys now").startswith("usage: keys")
+
+
+def test_keys_shows_the_fingerprint_as_digits_and_qr_code_and_the_room_keys(console, backend):
+    backend.online()
+    backend.update(fingerprint=FINGERPRINT, room_keys=ROOM_KEYS)
+    out = text(console, "keys")
+    lines = out.splitlines()
+    assert lines[0] == f"fingerprint: {FINGERPRINT}"
+    assert "'pttd keys approve NAME FINGERPRINT'" in out
+    # What the admin reads or scans is the device's fingerprint, as 'pttd keys approve' takes it.
+    assert Fingerprint.parse(lines[0].removeprefix("fingerprint: ")) == IDENTITY.public.fingerprint
+    assert qr_text(FINGERPRINT) in out
+    assert qr_text(str(IdentityKey.generate().public.fingerprint)) not in out
+    assert lines[-2:] == ["ops: encrypted, epoch 3, 4 members, sender 1", f"yard: {WAITING}"]
+    backend.update(room_keys=())
+    assert text(console, "keys").splitlines()[-1] == "no encrypted room"
+
+
+def test_keys_can_be_read_on_a_locked_console(console, backend):
+    backend.update(fingerprint=FINGERPRINT)
+    set_pin(console)
+    say(console, "pin lock")
+    assert text(console, "keys").splitlines()[0] == f"fingerprint: {FINGERPRINT}"
 
 
 # --------------------------------------------------------------------------- pairing
@@ -335,6 +393,30 @@ def test_pair_with_the_link_from_the_qr_code(console):
     reply = say(console, f"pair {link}")
     assert reply.effect == PairRequest(URL, CODE, "pttd-test")
     assert CODE not in reply.text
+
+
+def test_pair_with_a_link_that_names_the_key_authority(console):
+    server = URL.replace(":", "%3A").replace("/", "%2F")
+    link = f"pttd://pair?server={server}&code={CODE}&authority={AUTHORITY}"
+    reply = say(console, f"pair {link}")
+    assert reply.effect == PairRequest(URL, CODE, "pttd-test", AUTHORITY)
+    assert reply.text == f"pairing with {URL} as pttd-test ..."
+    assert CODE not in repr(reply)
+
+
+def test_pair_link_with_an_authority_and_the_configured_server(console, backend):
+    backend.cfg = replace(backend.cfg, server=ServerConfig(url="wss://conf.example"))
+    reply = say(console, f"pair pttd://pair?code={CODE}&authority={AUTHORITY}")
+    assert reply.effect == PairRequest("wss://conf.example", CODE, "pttd-test", AUTHORITY)
+    for plain in (f"pair {URL} {CODE}", f"pair pttd://pair?code={CODE}", f"pair {CODE}"):
+        effect = say(console, plain).effect
+        assert isinstance(effect, PairRequest) and effect.authority is None
+
+
+def test_pair_link_with_two_authorities_is_refused(console):
+    reply = say(console, f"pair pttd://pair?code={CODE}&authority={AUTHORITY}&authority=x")
+    assert reply.effect is None
+    assert reply.text == "the pairing link's key authority is not one key"
 
 
 def test_pair_link_without_server_uses_the_configured_one(console, backend):
@@ -424,6 +506,9 @@ PAIRING_FAILURES = {
     "used code": PairingFailed("used code", "the pairing code was already used"),
     "unreachable": PairingFailed("unreachable", "cannot reach the server: Connection refused"),
     "tls": PairingFailed("tls", "TLS certificate not trusted: self-signed certificate"),
+    "bad link": PairingFailed(
+        "bad link", "the link's key authority is not a key: key authority public key is not …"
+    ),
     "store": StoreError("/state/credential.json: cannot save (Read-only file system)"),
     "cancelled": Cancelled(),
     "timeout": TimeoutError(),
@@ -440,6 +525,9 @@ def test_every_pairing_failure_has_its_own_message(console):
     assert "TLS" in messages["tls"] and "server.ca_file" in messages["tls"]
     assert "could not be saved" in messages["store"]
     assert "cancelled" in messages["cancelled"]
+    assert messages["bad link"] == (
+        "pairing failed: the link's key authority is not a key: key authority public key is not …"
+    )
     for message in messages.values():
         assert CODE not in message
 
@@ -451,6 +539,18 @@ def test_pairing_success_message(console):
     assert out == f"paired with {URL} as pttd-test-2\nrooms: ops, yard\nonline in room ops"
     late = console.finish(request, replace(done, online=False, room=None), 2.0).text
     assert "still connecting" in late
+
+
+def test_pairing_success_shows_the_new_identity_keys_fingerprint(console):
+    request = PairRequest(URL, CODE, "pttd-test", AUTHORITY)
+    done = PairDone(URL, "pttd-test", ("ops",), True, "ops", FINGERPRINT)
+    assert console.finish(request, done, 2.0).text.splitlines() == [
+        f"paired with {URL} as pttd-test",
+        "rooms: ops",
+        "online in room ops",
+        f"fingerprint: {FINGERPRINT}",
+        "for encrypted rooms, read it to the server's admin to approve (see 'keys')",
+    ]
 
 
 # --------------------------------------------------------------------------- unpair
