@@ -190,9 +190,9 @@ async def test_the_admin_commands_and_a_clear_room_work_as_before_beside_an_encr
     registry.set_encrypted("beta", True)
     db = ["--db", registry.path]
     assert (await asyncio.to_thread(pttd, "room", "add", "delta", *db)) == "room delta added\n"
-    assert (await asyncio.to_thread(pttd, "room", "list", *db)).split() == [
+    assert (await asyncio.to_thread(pttd, "room", "list", *db)).splitlines() == [
         "alpha",
-        "beta",
+        "beta (encrypted)",
         "delta",
         "gamma",
     ]
