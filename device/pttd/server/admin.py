@@ -293,7 +293,8 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
         encrypted = sorted(set(args.room) & reg.encrypted_rooms())
         if encrypted and authority is None:
             raise PttdError(
-                f"{', '.join(encrypted)} encrypted, but this server knows no key authority: "
+                f"{', '.join(encrypted)} {'is' if len(encrypted) == 1 else 'are'} encrypted, "
+                "but this server knows no key authority: "
                 f"run 'pttd keys init --db {args.db}' first"
             )
         pc = reg.create_pair_code(args.room, ttl=args.ttl, emergency=args.emergency)
@@ -329,8 +330,16 @@ def cmd_device(args: argparse.Namespace) -> int:
             set_grant(reg, "device", args.action, args.name)
             return 0
         if args.action == "revoke":
+            keyed = [
+                r for r in sorted(reg.encrypted_rooms()) if args.name in reg.room_key_epochs(r)
+            ]
             reg.revoke_device(args.name)
             print(f"device {args.name} revoked")
+            if keyed:
+                print(
+                    f"it held the room keys of {', '.join(keyed)}: run 'pttd keys sync' with the "
+                    "key authority's file to start new epochs without it"
+                )
             return 0
         devices = reg.list_devices()
     if args.json:
