@@ -482,6 +482,37 @@ async def test_a_device_offline_at_a_rotation_gets_the_new_epoch_at_its_next_log
         assert b.device.counters.packets_unopened == 0
 
 
+async def test_a_late_entrant_hears_an_encrypted_talk_already_going_on() -> None:
+    """Late entry works in an encrypted room: B logs on while A talks; its room key comes
+    before the talk's start (the server's order), and it opens A's packets from the first it
+    gets (each SFrame packet stands alone)."""
+    async with loopback() as bench:
+        bench.add_encrypted_room(CREW)
+        speech = speech_sample(RATE)
+        a = await bench.add_device("a", speech, rooms=(CREW,))
+        b = await bench.add_device("b", silence(0.1, sample_rate=RATE), rooms=(CREW,))
+        for sim in (a, b):
+            await sim.online()
+            await bench.approve(sim)
+        for sim in (a, b):
+            await keyed(sim)
+        await b.stop()
+        bench.devices.remove(b)
+
+        a.button.press()
+        await a.transmitting()
+        b = SimDevice.build(b.device.config, silence(0.1, sample_rate=RATE))
+        await b.start()
+        bench.devices.append(b)
+        await b.online()
+        await eventually(lambda: b.device.mixer.stats.received >= 20, what="B hears A's talk")
+        a.button.release()
+        await a.idle()
+        assert b.device.counters.streams_heard == 1  # the talk it joined
+        assert b.device.counters.packets_unopened == 0
+        assert b.device.counters.packets_received == b.device.mixer.stats.received
+
+
 # --------------------------------------------------------------------------- 5. the CLI
 
 
