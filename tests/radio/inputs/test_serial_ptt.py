@@ -190,6 +190,25 @@ def test_parser_tokens_and_terminators():
     assert parser.feed(b"+PTT=P+PTT=R\n") == [PTT_DOWN, PTT_UP]
 
 
+def test_parser_reads_the_hfp_hand_microphone_dialect():
+    """Bluetooth hand microphones over HFP send AT+XEVENT lines on their RFCOMM link."""
+    parser = LineParser()
+    assert parser.feed(b"AT+XEVENT=TALK,1\r\nAT+XEVENT=SOS,1\r\n") == [PTT_DOWN, SOS_DOWN]
+    assert parser.feed(b"AT+XEVENT=SOS,0\r\nat+xevent=talk,0\r\n") == [SOS_UP, PTT_UP]
+    assert parser.feed(b"AT+XEVENT=TALK,10\r\nAT+XEVENT=TALK,\r\nAT+XEVENT=VOL,1\r\n") == []
+    assert parser.feed(b"\x00AT+XEVENT=TALK,0\r\n") == [PTT_UP]  # noise around it
+
+
+async def test_an_hfp_hand_microphone_on_a_pty(pty, recorder):
+    """The same adapter, the other dialect: press, SOS and release over a real pty."""
+    async with running(pty.path, recorder):
+        pty.write(b"AT+XEVENT=TALK,1\r\n")
+        await recorder.wait_for(1)
+        pty.write(b"AT+XEVENT=SOS,1\r\nAT+XEVENT=SOS,0\r\nAT+XEVENT=TALK,0\r\n")
+        await recorder.wait_for(4)
+    assert recorder.summary() == [PTT_DOWN, SOS_DOWN, SOS_UP, PTT_UP]
+
+
 def test_parser_overlong_line_is_dropped_up_to_its_end():
     parser = LineParser(max_line=16)
     assert parser.feed(b"A" * 10) == []

@@ -1,7 +1,11 @@
 """Serial PTT accessories (Bluetooth SPP PTT buttons, USB-serial foot switches).
 
-They send text lines: ``+PTT=P`` / ``+PTT=R`` (PTT pressed/released) and ``+SOS=P`` /
-``+SOS=R`` (emergency), terminated by CR, LF or CRLF. Anything else on the wire (other
+They send text lines, terminated by CR, LF or CRLF, in one of two dialects (both always read):
+
+* ``+PTT=P`` / ``+PTT=R`` (PTT pressed/released) and ``+SOS=P`` / ``+SOS=R`` (emergency);
+* Bluetooth hand microphones over HFP (their RFCOMM serial link): ``AT+XEVENT=TALK,1`` /
+  ``AT+XEVENT=TALK,0`` and ``AT+XEVENT=SOS,1`` / ``AT+XEVENT=SOS,0``.
+ Anything else on the wire (other
 lines, overlong lines, bytes that are not UTF-8) is logged at debug and ignored; a token with
 line noise around it (``\\x00+PTT=R``) still counts, so that a release is never lost to noise.
 
@@ -27,8 +31,11 @@ from pttd.radio.inputs import Button, EdgeHandler, EdgeSink
 log = logging.getLogger(__name__)
 
 MAX_LINE: Final = 128  # bytes; longer lines are noise
-_TOKEN: Final = re.compile(rb"\+(PTT|SOS)=([PR])(?![A-Za-z0-9])", re.IGNORECASE)
-_BUTTONS: Final = {b"PTT": Button.PTT, b"SOS": Button.EMERGENCY}
+_TOKEN: Final = re.compile(
+    rb"\+(PTT|SOS)=([PR])(?![A-Za-z0-9])|\+XEVENT=(TALK|SOS),([01])(?![0-9])", re.IGNORECASE
+)
+_BUTTONS: Final = {b"PTT": Button.PTT, b"TALK": Button.PTT, b"SOS": Button.EMERGENCY}
+_PRESSED: Final = (b"P", b"1")
 
 
 class LineParser:
@@ -60,7 +67,10 @@ class LineParser:
         if not line.strip():
             return []
         found = [
-            (_BUTTONS[m.group(1).upper()], m.group(2).upper() == b"P")
+            (
+                _BUTTONS[(m.group(1) or m.group(3)).upper()],
+                (m.group(2) or m.group(4)).upper() in _PRESSED,
+            )
             for m in _TOKEN.finditer(line)
         ]
         if not found:
