@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -60,6 +61,83 @@ def board(value: Any) -> str | None:
     if value == "" or value in profile_names():
         return None
     return f"no board profile {value!r}; there are: {', '.join(profile_names())}"
+
+
+# Bluetooth values (the BLE input's, checked here so that the file, `config set` and `bt add`
+# refuse the same things).
+PTT_Z_SERVICE = "0000ffe0-0000-1000-8000-00805f9b34fb"  # Pryme PTT-Z and its clones
+_ADDRESS = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BASE_UUID = "-0000-1000-8000-00805f9b34fb"
+
+
+def normal_address(text: str) -> str:
+    """``aa-bb-cc-dd-ee-ff`` or ``aa:bb:…`` as ``AA:BB:CC:DD:EE:FF``; ValueError otherwise."""
+    address = text.strip().upper().replace("-", ":")
+    if not _ADDRESS.fullmatch(address):
+        raise ValueError(f"{text!r} is not a Bluetooth address (AA:BB:CC:DD:EE:FF)")
+    return address
+
+
+def normal_uuid(text: str) -> str:
+    """A UUID in its 128-bit lower-case form; 16- and 32-bit short forms (``ffe0``,
+    ``0xffe0``) are expanded on the Bluetooth base UUID. ValueError otherwise."""
+    value = text.strip().lower().removeprefix("0x")
+    if re.fullmatch(r"[0-9a-f]{4}", value):
+        value = f"0000{value}{_BASE_UUID}"
+    elif re.fullmatch(r"[0-9a-f]{8}", value):
+        value = f"{value}{_BASE_UUID}"
+    if not _UUID.fullmatch(value):
+        raise ValueError(f"{text!r} is not a UUID")
+    return value
+
+
+def hex_list(text: str) -> tuple[bytes, ...]:
+    """Notification values from comma-separated hex (``01``, ``45 4c 45 54 31``)."""
+    out = []
+    for item in split_list(text):
+        try:
+            value = bytes.fromhex(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a value in hex (01, 454c455431 …)") from None
+        out.append(value)
+    if not out:
+        raise ValueError("no value (an empty one would match every notification)")
+    return tuple(out)
+
+
+def uuid(value: Any) -> str | None:
+    try:
+        normal_uuid(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def optional_uuid(value: Any) -> str | None:
+    return None if value == "" else uuid(value)
+
+
+def hex_values(value: Any) -> str | None:
+    try:
+        hex_list(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def addresses(value: Any) -> str | None:
+    try:
+        for address in split_list(str(value)):
+            normal_address(address)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated config value's items (``"a, b"`` → ``["a", "b"]``; ``""`` → ``[]``)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _spec(default: Any, check: Check | None = None, doc: str = "") -> Any:
@@ -113,8 +191,8 @@ class TalkConfig:
 class PttConfig:
     """One PTT input; several may be active at once."""
 
-    kind: Literal["gpio", "evdev", "serial", "sim"] = _spec(
-        "sim", one_of("gpio", "evdev", "serial", "sim")
+    kind: Literal["gpio", "evdev", "serial", "ble", "sim"] = _spec(
+        "sim", one_of("gpio", "evdev", "serial", "ble", "sim")
     )
     pin: int | str | None = _spec(None, doc="gpio: BCM pin")
     pull_up: bool = _spec(True, doc="gpio: internal pull-up (button to ground)")
@@ -123,6 +201,23 @@ class PttConfig:
     key: str = _spec("KEY_F13", doc="evdev: key code name")
     port: str = _spec("", doc="serial: port or pyserial URL")
     baudrate: int = _spec(9600, within(300, 4_000_000), "serial: speed")
+    address: str = _spec("", doc="ble: the accessory's address (AA:BB:CC:DD:EE:FF)")
+    service: str = _spec(PTT_Z_SERVICE, uuid, "ble: GATT service of the PTT button")
+    characteristic: str = _spec("", optional_uuid, "ble: its characteristic; empty: any notifying")
+    press: str = _spec(
+        "01", hex_values, "ble: notification values (hex, comma-separated) = pressed"
+    )
+    release: str = _spec("00", hex_values, "ble: values = released")
+    sos_characteristic: str = _spec("", optional_uuid, "ble: a second button's, as emergency")
+    sos_press: str = _spec("01", hex_values, "ble: its values = pressed")
+    sos_release: str = _spec("00", hex_values, "ble: its values = released")
+
+
+@dataclass(frozen=True, slots=True)
+class BluetoothConfig:
+    buttons: str = _spec(
+        "", addresses, "BLE PTT buttons (PTT-Z convention), comma-separated addresses ('bt add')"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +263,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     talk: TalkConfig = field(default_factory=TalkConfig)
     ptt: tuple[PttConfig, ...] = ()
+    bluetooth: BluetoothConfig = field(default_factory=BluetoothConfig)
     buttons: ButtonsConfig = field(default_factory=ButtonsConfig)
     leds: LedsConfig = field(default_factory=LedsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
@@ -236,6 +332,10 @@ def _ptt_problems(ptt: PttConfig, where: str) -> list[str]:
         return [f"{where}.pin: {complaint}"]
     if ptt.kind == "evdev" and not ptt.device:
         return [f"{where}.device: an evdev PTT needs a device path or name"]
+    if ptt.kind == "ble" and not ptt.address:
+        return [f"{where}.address: a ble PTT needs the accessory's address (AA:BB:CC:DD:EE:FF)"]
+    if ptt.kind == "ble" and (complaint := addresses(ptt.address)):
+        return [f"{where}.address: {complaint}"]
     if ptt.kind == "serial" and not ptt.port:
         return [f"{where}.port: a serial PTT needs a port"]
     return []

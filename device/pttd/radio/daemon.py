@@ -276,6 +276,21 @@ class Device:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def add_input(self, source: Input) -> None:
+        """An input added while running (the console's ``bt add``): started at once."""
+        await source.start(self._on_edge)
+        self.inputs.append(source)
+
+    async def remove_input(self, name: str) -> bool:
+        """Stop and drop the input called ``name`` (``bt forget``); False if there is none.
+        Its held buttons are released as it closes, as at shutdown."""
+        for source in list(self.inputs):
+            if source.name == name:
+                self.inputs.remove(source)
+                await _closing(f"input {name}", source.close)
+                return True
+        return False
+
     async def _shutdown(self) -> None:
         # Capture closes first (the machine orders it), the stream stops, then the link closes.
         self.feed(Shutdown(self.clock()))
@@ -574,6 +589,11 @@ class Device:
                 (room, self.keyring.state(room))
                 for room in m.rooms
                 if self.keyring is not None and room in self.keyring.encrypted
+            ),
+            accessories=tuple(
+                (source.name, state)
+                for source in self.inputs
+                if isinstance(state := getattr(source, "state", None), str)
             ),
         )
 

@@ -50,7 +50,7 @@ from pttd.radio.boards import (
     load_profile,
     profile_names,
 )
-from pttd.radio.config import Config, load_config, pin_uses
+from pttd.radio.config import Config, load_config, normal_address, pin_uses, split_list
 from pttd.radio.store import Store
 from pttd.redact import escape_controls
 
@@ -700,8 +700,72 @@ def run_local_checks(config: Config, machine: Machine) -> list[Check]:
     return checks
 
 
+def ble_addresses(config: Config) -> list[str]:
+    """The BLE accessories the config binds (``[[ptt]]`` of kind ble, ``bluetooth.buttons``)."""
+    found = [normal_address(p.address) for p in config.ptt if p.kind == "ble"]
+    found += [normal_address(a) for a in split_list(config.bluetooth.buttons)]
+    return list(dict.fromkeys(found))
+
+
+async def check_bluetooth(config: Config, wait_s: float) -> list[Check]:
+    """The adapter is there and powered; each BLE accessory is known to BlueZ and connected
+    (with its battery level when BlueZ has it). Nothing to check without a BLE accessory."""
+    addresses = ble_addresses(config)
+    if not addresses:
+        return [skipped("bluetooth", "no BLE accessory configured")]
+    from pttd.radio.inputs.bluez import BluezUnavailable, bluez_facts  # noqa: PLC0415
+
+    try:
+        facts = await bluez_facts(wait_s)
+    except BluezUnavailable as exc:
+        fix = "install BlueZ and start it (scripts/install does): apt install bluez; " + (
+            "systemctl enable --now bluetooth"
+        )
+        return [failed("bluetooth", str(exc), fix)]
+    powered = [a for a in facts.adapters if a.powered]
+    if not facts.adapters:
+        return [
+            failed(
+                "bluetooth",
+                "BlueZ has no adapter",
+                "check the Pi's Bluetooth (or a USB dongle): rfkill list; dmesg | grep -i blue",
+            )
+        ]
+    if not powered:
+        return [
+            failed(
+                "bluetooth", f"adapter {facts.adapters[0].address} is off", "bluetoothctl power on"
+            )
+        ]
+    checks = [passed("bluetooth", f"adapter {powered[0].address} powered")]
+    for address in addresses:
+        name = f"ble {address}"
+        seen = facts.accessories.get(address)
+        if seen is None:
+            checks.append(
+                failed(
+                    name,
+                    "not seen by BlueZ",
+                    "wake it (press its button) near the Pi; 'bt scan' at the console finds it",
+                )
+            )
+        elif not seen.connected:
+            checks.append(
+                failed(
+                    name,
+                    f"{seen.name or 'the accessory'} is known but not connected (asleep, or off)",
+                    "press its button to wake it; the daemon reconnects by itself",
+                )
+            )
+        else:
+            battery = f", battery {seen.battery}%" if seen.battery is not None else ""
+            checks.append(passed(name, f"{seen.name or 'accessory'} connected{battery}"))
+    return checks
+
+
 async def run_checks(config: Config, machine: Machine) -> list[Check]:
     checks = run_local_checks(config, machine)
+    checks += await check_bluetooth(config, machine.timeout)
     checks.append(await check_server(config, machine.timeout))
     return checks
 

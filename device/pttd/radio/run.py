@@ -105,7 +105,9 @@ def build_device(config: Config, *, pin_factory: object | None = None) -> Device
         store=store,
         audio_in=audio_in,
         audio_out=audio_out,
-        inputs=build_inputs(config.ptt, config.buttons, pin_factory=pin_factory),
+        inputs=build_inputs(
+            config.ptt, config.buttons, pin_factory=pin_factory, bluetooth=config.bluetooth
+        ),
         leds=build_leds(config.leds, pin_factory=pin_factory),
     )
 

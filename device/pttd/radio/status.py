@@ -32,11 +32,15 @@ class DeviceStatus:
     # identity key), and each encrypted room's key state ("encrypted, epoch 3 …", "waiting …").
     fingerprint: str | None = None
     room_keys: tuple[tuple[str, str], ...] = ()
+    # Inputs that keep a link (BLE accessories): their name ("ble:AA:…") and state
+    # ("connected, battery 87%", "not connected (3 attempts): …").
+    accessories: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["rooms"] = list(self.rooms)
         data["room_keys"] = dict(self.room_keys)
+        data["accessories"] = dict(self.accessories)
         return data
 
 

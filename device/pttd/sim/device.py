@@ -92,7 +92,9 @@ def assemble_device(
     (GPIO ones on ``pin_factory``) followed by ``inputs``, and ``leds``: if not given, the
     configured GPIO LEDs on ``pin_factory``, or in-memory LEDs without one. ``clock`` is its
     monotonic clock (the machine's and the link's time)."""
-    built = build_inputs(config.ptt, config.buttons, pin_factory=pin_factory)
+    built = build_inputs(
+        config.ptt, config.buttons, pin_factory=pin_factory, bluetooth=config.bluetooth
+    )
     if leds is None:
         leds = (
             build_leds(config.leds, pin_factory=pin_factory)

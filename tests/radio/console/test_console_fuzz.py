@@ -55,7 +55,7 @@ chunks = st.lists(
 )
 
 PIN = "4711"
-JSON_LINE = re.compile(rb"\r\n(\{\"audio_devices\".*\})\r\n")
+JSON_LINE = re.compile(rb"\r\n(\{\"[a-z_]+\":.*\"audio_devices\".*\})\r\n")
 
 
 @pytest.fixture

@@ -285,6 +285,7 @@ def test_status_json_is_one_line(console, backend):
         "device",
         "fingerprint",
         "room_keys",
+        "accessories",
         "paired",
         "link",
         "server",

@@ -27,7 +27,17 @@ from pttd.redact import LOG_BUFFER, LogBuffer, setup_logging
 def test_settable_keys_cover_every_section_but_ptt_and_the_state_dir():
     keys = settable_keys()
     sections = {key.split(".")[0] for key in keys}
-    assert sections == {"device", "server", "audio", "talk", "buttons", "leds", "console", "log"}
+    assert sections == {
+        "device",
+        "server",
+        "audio",
+        "talk",
+        "buttons",
+        "leds",
+        "console",
+        "log",
+        "bluetooth",
+    }
     assert "state.dir" not in keys and "talk.mode" in keys and "audio.volume" in keys
     assert keys["audio.volume"].doc.startswith("initial volume")
 

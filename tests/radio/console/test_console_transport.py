@@ -26,7 +26,7 @@ from pttd.radio.console.interpreter import CheckPin, HashPin, PinChecked, PinHas
 from pttd.sim.audio import silence
 from pttd.sim.device import SimDevice, sim_config
 
-JSON_LINE = re.compile(rb"\r\n(\{\"audio_devices\".*\})\r\n")
+JSON_LINE = re.compile(rb"\r\n(\{\"[a-z_]+\":.*\"audio_devices\".*\})\r\n")
 
 
 def console_threads() -> list[str]:

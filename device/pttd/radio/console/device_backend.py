@@ -27,6 +27,10 @@ from pttd.radio.config import Config
 from pttd.radio.console.interpreter import (
     AudioTestDone,
     AudioTestRequest,
+    BtChange,
+    BtFound,
+    BtScan,
+    BtSeen,
     CheckPin,
     ClearPin,
     Console,
@@ -52,6 +56,7 @@ from pttd.radio.console.interpreter import (
 from pttd.radio.console.pin import hash_pin, pin_matches
 from pttd.radio.console.serial_console import SerialConsole
 from pttd.radio.daemon import Device
+from pttd.radio.inputs.ble_protocol import BleButtonSpec
 from pttd.radio.link import pair, with_identity
 from pttd.radio.machine import AudioTest, ChangeRoom, Link
 from pttd.radio.status import DeviceStatus, PinRecord
@@ -155,6 +160,21 @@ class DeviceBackend:
                 values = dict(d.store.settings().values)
                 values[effect.key] = effect.value
                 d.store.update_settings(values=values)
+            case BtScan():
+                from pttd.radio.inputs.ble import scan  # noqa: PLC0415 (bleak, when asked)
+
+                found = await scan(effect.seconds)
+                return BtFound(tuple(BtSeen(n.address, n.name, n.rssi, n.ptt) for n in found))
+            case BtChange():
+                values = dict(d.store.settings().values)
+                values["bluetooth.buttons"] = effect.buttons
+                d.store.update_settings(values=values)  # first: a failed save changes nothing
+                if effect.add:
+                    from pttd.radio.inputs.ble import BleButton  # noqa: PLC0415
+
+                    await d.add_input(BleButton(BleButtonSpec(effect.address)))
+                else:
+                    await d.remove_input(f"ble:{effect.address}")
             case RemoveValue():
                 values = dict(d.store.settings().values)
                 values.pop(effect.key, None)

@@ -51,8 +51,10 @@ from pttd.radio.config import (
     apply_overrides,
     format_value,
     get_value,
+    normal_address,
     parse_value,
     settable_keys,
+    split_list,
 )
 from pttd.radio.console.pin import SCRYPT_N, pin_problem, retry_delay
 from pttd.radio.status import DeviceStatus, PinRecord
@@ -138,6 +140,23 @@ class SaveValue:
 
 
 @dataclass(frozen=True, slots=True)
+class BtScan:
+    """``bt scan``: the BLE accessories advertising nearby → :class:`BtFound`."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BtChange:
+    """``bt add`` / ``bt forget``: save ``bluetooth.buttons`` as ``buttons`` and start (or
+    stop) the accessory's input at once → :class:`Done`."""
+
+    address: str
+    add: bool
+    buttons: str
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveValue:
     """``config unset``: forget the saved value of ``key`` → :class:`Done`."""
 
@@ -196,6 +215,8 @@ Effect: TypeAlias = (
     | CheckPin
     | SavePin
     | ClearPin
+    | BtScan
+    | BtChange
 )
 
 
@@ -249,8 +270,22 @@ class Cancelled:
     """An effect stopped before it finished (Ctrl-C, or the console closing)."""
 
 
+@dataclass(frozen=True, slots=True)
+class BtSeen:
+    address: str
+    name: str
+    rssi: int | None
+    ptt: bool  # advertises a PTT service, or its name says PTT
+
+
+@dataclass(frozen=True, slots=True)
+class BtFound:
+    seen: tuple[BtSeen, ...]
+
+
 Outcome: TypeAlias = (
-    PairDone
+    BtFound
+    | PairDone
     | UnpairDone
     | AudioTestDone
     | ResetDone
@@ -478,6 +513,10 @@ class Console:
                 reply = Reply(self._pin_saved(effect, outcome, now))
             case ClearPin():
                 reply = Reply(self._pin_cleared(outcome))
+            case BtScan():
+                reply = Reply(self._bt_scanned(outcome))
+            case BtChange():
+                reply = Reply(self._bt_changed(effect, outcome))
         return Reply(clean(reply.text), reply.effect)
 
     def prompt(self, now: float) -> str:
@@ -641,6 +680,81 @@ class Console:
         else:
             lines.append("no encrypted room")
         return Reply("\n".join(lines))
+
+    def _cmd_bt(self, args: list[str], now: float) -> Reply:
+        """BLE PTT accessories: scan for them, add one (bound by its address, started at once,
+        saved for the next start), forget one, list them with their state."""
+        if not args or args[0] not in ("scan", "add", "forget", "list"):
+            return Reply(COMMANDS["bt"].help())
+        action, rest = args[0], args[1:]
+        buttons = split_list(self._buttons())
+        if action == "list":
+            if rest:
+                return Reply(COMMANDS["bt"].help())
+            states = dict(self.view.status().accessories)
+            if not buttons and not states:
+                return Reply(
+                    "no Bluetooth accessory: 'bt scan' finds them, 'bt add ADDRESS' adds one"
+                )
+            rows = [f"ble:{a}" for a in buttons]
+            rows += [n for n in states if n not in rows]
+            return Reply(
+                "\n".join(f"{n:22} {states.get(n, 'not started (restart)')}" for n in rows)
+            )
+        if action == "scan":
+            seconds = 5.0
+            if len(rest) > 1:
+                return Reply(COMMANDS["bt"].help())
+            if rest:
+                try:
+                    seconds = float(rest[0])
+                except ValueError:
+                    return Reply(f"not a number of seconds: {rest[0]!r}")
+                if not 1 <= seconds <= 60:
+                    return Reply("scan for 1 to 60 seconds")
+            return Reply(f"scanning for {seconds:g} s ...", BtScan(seconds))
+        if (refused := self._guard(now)) is not None:
+            return refused
+        if len(rest) != 1:
+            return Reply(COMMANDS["bt"].help())
+        try:
+            address = normal_address(rest[0])
+        except ValueError as exc:
+            return Reply(str(exc))
+        if action == "add":
+            if address in buttons:
+                return Reply(f"{address} is already added ('bt list')")
+            new = ", ".join([*buttons, address])
+            return Reply(f"adding {address} ...", BtChange(address, True, new))
+        if address not in buttons:
+            return Reply(f"{address} is not added ('bt list')")
+        new = ", ".join(b for b in buttons if b != address)
+        return Reply(f"forgetting {address} ...", BtChange(address, False, new))
+
+    def _buttons(self) -> str:
+        saved = self.view.saved_values().get("bluetooth.buttons")
+        return saved if isinstance(saved, str) else self.view.config().bluetooth.buttons
+
+    def _bt_scanned(self, outcome: Outcome) -> str:
+        if not isinstance(outcome, BtFound):
+            return f"scan failed: {outcome}"
+        if not outcome.seen:
+            return "nothing found (wake the accessory: press its button, near the device)"
+        lines = []
+        for n in outcome.seen:
+            rssi = f"{n.rssi} dBm" if n.rssi is not None else "?"
+            mark = "  PTT" if n.ptt else ""
+            lines.append(f"{n.address}  {rssi:>8}  {n.name or '(no name)'}{mark}")
+        return "\n".join(lines) + "\n'bt add ADDRESS' binds this device to one"
+
+    def _bt_changed(self, effect: BtChange, outcome: Outcome) -> str:
+        if isinstance(outcome, StoreError):
+            return f"not saved: {outcome}"
+        if not isinstance(outcome, Done):
+            return f"failed: {outcome}"
+        if effect.add:
+            return f"{effect.address} added and saved: connecting (see 'bt list')"
+        return f"{effect.address} forgotten"
 
     def _cmd_version(self, args: list[str], now: float) -> Reply:
         return Reply(f"pttd {__version__}")
@@ -1137,6 +1251,16 @@ COMMANDS: Final[dict[str, _Command]] = {
     ),
     "log": _Command(
         "log [N]", f"the last N log lines (default {LOG_DEFAULT})", "", Console._cmd_log
+    ),
+    "bt": _Command(
+        "bt scan [SECONDS] | bt add ADDRESS | bt forget ADDRESS | bt list",
+        "Bluetooth LE PTT buttons and hand microphones",
+        "scan lists nearby accessories (name, address, signal), PTT-looking ones first;\n"
+        "add binds this device to one by its address (the PTT-Z convention: service ffe0,\n"
+        'characteristic ffe1, 01 pressed, 00 released; [[ptt]] kind = "ble" in the config\n'
+        "file for others), starts it at once and saves it; forget undoes it; list shows each\n"
+        "with its connection and battery. An accessory that needs bonding: bluetoothctl pair.",
+        Console._cmd_bt,
     ),
     "keys": _Command(
         "keys",

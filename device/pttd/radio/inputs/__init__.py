@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from pttd.radio.config import ButtonsConfig, PttConfig
+    from pttd.radio.config import BluetoothConfig, ButtonsConfig, PttConfig
+    from pttd.radio.inputs.ble_protocol import BleButtonSpec
 
 log = logging.getLogger(__name__)
 
@@ -192,18 +193,29 @@ class EdgeSink:
         return True
 
 
+def _ble(spec: BleButtonSpec) -> Input:
+    from pttd.radio.inputs.ble import BleButton  # noqa: PLC0415 (loads bleak only when used)
+
+    return BleButton(spec)
+
+
 def build_inputs(
     ptt: Sequence[PttConfig],
     buttons: ButtonsConfig,
     *,
     pin_factory: object | None = None,
+    bluetooth: BluetoothConfig | None = None,
 ) -> list[Input]:
-    """One input per configured PTT (all GPIO pins, PTT and extra buttons, share one).
+    """One input per configured PTT (all GPIO pins, PTT and extra buttons, share one), and one
+    per BLE button of ``bluetooth.buttons`` (the PTT-Z convention, added at the console).
 
     GPIO pins are claimed here, so a pin that cannot be used fails now (:class:`InputError`);
     an evdev device or serial port that is absent is not an error: its adapter keeps trying.
     ``pin_factory`` (a gpiozero pin factory) is passed to gpiozero; None means its default.
     """
+    from pttd.radio.config import normal_address, split_list  # noqa: PLC0415 (no cycle at import)
+    from pttd.radio.inputs.ble_protocol import BleButtonSpec  # noqa: PLC0415
+
     inputs: list[Input] = []
     for config in ptt:
         if config.kind == "evdev":
@@ -214,10 +226,14 @@ def build_inputs(
             from pttd.radio.inputs.serial_ptt import SerialPtt  # noqa: PLC0415
 
             inputs.append(SerialPtt(config.port, config.baudrate))
+        elif config.kind == "ble":
+            inputs.append(_ble(BleButtonSpec.from_config(config)))
         elif config.kind == "sim":
             from pttd.sim.inputs import SimulatedButton  # noqa: PLC0415
 
             inputs.append(SimulatedButton())
+    for address in split_list(bluetooth.buttons) if bluetooth is not None else ():
+        inputs.append(_ble(BleButtonSpec(normal_address(address))))
     from pttd.radio.inputs.gpio import GpioButtons, gpio_specs  # noqa: PLC0415
 
     specs = gpio_specs(ptt, buttons)

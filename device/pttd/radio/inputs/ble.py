@@ -1,0 +1,213 @@
+"""BLE PTT buttons through bleak (BlueZ over D-Bus): the adapter, which only moves data.
+
+What the notifications mean, and which characteristics to subscribe to, is
+:mod:`pttd.radio.inputs.ble_protocol`'s (sans-I/O). This adapter keeps one accessory's link up:
+it connects to the accessory *by its address* (never to whatever is nearby), subscribes,
+passes edges to the :class:`~pttd.radio.inputs.EdgeSink` and reads the battery level. Buttons
+sleep and drop the link: it reconnects with exponential back-off and full jitter, logging the
+first failure and then ever fewer (1st, 2nd, 4th, 8th … attempt), never a line per attempt. A link
+lost for any reason is reported as the input gone (:class:`~pttd.radio.inputs.InputGone`): a
+button held is up and the microphone closes, a talk it latched on (toggle mode) ends.
+
+bleak calls back on the asyncio loop (its D-Bus connection is an asyncio one), so edges are
+stamped where the notification is handled; they still cross into the device through the sink,
+the one path every input uses. bleak reaches the system bus at ``DBUS_SYSTEM_BUS_ADDRESS`` when set
+(the tests run it against a BlueZ stand-in on a private bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from pttd.radio.inputs import EdgeHandler, EdgeSink
+from pttd.radio.inputs.ble_protocol import (
+    BATTERY_LEVEL,
+    BleButtonSpec,
+    BleDecoder,
+    Characteristic,
+    NotAPttButton,
+    battery_percent,
+    describe_state,
+    looks_like_ptt,
+)
+from pttd.wire.client import Backoff
+
+if TYPE_CHECKING:
+    from bleak import BleakClient
+    from bleak.backends.characteristic import BleakGATTCharacteristic
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S: Final = 10.0
+BACKOFF_INITIAL_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+
+
+class BleButton:
+    """One BLE PTT accessory, kept connected until :meth:`close`."""
+
+    def __init__(
+        self,
+        spec: BleButtonSpec,
+        *,
+        backoff_initial: float = BACKOFF_INITIAL_S,
+        backoff_max: float = BACKOFF_MAX_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.spec = spec
+        self._sink = EdgeSink(self.name)
+        self._decoder = BleDecoder(spec)
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._connect_timeout = connect_timeout
+        self._rng = rng
+        self._task: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event | None = None
+        self.connected = False
+        self.battery: int | None = None
+        self.last_error = ""
+        self.attempts = 0  # failed connection attempts since the link was last up
+        self.connects = 0  # links made, in all
+
+    @property
+    def name(self) -> str:
+        return self.spec.source
+
+    @property
+    def state(self) -> str:
+        """For ``status`` and ``doctor``: connected (and the battery), or why not."""
+        return describe_state(self.connected, self.battery, self.last_error, self.attempts)
+
+    async def start(self, handler: EdgeHandler) -> None:
+        self._sink.connect(handler)
+        self._task = asyncio.create_task(self._run(), name=f"ble {self.spec.address}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._sink.release_all()
+        self._sink.disconnect()
+        self.connected = False
+
+    # -- the link ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except NotAPttButton as exc:
+                self._failed(str(exc))
+            except Exception as exc:  # bleak, D-Bus, BlueZ: each a reason to try again
+                self._failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            await asyncio.sleep(self._backoff.next(self._rng()))
+
+    def _failed(self, why: str) -> None:
+        self.attempts += 1
+        self.last_error = why
+        n = self.attempts
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th … failure: a line, not a flood
+            log.warning("%s: cannot connect (attempt %d): %s", self.name, n, why)
+        else:
+            log.debug("%s: cannot connect (attempt %d): %s", self.name, n, why)
+
+    async def _session(self) -> None:
+        from bleak import BleakClient  # noqa: PLC0415 (only devices with a BLE button load it)
+
+        lost = self._lost = asyncio.Event()
+        client = BleakClient(
+            self.spec.address,
+            disconnected_callback=lambda _: lost.set(),
+            timeout=self._connect_timeout,
+        )
+        try:
+            await client.connect()
+            found = [
+                Characteristic(c.uuid.lower(), s.uuid.lower(), tuple(c.properties))
+                for s in client.services
+                for c in s.characteristics
+            ]
+            plan = self._decoder.plan(found)
+            for uuid in plan:
+                await client.start_notify(uuid, self._notified)
+            await self._read_battery(client, found)
+            self._up()
+            await lost.wait()
+        finally:
+            was_up = self.connected
+            self.connected = False
+            if was_up:
+                self._sink.lost(self.name)  # a button held is up; a latched talk ends
+                log.warning("%s: link lost", self.name)
+                self.last_error = "link lost"
+            with contextlib.suppress(Exception):
+                await asyncio.shield(client.disconnect())
+
+    def _up(self) -> None:
+        self.connected = True
+        self.connects += 1
+        if self.attempts:
+            log.info("%s: connected after %d failed attempts", self.name, self.attempts)
+        else:
+            log.info("%s: connected", self.name)
+        self.attempts = 0
+        self.last_error = ""
+        self._backoff.reset()
+
+    def _notified(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
+        uuid = characteristic.uuid.lower()
+        if uuid == BATTERY_LEVEL:
+            self.battery = battery_percent(bytes(data))
+            return
+        edge = self._decoder.notification(uuid, bytes(data))
+        if edge is None:
+            log.debug("%s: ignored notification %s from %s", self.name, bytes(data).hex(), uuid)
+            return
+        self._sink.edge(edge[0], edge[1], self.name)
+
+    async def _read_battery(self, client: BleakClient, found: list[Characteristic]) -> None:
+        battery = next((c for c in found if c.uuid == BATTERY_LEVEL), None)
+        if battery is None:
+            return
+        with contextlib.suppress(Exception):  # a battery that cannot be read is no failure
+            self.battery = battery_percent(bytes(await client.read_gatt_char(BATTERY_LEVEL)))
+            if battery.notifies:
+                await client.start_notify(BATTERY_LEVEL, self._notified)
+
+
+@dataclass(frozen=True, slots=True)
+class Nearby:
+    """An accessory seen by a scan."""
+
+    address: str
+    name: str
+    rssi: int | None
+    ptt: bool  # looks like a PTT accessory (advertises a PTT service, or its name says PTT)
+
+
+async def scan(seconds: float) -> list[Nearby]:
+    """The BLE accessories advertising nearby within ``seconds``, PTT-looking ones first, then
+    by signal strength."""
+    from bleak import BleakScanner  # noqa: PLC0415
+
+    seen: dict[str, Any] = await BleakScanner.discover(timeout=seconds, return_adv=True)
+    found = [
+        Nearby(
+            device.address.upper(),
+            adv.local_name or device.name or "",
+            adv.rssi,
+            looks_like_ptt(adv.local_name or device.name, adv.service_uuids),
+        )
+        for device, adv in seen.values()
+    ]
+    return sorted(found, key=lambda n: (not n.ptt, -(n.rssi if n.rssi is not None else -999)))
