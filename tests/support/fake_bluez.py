@@ -237,6 +237,7 @@ def _property(name: str, signature: str, writable: bool) -> Any:
         def setter(self: "_Interface", value: Any) -> None:
             self.written(name, value)
 
+        setter.__name__ = name  # dbus-fast sets the property by this name
         setter.__annotations__ = {"value": signature}
         prop = prop.setter(setter)
     return prop

@@ -11,7 +11,7 @@ import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
-from dbus_fast import BusType, Message, MessageType
+from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from fake_bluez import (
     BATTERY,
@@ -65,7 +65,7 @@ class Link:
         await self.client.disconnect()  # releases the client's D-Bus connection
 
 
-async def managed_objects(bluez: FakeBluez) -> dict[str, dict[str, object]]:
+async def managed_objects(bluez: FakeBluez) -> dict[str, dict[str, dict[str, Variant]]]:
     """What ``GetManagedObjects`` on ``/`` of ``org.bluez`` answers now (paths: interfaces)."""
     bus = await MessageBus(bus_address=bluez.bus_address, bus_type=BusType.SYSTEM).connect()
     try:
@@ -171,7 +171,7 @@ async def test_battery_level_reads_the_percentage_and_battery1_is_there_while_co
 
             objects = await managed_objects(bluez)
             device = objects[button.path]
-            assert device[BATTERY]["Percentage"].value == 42  # type: ignore[index]
+            assert device[BATTERY]["Percentage"].value == 42
 
     objects = await managed_objects(bluez)
     assert set(objects[button.path]) == {DEVICE}
@@ -183,7 +183,7 @@ async def test_the_gatt_battery_service_can_be_hidden_as_real_bluez_does(bluez: 
     async with asyncio.timeout(TIMEOUT), BleakClient(ADDRESS, timeout=TIMEOUT) as client:
         assert client.services.get_service(BATTERY_SERVICE) is None
         objects = await managed_objects(bluez)
-        assert objects["/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF"][BATTERY]["Percentage"].value == 55  # type: ignore[index]
+        assert objects["/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF"][BATTERY]["Percentage"].value == 55
 
 
 async def test_sleep_disconnects_and_after_wake_a_new_connection_notifies_again(
@@ -272,3 +272,28 @@ async def test_private_bus_says_clearly_when_dbus_daemon_is_missing(
     with pytest.raises(RuntimeError, match="dbus-daemon not found"):
         async with private_bus(tmp_path):
             pass
+
+
+async def test_a_button_that_wakes_during_a_scan_is_found(bluez: FakeBluez) -> None:
+    button = await bluez.ptt_button(ADDRESS)
+    await button.sleep()
+    found: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
+
+    def seen(device: BLEDevice, _adv: object) -> None:
+        if device.address == ADDRESS and not found.done():
+            found.set_result(device)
+
+    async with asyncio.timeout(TIMEOUT), BleakScanner(detection_callback=seen):
+        await button.wake()
+        device = await found
+
+    assert device.name == "PTT-Z"
+
+
+async def test_pairing_through_bleak_marks_the_button_paired_and_trusted(bluez: FakeBluez) -> None:
+    button = await bluez.ptt_button(ADDRESS)
+    async with asyncio.timeout(TIMEOUT), BleakClient(ADDRESS, pair=True, timeout=TIMEOUT):
+        assert button.connected
+
+    device = (await managed_objects(bluez))[button.path][DEVICE]
+    assert [device[k].value for k in ("Paired", "Bonded", "Trusted")] == [True, True, True]
