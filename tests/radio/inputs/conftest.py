@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from fake_bluez import FakeBluez, running_bluez
 
 from pttd.radio.inputs import Button, ButtonEdge, InputGone
 
@@ -72,3 +74,12 @@ class EdgeRecorder:
 @pytest.fixture
 async def recorder() -> EdgeRecorder:
     return EdgeRecorder()
+
+
+@pytest.fixture
+async def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeBluez]:
+    """A BlueZ stand-in on a private D-Bus system bus that bleak (through
+    ``DBUS_SYSTEM_BUS_ADDRESS``) talks to: add devices with ``bluez.ptt_button(...)``."""
+    async with running_bluez(tmp_path / "bus") as fake:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.bus_address)
+        yield fake
