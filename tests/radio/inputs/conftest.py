@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from fake_bluez import FakeBluez, running_bluez
 
 from pttd.radio.inputs import Button, ButtonEdge, InputGone
+from pttd.sim.bluez import FakeBluez, running_bluez
 
 TIMEOUT = 5.0
 

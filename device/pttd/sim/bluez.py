@@ -26,7 +26,7 @@ Typical use (the ``bluez`` fixture in ``tests/radio/inputs/conftest.py`` does th
 
 A device is in the tree (``GetManagedObjects``) from the start when ``known=True`` (a bonded
 device); otherwise it appears (``InterfacesAdded``) once a discovery runs while it advertises.
-Importable from every test folder (``pythonpath = ["tests/support"]``).
+Shipped in the package (like gpiozero's MockFactory): the tests and `pttd bench latency` use it.
 """
 
 import asyncio
@@ -188,7 +188,7 @@ async def release_bleak() -> None:
     loop ends with the test, but the manager's connection would otherwise outlive the bus.
     """
     try:
-        from bleak.backends.bluezdbus import manager as bleak_manager
+        from bleak.backends.bluezdbus import manager as bleak_manager  # noqa: PLC0415 (optional)
     except ImportError:
         return
     instances = bleak_manager._global_instances
@@ -555,13 +555,13 @@ class FakeDevice:
         return char is not None and bool(char.values["Notifying"])
 
     async def wait_subscribed(
-        self, characteristic: str | int | None = None, timeout: float = 5.0
+        self, characteristic: str | int | None = None, wait_s: float = 5.0
     ) -> None:
         """Wait until a client has notifications on for ``characteristic``."""
-        await self._wait(lambda: self.subscribed(characteristic), timeout)
+        await self._wait(lambda: self.subscribed(characteristic), wait_s)
 
-    async def wait_connected(self, connected: bool = True, timeout: float = 5.0) -> None:
-        await self._wait(lambda: self.connected == connected, timeout)
+    async def wait_connected(self, connected: bool = True, wait_s: float = 5.0) -> None:
+        await self._wait(lambda: self.connected == connected, wait_s)
 
     # -- what the accessory does
 
@@ -738,8 +738,8 @@ class FakeDevice:
         for waiter in self._waiters:
             waiter.set()
 
-    async def _wait(self, check: Callable[[], bool], timeout: float) -> None:
-        async with asyncio.timeout(timeout):
+    async def _wait(self, check: Callable[[], bool], wait_s: float) -> None:
+        async with asyncio.timeout(wait_s):
             while not check():
                 waiter = asyncio.Event()
                 self._waiters.append(waiter)
