@@ -129,7 +129,8 @@ def test_device_unit_is_a_watched_notify_service_that_restarts() -> None:
 def test_device_unit_reaches_gpio_sound_serial_and_input_devices() -> None:
     s = unit_settings("pttd.service")
     assert s["User"] == ["pttd"]
-    assert set(s["SupplementaryGroups"][0].split()) == {"gpio", "audio", "dialout", "input"}
+    groups = {"gpio", "audio", "dialout", "input", "bluetooth"}  # bluetooth: BlueZ on D-Bus
+    assert set(s["SupplementaryGroups"][0].split()) == groups
     assert s["PrivateDevices"] == ["no"]
     assert s["DevicePolicy"] == ["closed"]
     allowed = {v.split()[0]: v.split()[1] for v in s["DeviceAllow"]}

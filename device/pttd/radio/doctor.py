@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = Path("/etc/pttd/pttd.toml")
 SERVICE_USER = "pttd"
-SERVICE_GROUPS = ("gpio", "audio", "dialout", "input")
+SERVICE_GROUPS = ("gpio", "audio", "dialout", "input", "bluetooth")
 """The unit's SupplementaryGroups= (systemd/pttd.service): the service has them whatever
 /etc/group says."""
 
