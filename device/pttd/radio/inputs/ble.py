@@ -68,7 +68,7 @@ class BleButton:
         self._connect_timeout = connect_timeout
         self._rng = rng
         self._task: asyncio.Task[None] | None = None
-        self._lost: asyncio.Event | None = None
+        self._closing = False
         self.connected = False
         self.battery: int | None = None
         self.last_error = ""
@@ -89,6 +89,8 @@ class BleButton:
         self._task = asyncio.create_task(self._run(), name=f"ble {self.spec.address}")
 
     async def close(self) -> None:
+        """Stop; a button still held is released (closing is not the accessory vanishing)."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,7 +126,7 @@ class BleButton:
     async def _session(self) -> None:
         from bleak import BleakClient  # noqa: PLC0415 (only devices with a BLE button load it)
 
-        lost = self._lost = asyncio.Event()
+        lost = asyncio.Event()
         client = BleakClient(
             self.spec.address,
             disconnected_callback=lambda _: lost.set(),
@@ -146,7 +148,7 @@ class BleButton:
         finally:
             was_up = self.connected
             self.connected = False
-            if was_up:
+            if was_up and not self._closing:
                 self._sink.lost(self.name)  # a button held is up; a latched talk ends
                 log.warning("%s: link lost", self.name)
                 self.last_error = "link lost"
@@ -176,8 +178,15 @@ class BleButton:
         self._sink.edge(edge[0], edge[1], self.name)
 
     async def _read_battery(self, client: BleakClient, found: list[Characteristic]) -> None:
+        """The Battery Level characteristic when the accessory's GATT shows it; else what BlueZ
+        says (its battery plugin takes the Battery Service over and shows ``Battery1``)."""
         battery = next((c for c in found if c.uuid == BATTERY_LEVEL), None)
         if battery is None:
+            from pttd.radio.inputs.bluez import bluez_facts  # noqa: PLC0415
+
+            with contextlib.suppress(Exception):
+                seen = (await bluez_facts(2.0)).accessories.get(self.spec.address)
+                self.battery = seen.battery if seen is not None else None
             return
         with contextlib.suppress(Exception):  # a battery that cannot be read is no failure
             self.battery = battery_percent(bytes(await client.read_gatt_char(BATTERY_LEVEL)))
