@@ -255,7 +255,7 @@ def test_each_ptt_kind(ptt: str, config: PttConfig) -> None:
         ('kind = "gpio"\npin = 28', "ptt[0].pin: GPIO 28 is not on the 40-pin header"),
         ('kind = "evdev"', "ptt[0].device: an evdev PTT needs a device"),
         ('kind = "serial"', "ptt[0].port: a serial PTT needs a port"),
-        ('kind = "bluetooth"', "ptt[0].kind: must be one of gpio, evdev, serial, sim"),
+        ('kind = "bluetooth"', "ptt[0].kind: must be one of gpio, evdev, serial, ble, sim"),
         ('kind = "serial"\nport = "x"\nbaudrate = 10', "ptt[0].baudrate: must be between"),
         ('kind = "gpio"\npin = 17\nbounce_ms = true', "ptt[0].bounce_ms: must be an integer"),
         ('kind = "sim"\nspeed = 1', "ptt[0].speed: unknown key"),
