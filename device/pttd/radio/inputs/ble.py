@@ -69,6 +69,7 @@ class BleButton:
         self._rng = rng
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
+        self._closing = False
         self.connected = False
         self.battery: int | None = None
         self.last_error = ""
@@ -89,6 +90,7 @@ class BleButton:
         self._task = asyncio.create_task(self._run(), name=f"ble {self.spec.address}")
 
     async def close(self) -> None:
+        self._closing = True  # the link ends because we close it: no "link lost", no InputGone
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -97,6 +99,7 @@ class BleButton:
         self._sink.release_all()
         self._sink.disconnect()
         self.connected = False
+        self._closing = False
 
     # -- the link ---------------------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class BleButton:
         finally:
             was_up = self.connected
             self.connected = False
-            if was_up:
+            if was_up and not self._closing:
                 self._sink.lost(self.name)  # a button held is up; a latched talk ends
                 log.warning("%s: link lost", self.name)
                 self.last_error = "link lost"
