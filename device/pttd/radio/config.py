@@ -334,8 +334,11 @@ def _ptt_problems(ptt: PttConfig, where: str) -> list[str]:
         return [f"{where}.device: an evdev PTT needs a device path or name"]
     if ptt.kind == "ble" and not ptt.address:
         return [f"{where}.address: a ble PTT needs the accessory's address (AA:BB:CC:DD:EE:FF)"]
-    if ptt.kind == "ble" and (complaint := addresses(ptt.address)):
-        return [f"{where}.address: {complaint}"]
+    if ptt.kind == "ble":
+        try:
+            normal_address(ptt.address)  # one address: a list would pass addresses()
+        except ValueError as exc:
+            return [f"{where}.address: {exc}"]
     if ptt.kind == "serial" and not ptt.port:
         return [f"{where}.port: a serial PTT needs a port"]
     return []

@@ -103,7 +103,11 @@ class BleDecoder:
             elif c.service == spec.service:
                 plan[c.uuid] = Button.PTT
         if Button.PTT not in plan.values():
-            wanted = spec.characteristic or f"a notifying characteristic of {spec.service}"
+            wanted = (
+                f"notifying characteristic {spec.characteristic}"
+                if spec.characteristic
+                else f"notifying characteristic in service {spec.service}"
+            )
             raise NotAPttButton(f"{spec.address} has no {wanted}")
         self._buttons = plan
         return dict(plan)

@@ -51,9 +51,8 @@ def _value(props: dict[str, Any], name: str, default: Any) -> Any:
 async def bluez_facts(wait_s: float = 5.0) -> BluezFacts:
     """Adapters and known accessories; BluezUnavailable (one line) when BlueZ cannot be asked."""
     try:
-        from dbus_fast import BusType  # noqa: PLC0415 (bleak's dependency; Linux only)
+        from dbus_fast import BusType, Message, MessageType  # noqa: PLC0415 (bleak's; Linux only)
         from dbus_fast.aio import MessageBus  # noqa: PLC0415
-        from dbus_fast.errors import DBusError  # noqa: PLC0415
     except ImportError as exc:
         raise BluezUnavailable(f"dbus-fast is not installed ({exc})") from None
     try:
@@ -63,15 +62,24 @@ async def bluez_facts(wait_s: float = 5.0) -> BluezFacts:
         raise BluezUnavailable(f"cannot reach the system bus: {exc or 'timed out'}") from None
     try:
         async with asyncio.timeout(wait_s):
-            introspection = await bus.introspect(BLUEZ, "/")
-            manager = bus.get_proxy_object(BLUEZ, "/", introspection).get_interface(OBJECT_MANAGER)
-            objects: dict[str, dict[str, dict[str, Any]]] = await manager.call_get_managed_objects()  # type: ignore[attr-defined]
-    except DBusError as exc:
-        raise BluezUnavailable(f"BlueZ is not running on the system bus ({exc.text})") from None
+            # The call itself, as bleak makes it (no introspection first: what an object lists
+            # in its introspection data is not what matters).
+            reply = await bus.call(
+                Message(
+                    destination=BLUEZ,
+                    path="/",
+                    interface=OBJECT_MANAGER,
+                    member="GetManagedObjects",
+                )
+            )
     except TimeoutError:
         raise BluezUnavailable("BlueZ did not answer in time") from None
     finally:
         bus.disconnect()
+    if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+        why = (reply.body[0] if reply is not None and reply.body else "") or "no answer"
+        raise BluezUnavailable(f"BlueZ is not running on the system bus ({why})")
+    objects: dict[str, dict[str, dict[str, Any]]] = reply.body[0]
     facts = BluezFacts()
     for path, interfaces in sorted(objects.items()):
         adapter = interfaces.get("org.bluez.Adapter1")
