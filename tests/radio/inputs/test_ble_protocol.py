@@ -65,6 +65,17 @@ def test_a_hand_mic_is_any_notifying_characteristic_of_its_service() -> None:
     assert BleDecoder(spec).plan(found) == {a: Button.PTT, b: Button.PTT}
 
 
+def test_a_spec_without_a_service_takes_either_ptt_service() -> None:
+    """What `bt add` binds: a PTT-Z button or a hand microphone, whichever it turns out to be."""
+    spec = BleButtonSpec(ADDRESS, service="")
+    assert BleDecoder(spec).plan(ptt_z()) == {PTT_Z_CHARACTERISTIC: Button.PTT}
+    mic = "28393551-0001-0000-0000-000000000001"
+    found = [Characteristic(mic, HAND_MIC_SERVICE, NOTIFY), *ptt_z()[:1]]
+    assert BleDecoder(spec).plan(found) == {mic: Button.PTT}
+    with pytest.raises(NotAPttButton, match="a PTT service"):
+        BleDecoder(spec).plan(ptt_z()[:1])
+
+
 def test_a_configured_characteristic_is_the_only_one_subscribed() -> None:
     wanted = "0000fff4-0000-1000-8000-00805f9b34fb"
     spec = BleButtonSpec(ADDRESS, service=uuid16("fff0"), characteristic=wanted)

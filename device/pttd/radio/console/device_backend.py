@@ -172,7 +172,8 @@ class DeviceBackend:
                 if effect.add:
                     from pttd.radio.inputs.ble import BleButton  # noqa: PLC0415
 
-                    await d.add_input(BleButton(BleButtonSpec(effect.address)))
+                    spec = BleButtonSpec(effect.address, service="")  # PTT-Z or a hand mic
+                    await d.add_input(BleButton(spec))
                 else:
                     await d.remove_input(f"ble:{effect.address}")
             case RemoveValue():

@@ -652,6 +652,7 @@ class Console:
             ("last error", s.last_error or "none"),
             ("fingerprint", s.fingerprint or "none (pair to make an identity key)"),
             *((f"key {room}", state) for room, state in s.room_keys),
+            *((name, state) for name, state in s.accessories),
             ("audio", ", ".join(devices) or "none found"),
             ("volume", s.volume),
             ("version", __version__),
@@ -722,7 +723,7 @@ class Console:
         except ValueError as exc:
             return Reply(str(exc))
         if action == "add":
-            if address in buttons:
+            if address in buttons or f"ble:{address}" in dict(self.view.status().accessories):
                 return Reply(f"{address} is already added ('bt list')")
             new = ", ".join([*buttons, address])
             return Reply(f"adding {address} ...", BtChange(address, True, new))

@@ -232,8 +232,11 @@ def build_inputs(
             from pttd.sim.inputs import SimulatedButton  # noqa: PLC0415
 
             inputs.append(SimulatedButton())
+    bound = {normal_address(c.address) for c in ptt if c.kind == "ble"}
     for address in split_list(bluetooth.buttons) if bluetooth is not None else ():
-        inputs.append(_ble(BleButtonSpec(normal_address(address))))
+        if normal_address(address) not in bound:  # a [[ptt]] of its own says more: that one
+            bound.add(normal_address(address))
+            inputs.append(_ble(BleButtonSpec(normal_address(address), service="")))
     from pttd.radio.inputs.gpio import GpioButtons, gpio_specs  # noqa: PLC0415
 
     specs = gpio_specs(ptt, buttons)

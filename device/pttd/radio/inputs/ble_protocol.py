@@ -34,7 +34,7 @@ class BleButtonSpec:
     """One BLE accessory, bound by its address (never to whatever is nearby)."""
 
     address: str
-    service: str = PTT_Z_SERVICE
+    service: str = PTT_Z_SERVICE  # empty: either PTT service (PTT-Z, hand microphone)
     characteristic: str = ""  # empty: every notifying characteristic of the service
     press: tuple[bytes, ...] = (b"\x01",)
     release: tuple[bytes, ...] = (b"\x00",)
@@ -100,13 +100,15 @@ class BleDecoder:
             elif spec.characteristic:
                 if c.uuid == spec.characteristic:
                     plan[c.uuid] = Button.PTT
-            elif c.service == spec.service:
+            elif c.service == spec.service or (not spec.service and c.service in PTT_SERVICES):
                 plan[c.uuid] = Button.PTT
         if Button.PTT not in plan.values():
             wanted = (
                 f"notifying characteristic {spec.characteristic}"
                 if spec.characteristic
                 else f"notifying characteristic in service {spec.service}"
+                if spec.service
+                else "notifying characteristic in a PTT service (ffe0, or a hand microphone's)"
             )
             raise NotAPttButton(f"{spec.address} has no {wanted}")
         self._buttons = plan
