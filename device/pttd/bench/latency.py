@@ -28,8 +28,9 @@ pushes them the room key, every packet goes SFrame-sealed): access and mouth-to-
 ``e2ee_delta_p95_ms``, each p95 in the encrypted room less the clear one.
 
 ``ble``: a BLE PTT button against a GPIO one, on a device of its own (a server of its own on
-loopback, after the encrypted run): its PTT inputs are a real :class:`~pttd.radio.inputs.ble.
-BleButton` (bleak, unmodified) linked to a PTT-Z button of the BlueZ stand-in
+loopback, after the encrypted run): its PTT inputs are a real
+:class:`~pttd.radio.inputs.ble.BleButton` (bleak, unmodified) linked to a PTT-Z button of the
+BlueZ stand-in
 (:mod:`pttd.sim.bluez`, on a private D-Bus bus the bench starts: ``DBUS_SYSTEM_BUS_ADDRESS`` is
 set for the run only) and a GPIO button on gpiozero's ``MockFactory``. As many presses of each,
 alternating: the BLE access time runs from the notification being sent (a monotonic timestamp
