@@ -17,7 +17,10 @@ from bench_checks import finite, positive, verdict_agrees
 from pttd.bench.latency import (
     IMPULSE_AT_S,
     RATE,
+    SYSTEM_BUS,
     LatencySettings,
+    Stamped,
+    ble_presses,
     clipped_ms,
     codec_reference,
     format_report,
@@ -25,8 +28,12 @@ from pttd.bench.latency import (
     imported_modules,
     is_pttd,
     mic_signal,
+    system_bus,
 )
+from pttd.bench.server import BenchError
 from pttd.radio.config import AudioConfig
+from pttd.radio.inputs import Button, ButtonEdge, InputGone
+from pttd.sim.inputs import SimulatedButton
 
 DISTRIBUTIONS = ("access_time_ms", "mouth_to_ear_ms", "late_entry_ms")
 
@@ -68,6 +75,26 @@ def test_the_encrypted_room_is_measured_the_same_way(quick_run: Run) -> None:
         assert value == pytest.approx(encrypted[f"{key}_ms"]["p95"] - clear, abs=0.011), key
 
 
+def test_the_ble_button_is_measured_beside_a_gpio_button(quick_run: Run) -> None:
+    report = quick_run[0]["latency"]
+    ble = report["ble"]
+    presses = report["settings"]["presses"]
+    assert ble["address"] and isinstance(ble["gpio_pin"], int)
+    for key in ("access_time_ms", "gpio_access_time_ms", "edge_ms", "gpio_edge_ms"):
+        d = ble[key]
+        assert positive(d["p50"]) and positive(d["p95"]), (key, d)
+        assert d["min"] <= d["p50"] <= d["p95"] <= d["max"], (key, d)
+        assert d["n"] == len(d["samples"]) == presses, (key, d)
+    # Each access runs from the instant before the press was sent, past the edge's stamp.
+    for access, edge in (("access_time_ms", "edge_ms"), ("gpio_access_time_ms", "gpio_edge_ms")):
+        assert all(
+            a > e for a, e in zip(ble[access]["samples"], ble[edge]["samples"], strict=True)
+        ), access
+    assert ble["battery"] == 87 and ble["connects"] == 1  # the stand-in's button, one link
+    delta = ble["access_time_ms"]["p95"] - ble["gpio_access_time_ms"]["p95"]
+    assert report["ble_delta_p95_ms"] == pytest.approx(delta, abs=0.011)  # signed: BLE less GPIO
+
+
 def test_clipping_rss_and_loss(quick_run: Run) -> None:
     report = quick_run[0]["latency"]
     assert report["clipped_ms"] >= 0
@@ -96,6 +123,7 @@ def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
         # |encrypted p95 - clear p95|: the verdict is on the size of the difference
         "access_time_e2ee_delta_p95_ms": abs(report["e2ee_delta_p95_ms"]["access_time"]),
         "mouth_to_ear_e2ee_delta_p95_ms": abs(report["e2ee_delta_p95_ms"]["mouth_to_ear"]),
+        "access_time_ble_delta_p95_ms": abs(report["ble_delta_p95_ms"]),
     }
     assert set(targets) == set(met) == set(figures)
     for key, target in targets.items():
@@ -107,6 +135,50 @@ def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
     text = format_report(report)
     assert text.count("PASS") + text.count("FAIL") == len(targets)
     assert "import floor" in text and "pttd's own" in text and "encrypted" in text
+    assert "BLE" in text and "GPIO" in text
+
+
+def test_without_dbus_daemon_the_ble_run_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("pttd.sim.bluez.dbus_daemon", lambda: None)
+    with pytest.raises(BenchError, match="dbus-daemon") as caught:
+        asyncio.run(ble_presses(AudioConfig(), 1))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_system_bus_is_set_for_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SYSTEM_BUS, raising=False)
+    with system_bus("unix:path=/tmp/x"):
+        assert os.environ[SYSTEM_BUS] == "unix:path=/tmp/x"
+    assert SYSTEM_BUS not in os.environ
+    monkeypatch.setenv(SYSTEM_BUS, "unix:path=/run/dbus/system_bus_socket")
+    with pytest.raises(RuntimeError), system_bus("unix:path=/tmp/y"):
+        raise RuntimeError
+    assert os.environ[SYSTEM_BUS] == "unix:path=/run/dbus/system_bus_socket"
+
+
+async def test_a_stamped_input_keeps_its_press_stamps_and_passes_everything_on() -> None:
+    button = SimulatedButton("sim:x")
+    stamped = Stamped(button)
+    seen: list[ButtonEdge | InputGone] = []
+    await stamped.start(seen.append)
+    button.press()
+    button.release()
+    button.press(Button.EMERGENCY)
+    button.vanish()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    await stamped.close()
+    assert stamped.name == "sim:x"
+    edges = [x for x in seen if isinstance(x, ButtonEdge)]
+    assert [(e.button, e.pressed) for e in edges] == [
+        (Button.PTT, True),
+        (Button.PTT, False),
+        (Button.EMERGENCY, True),
+    ]
+    assert isinstance(seen[-1], InputGone)
+    assert stamped.presses == [edges[0].t]  # PTT presses only
 
 
 IMPORTTIME = """\

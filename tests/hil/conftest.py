@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from channel_client import Client
 from hil_bench import ROOM, TIMEOUT, Bench
+from hil_ble import MOCK_ADDRESS, MOCK_BATTERY, BleRig, seconds
 from hil_rig import (
     Rig,
     RigBusy,
@@ -162,3 +163,88 @@ async def bench(rig: Rig, tmp_path: Path) -> AsyncIterator[Bench]:
                 await listener.close()
                 device.stop()
                 await asyncio.wait_for(task, TIMEOUT)
+
+
+@pytest.fixture(params=["mock", "real"])
+async def ble_rig(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> AsyncIterator[BleRig]:
+    """A BLE PTT button. Mock: the BlueZ stand-in on a private bus (needs dbus-daemon), pressed
+    by the test. Real: the button PTTD_HIL_BLE names, through the Pi's BlueZ, pressed by the
+    operator when the test says so (hw/hil.md)."""
+    pytest.importorskip("bleak", reason="no bleak: pip install bleak (Linux)")
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n>>> {text}", flush=True)
+
+    if request.param == "mock":
+        from pttd.sim.bluez import dbus_daemon, running_bluez
+
+        if dbus_daemon() is None:
+            pytest.skip("mock BLE button: no dbus-daemon for the BlueZ stand-in")
+        async with running_bluez(tmp_path / "bus") as bluez:
+            monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bluez.bus_address)
+            button = await bluez.ptt_button(MOCK_ADDRESS, known=True, battery=MOCK_BATTERY)
+
+            async def press() -> None:
+                await button.press()
+
+            async def release() -> None:
+                await button.release()
+
+            async def wake() -> None:
+                await button.wake()
+
+            yield BleRig(
+                "mock",
+                MOCK_ADDRESS,
+                press,
+                release,
+                wake,
+                lambda text: None,
+                connect_s=TIMEOUT,
+                wait_s=TIMEOUT,
+                settle_s=0.05,
+                battery=MOCK_BATTERY,
+            )
+        return
+    if os.environ.get("PTTD_HIL") != "1":
+        pytest.skip("real BLE button: set PTTD_HIL=1 on a bench Pi (hw/hil.md)")
+    address = os.environ.get("PTTD_HIL_BLE", "")
+    if not address:
+        pytest.skip("real BLE button: set PTTD_HIL_BLE=AA:BB:CC:DD:EE:FF, the button's address")
+    from pttd.radio.config import normal_address
+
+    address = normal_address(address)
+    request.getfixturevalue("real_rig_lock")
+    wait_s = seconds("PTTD_HIL_BLE_WAIT", 30.0)
+
+    async def ask_press() -> None:
+        say(f"BLE button {address}: press and HOLD its PTT button (within {wait_s:.0f} s)")
+
+    async def ask_release() -> None:
+        say(f"BLE button {address}: now RELEASE it (within {wait_s:.0f} s)")
+
+    async def ask_wake() -> None:
+        say(
+            f"BLE button {address}: if it sleeps, press and release it once to wake it "
+            "(keep it near the Pi)"
+        )
+
+    yield BleRig(
+        "real",
+        address,
+        ask_press,
+        ask_release,
+        ask_wake,
+        say,
+        connect_s=seconds("PTTD_HIL_BLE_CONNECT", 60.0),
+        wait_s=wait_s,
+        settle_s=1.0,
+        battery=None,
+        check_battery=os.environ.get("PTTD_HIL_BLE_BATTERY", "") != "none",
+    )

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hil_bench import ROOM, Bench
+from hil_ble import BleRig, EdgeLog
+from hil_ble import until as ble_until
 from hil_rig import (
     RigBusy,
     Terminal,
@@ -25,6 +28,7 @@ from hil_rig import (
 from waits import eventually
 
 from pttd.radio.audio import Pcm
+from pttd.radio.inputs import Button
 from pttd.sim.audio import sine
 
 TONE_HZ = float(os.environ.get("PTTD_HIL_TONE_HZ", "1000"))
@@ -131,6 +135,58 @@ async def test_the_serial_console_answers_on_the_configured_port(
         assert answer["link"] == "online" and ROOM in answer["rooms"]
     finally:
         await console.close()
+
+
+@pytest.mark.timeout(600)  # the real variant waits on the operator (bounded, each step)
+async def test_a_ble_button_reports_press_and_release_and_its_battery(ble_rig: BleRig) -> None:
+    from pttd.radio.inputs.ble import BleButton
+    from pttd.radio.inputs.ble_protocol import BleButtonSpec
+
+    rig = ble_rig
+    edges = EdgeLog()
+    button = BleButton(BleButtonSpec(rig.address), backoff_initial=0.2, backoff_max=2.0)
+    began = time.monotonic()
+    await button.start(edges)
+    try:
+        await rig.wake()
+        connected = await ble_until(lambda: button.connected, rig.connect_s)
+        assert connected, f"{rig.address} not connected within {rig.connect_s:g} s: {button.state}"
+        connect_s = time.monotonic() - began
+        await asyncio.sleep(rig.settle_s)  # a wake-up press's own edges come and go
+        mark = len(edges.items)
+
+        await rig.press()
+        try:
+            pressed = await edges.wait_edge(mark, True, rig.wait_s)
+        except TimeoutError:
+            pytest.fail(f"no press from {rig.address} within {rig.wait_s:g} s ({button.state})")
+        await rig.release()
+        try:
+            released = await edges.wait_edge(mark, False, rig.wait_s)
+        except TimeoutError:
+            pytest.fail(f"no release from {rig.address} within {rig.wait_s:g} s ({button.state})")
+        await asyncio.sleep(rig.settle_s)  # nothing more comes
+
+        assert edges.ptt_since(mark) == [pressed, released]  # one press, one release: no more
+        assert pressed.button is released.button is Button.PTT
+        assert pressed.source == released.source == f"ble:{rig.address}"
+        assert pressed.t < released.t <= time.monotonic()
+        assert set(edges.threads) == {threading.get_ident()}  # on the loop, as every input
+        assert button.connected, button.state
+        if rig.battery is not None:
+            assert button.battery == rig.battery, button.state
+        elif rig.check_battery:
+            assert button.battery is not None and 0 <= button.battery <= 100, (
+                f"no battery level from {rig.address} ({button.state}): does it have a Battery "
+                "Service? PTTD_HIL_BLE_BATTERY=none skips this check"
+            )
+        print(
+            f"[{rig.kind}] BLE button {rig.address}: connected in {connect_s:.1f} s, battery "
+            f"{button.battery}%, PTT held {released.t - pressed.t:.2f} s"
+        )
+        rig.say("thank you: BLE button test done")
+    finally:
+        await button.close()
 
 
 # --- the rig itself --------------------------------------------------------------------------

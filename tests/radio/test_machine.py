@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,16 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pttd.radio.config import PTT_Z_SERVICE
+from pttd.radio.inputs import Button
+from pttd.radio.inputs.ble_protocol import (
+    BATTERY_LEVEL,
+    BATTERY_SERVICE,
+    PTT_Z_CHARACTERISTIC,
+    BleButtonSpec,
+    BleDecoder,
+    Characteristic,
+)
 from pttd.radio.machine import (
     REQUEST_TIMER,
     TALK_TIMER,
@@ -569,6 +580,17 @@ INPUTS = ["gpio:17", "serial:/dev/ttyUSB0"]  # two PTT inputs, held and released
 ROOMS = ["ops", "yard", "dock"]
 WHYS = [WAITING, REFUSED]  # why a room is locked (the keyring's words)
 
+# A third input: a BLE PTT-Z button with an SOS button, through the real decoder. Its two buttons
+# are one source; its link drops (the input gone) and comes back.
+SOS_CHARACTERISTIC = "0000ffe2-0000-1000-8000-00805f9b34fb"
+BLE_SPEC = BleButtonSpec("AA:BB:CC:DD:EE:FF", sos_characteristic=SOS_CHARACTERISTIC)
+BLE = BLE_SPEC.source  # "ble:AA:BB:CC:DD:EE:FF"
+BLE_PTT = Characteristic(PTT_Z_CHARACTERISTIC, PTT_Z_SERVICE, ("read", "notify"))
+BLE_SOS = Characteristic(SOS_CHARACTERISTIC, PTT_Z_SERVICE, ("read", "notify"))
+BLE_BATTERY = Characteristic(BATTERY_LEVEL, BATTERY_SERVICE, ("read", "notify"))
+BLE_UUIDS = [BLE_PTT.uuid, BLE_SOS.uuid, BLE_BATTERY.uuid]
+BLE_VALUES = [b"\x01", b"\x00", b"\x01\x7f", b"\x00\x01", b"\x02", b""]  # starts-with matches
+
 
 class Machine(RuleBasedStateMachine):
     """Random event sequences; after each, the invariants of the issue must hold.
@@ -597,6 +619,11 @@ class Machine(RuleBasedStateMachine):
         self.leds: dict[str, str] = {}
         self.open_count = 0
         self.locked: dict[str, str] = {}  # encrypted rooms without a usable key -> why
+        self.decoder = BleDecoder(BLE_SPEC)
+        self.decoder.plan([BLE_PTT, BLE_SOS, BLE_BATTERY])  # what the adapter does on connecting
+        self.ble_linked = True
+        self.ble_sos = True  # the SOS characteristic was found (subscribed to)
+        self.ble_held: dict[Button, bool] = {Button.PTT: False, Button.EMERGENCY: False}
 
     def feed(self, event: Any) -> list[Action]:
         actions = self.m.handle(event)
@@ -640,7 +667,7 @@ class Machine(RuleBasedStateMachine):
 
     @property
     def any_held(self) -> bool:
-        return any(self.held.values())
+        return any(self.held.values()) or any(self.ble_held.values())
 
     @initialize()
     def start(self) -> None:
@@ -659,14 +686,22 @@ class Machine(RuleBasedStateMachine):
         if not up:
             return
         source = up[pick % len(up)]
+
+        def hold() -> None:
+            self.held[source] = True
+            self.emergency[source] = emergency
+
+        self.pressed(source, emergency, hold)
+
+    def pressed(self, source: str, emergency: bool, hold: Callable[[], None]) -> None:
+        """A button of ``source`` that was up goes down (``hold`` marks it held in the model)."""
         self.gone.discard(source)  # a press: it is back
         self.latch_lost = False
         if self.toggle:  # any press switches: on where it can talk, else off
             self.latch = source if self.latch is None and self.can_talk() else None
         elif not self.any_held:  # a fresh press; else it joins a talk, or a spoiled press
             self.spoiled = not self.can_talk()
-        self.held[source] = True
-        self.emergency[source] = emergency
+        hold()
         self.feed(PttPressed(0.0, emergency=emergency, source=source))
         if self.m.talk is not Talk.IDLE:
             self.spoiled = False
@@ -710,6 +745,93 @@ class Machine(RuleBasedStateMachine):
         actions = self.feed(InputLost(0.0, source))
         if self.toggle and latched_by_the_other:
             assert actions == [] and (self.m.talk is not Talk.IDLE) == talking
+
+    # -- the BLE button: notifications through the real decoder, its link lost and back
+
+    @precondition(lambda self: self.ble_linked)
+    @rule(
+        uuid=st.sampled_from(BLE_UUIDS), value=st.sampled_from(BLE_VALUES) | st.binary(max_size=3)
+    )
+    def ble_notification(self, uuid: str, value: bytes) -> None:
+        """A notification from the button, decoded as the adapter decodes it; its edge goes on
+        only if it is a change (the adapter's EdgeSink drops a press of a button held, a release
+        of one up), as a press or release of source ``ble:…`` (SOS: the emergency button)."""
+        edge = self.decoder.notification(uuid, value)
+        expected = {b"\x01": True, b"\x00": False}.get(value[:1])
+        if uuid == BLE_BATTERY.uuid:
+            assert edge is None  # the battery level is no button (the adapter reads it apart)
+        elif uuid == BLE_SOS.uuid and not self.ble_sos:
+            assert edge is None  # not subscribed to: means nothing
+        else:
+            button = Button.PTT if uuid == BLE_PTT.uuid else Button.EMERGENCY
+            assert edge == (None if expected is None else (button, expected))
+        if edge is None:
+            return
+        button, down = edge
+        emergency = button is Button.EMERGENCY
+        if self.ble_held[button] == down:
+            return  # not a change: the sink passes nothing
+        if down:
+
+            def hold() -> None:
+                self.ble_held[button] = True
+
+            self.pressed(BLE, emergency, hold)
+        else:
+            self.ble_held[button] = False
+            if not self.any_held:
+                self.spoiled = False
+            self.feed(PttReleased(0.0, emergency=emergency, source=BLE))
+
+    @precondition(
+        lambda self: (
+            self.ble_linked and self.can_talk() and not self.any_held and not self.m.blocked
+        )
+    )
+    @rule(sos=st.booleans())
+    def ble_press_to_talk(self, sos: bool) -> None:
+        self.ble_notification(BLE_SOS.uuid if sos and self.ble_sos else BLE_PTT.uuid, b"\x01")
+
+    @precondition(lambda self: self.ble_linked and any(self.ble_held.values()))
+    @rule(sos=st.booleans())
+    def ble_release(self, sos: bool) -> None:
+        """A button held is let go (SOS if ``sos`` and it is held)."""
+        sos = (sos and self.ble_held[Button.EMERGENCY]) or not self.ble_held[Button.PTT]
+        self.ble_notification(BLE_SOS.uuid if sos else BLE_PTT.uuid, b"\x00")
+
+    @precondition(lambda self: self.ble_linked)
+    @rule()
+    def ble_link_lost(self) -> None:
+        """The button sleeps or goes out of range: the adapter reports the input gone, never a
+        release; whatever it held is up, a talk it latched on ends, one latched by another
+        input goes on."""
+        talking = self.m.talk is not Talk.IDLE
+        self.ble_linked = False
+        self.ble_held = dict.fromkeys(self.ble_held, False)
+        if not self.any_held:
+            self.spoiled = False
+        self.gone.add(BLE)
+        latched_by_another = self.latch is not None and self.latch != BLE
+        if self.latch == BLE:
+            self.latch = None
+            self.latch_lost = True
+        actions = self.feed(InputLost(0.0, BLE))
+        if self.toggle and latched_by_another:
+            assert actions == [] and (self.m.talk is not Talk.IDLE) == talking
+
+    @precondition(lambda self: not self.ble_linked)
+    @rule(sos=st.booleans())
+    def ble_reconnects(self, sos: bool) -> None:
+        """The link is back: the adapter subscribes again (``sos``: the SOS characteristic is
+        found this time; without it, its notifications mean nothing). Nothing reaches the
+        machine until a button is pressed."""
+        found = [BLE_PTT, BLE_BATTERY] + ([BLE_SOS] if sos else [])
+        plan = self.decoder.plan(found)
+        assert plan[BLE_PTT.uuid] is Button.PTT
+        assert (plan.get(BLE_SOS.uuid) is Button.EMERGENCY) == sos
+        assert BLE_BATTERY.uuid not in plan
+        self.ble_linked = True
+        self.ble_sos = sos
 
     @rule(
         rooms=st.lists(st.sampled_from(ROOMS), unique=True, max_size=3),
@@ -864,6 +986,21 @@ class Machine(RuleBasedStateMachine):
         if self.m.room in self.m.locked:
             assert self.m.talk is Talk.IDLE and self.m.stream_id is None
             assert not self.m.capture_open or self.m.audio_test
+
+    @invariant()
+    def the_ble_buttons_held_are_the_machines(self) -> None:
+        """Hold mode: the machine holds exactly the BLE buttons the decoded notifications left
+        down (none once the link is lost)."""
+        if self.toggle:
+            return  # a press that switches talk off is not held: releases mean nothing
+        held = {button for button in self.m.held_buttons if button[1] == BLE}
+        assert held == {
+            ("emergency" if b is Button.EMERGENCY else "ptt", BLE)
+            for b, down in self.ble_held.items()
+            if down
+        }
+        if not self.ble_linked:
+            assert not held
 
     @invariant()
     def transmit_led_follows_capture(self) -> None:

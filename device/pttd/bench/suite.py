@@ -201,6 +201,19 @@ def rows(report: dict[str, Any]) -> list[Row]:
         )
         for key, label in (("access_time", "access"), ("mouth_to_ear", "mouth-to-ear"))
     ]
+    ble, ble_delta = la["ble"], la["ble_delta_p95_ms"]
+    out.append(
+        Row(
+            "latency",
+            "access p95 |BLE - GPIO|",
+            abs(ble_delta),
+            "ms",
+            f"<= {lt['access_time_ble_delta_p95_ms']:g} ms",
+            lm["access_time_ble_delta_p95_ms"],
+            f"p95 {ble['access_time_ms']['p95']:.1f} ms BLE, "
+            f"{ble['gpio_access_time_ms']['p95']:.1f} ms GPIO ({ble_delta:+.2f} ms)",
+        )
+    )
     h = report["hostile"]
     hf, ht, hm = h["figures"], h["targets"], h["targets_met"]
     attacks = [x for x in h["phases"] if x["clients"] is not None]

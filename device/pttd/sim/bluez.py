@@ -105,6 +105,18 @@ _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
 # --------------------------------------------------------------------------- the private bus
 
 
+NO_DBUS_DAEMON = (
+    f"dbus-daemon not found ({DBUS_DAEMON}, PATH): the BlueZ stand-in needs it "
+    "(Debian: apt-get install dbus-daemon)"
+)
+
+
+def dbus_daemon() -> str | None:
+    """The ``dbus-daemon`` :func:`private_bus` runs (:data:`DBUS_DAEMON`, else the one on PATH);
+    None if there is none."""
+    return DBUS_DAEMON if os.access(DBUS_DAEMON, os.X_OK) else shutil.which("dbus-daemon")
+
+
 @contextlib.asynccontextmanager
 async def private_bus(
     directory: Path, *, startup_timeout: float = STARTUP_TIMEOUT
@@ -115,12 +127,9 @@ async def private_bus(
     long for a unix socket, then to a short temp dir. The daemon is stopped on exit (SIGTERM,
     SIGKILL after :data:`STOP_TIMEOUT` s).
     """
-    daemon = DBUS_DAEMON if os.access(DBUS_DAEMON, os.X_OK) else shutil.which("dbus-daemon")
+    daemon = dbus_daemon()
     if daemon is None:
-        raise RuntimeError(
-            f"dbus-daemon not found ({DBUS_DAEMON}, PATH): the BlueZ stand-in needs it "
-            "(Debian: apt-get install dbus-daemon)"
-        )
+        raise RuntimeError(NO_DBUS_DAEMON)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     socket_dir = directory
     short_dir: str | None = None
