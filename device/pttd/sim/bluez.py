@@ -550,6 +550,12 @@ class FakeDevice:
         return self.bluez._exported(self.path)
 
     @property
+    def bonded(self) -> bool:
+        """Paired and trusted (what ``bt pair`` asks of BlueZ)."""
+        v = self._iface.values
+        return bool(v["Paired"]) and bool(v["Trusted"])
+
+    @property
     def connected(self) -> bool:
         return bool(self._iface.values["Connected"])
 

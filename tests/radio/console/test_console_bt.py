@@ -132,6 +132,16 @@ async def test_forgetting_a_held_button_releases_it(tmp_path: Path, bluez: FakeB
         await rig.sim.until(lambda m: not m.held_buttons and not m.capture_open)
 
 
+async def test_pair_bonds_with_an_accessory_that_needs_it(tmp_path: Path, bluez: FakeBluez) -> None:
+    button = await bluez.ptt_button(ADDRESS)
+    async with console_rig(tmp_path) as rig:
+        assert not button.bonded
+        reply = await rig.terminal.command(f"bt pair {ADDRESS.lower()}")
+        assert reply.splitlines()[-1] == f"{ADDRESS} paired and trusted"
+        assert button.bonded
+        assert saved_buttons(rig) is None  # pairing binds nothing: 'bt add' does
+
+
 async def test_a_bad_address_is_one_line(tmp_path: Path, bluez: FakeBluez) -> None:
     async with console_rig(tmp_path) as rig:
         t = rig.terminal

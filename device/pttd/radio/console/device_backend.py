@@ -29,6 +29,7 @@ from pttd.radio.console.interpreter import (
     AudioTestRequest,
     BtChange,
     BtFound,
+    BtPair,
     BtScan,
     BtSeen,
     CheckPin,
@@ -165,6 +166,10 @@ class DeviceBackend:
 
                 found = await scan(effect.seconds)
                 return BtFound(tuple(BtSeen(n.address, n.name, n.rssi, n.ptt) for n in found))
+            case BtPair():
+                from pttd.radio.inputs.ble import bond  # noqa: PLC0415
+
+                await bond(effect.address)
             case BtChange():
                 values = dict(d.store.settings().values)
                 values["bluetooth.buttons"] = effect.buttons

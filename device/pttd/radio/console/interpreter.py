@@ -147,6 +147,14 @@ class BtScan:
 
 
 @dataclass(frozen=True, slots=True)
+class BtPair:
+    """``bt pair``: bond with an accessory that needs it (BlueZ pairs, and trusts it) →
+    :class:`Done`."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
 class BtChange:
     """``bt add`` / ``bt forget``: save ``bluetooth.buttons`` as ``buttons`` and start (or
     stop) the accessory's input at once → :class:`Done`."""
@@ -217,6 +225,7 @@ Effect: TypeAlias = (
     | ClearPin
     | BtScan
     | BtChange
+    | BtPair
 )
 
 
@@ -517,6 +526,12 @@ class Console:
                 reply = Reply(self._bt_scanned(outcome))
             case BtChange():
                 reply = Reply(self._bt_changed(effect, outcome))
+            case BtPair():
+                reply = Reply(
+                    f"{effect.address} paired and trusted"
+                    if isinstance(outcome, Done)
+                    else f"pairing with {effect.address} failed: {outcome}"
+                )
         return Reply(clean(reply.text), reply.effect)
 
     def prompt(self, now: float) -> str:
@@ -685,7 +700,7 @@ class Console:
     def _cmd_bt(self, args: list[str], now: float) -> Reply:
         """BLE PTT accessories: scan for them, add one (bound by its address, started at once,
         saved for the next start), forget one, list them with their state."""
-        if not args or args[0] not in ("scan", "add", "forget", "list"):
+        if not args or args[0] not in ("scan", "add", "forget", "list", "pair"):
             return Reply(COMMANDS["bt"].help())
         action, rest = args[0], args[1:]
         buttons = split_list(self._buttons())
@@ -722,6 +737,8 @@ class Console:
             address = normal_address(rest[0])
         except ValueError as exc:
             return Reply(str(exc))
+        if action == "pair":
+            return Reply(f"pairing with {address} (wake it: press its button) ...", BtPair(address))
         if action == "add":
             if address in buttons or f"ble:{address}" in dict(self.view.status().accessories):
                 return Reply(f"{address} is already added ('bt list')")
@@ -1254,13 +1271,14 @@ COMMANDS: Final[dict[str, _Command]] = {
         "log [N]", f"the last N log lines (default {LOG_DEFAULT})", "", Console._cmd_log
     ),
     "bt": _Command(
-        "bt scan [SECONDS] | bt add ADDRESS | bt forget ADDRESS | bt list",
+        "bt scan [SECONDS] | bt add ADDRESS | bt forget ADDRESS | bt list | bt pair ADDRESS",
         "Bluetooth LE PTT buttons and hand microphones",
         "scan lists nearby accessories (name, address, signal), PTT-looking ones first;\n"
         "add binds this device to one by its address (the PTT-Z convention: service ffe0,\n"
         'characteristic ffe1, 01 pressed, 00 released; [[ptt]] kind = "ble" in the config\n'
         "file for others), starts it at once and saves it; forget undoes it; list shows each\n"
-        "with its connection and battery. An accessory that needs bonding: bluetoothctl pair.",
+        "with its connection and battery. pair bonds with an accessory that needs it (most\n"
+        "PTT buttons do not), before or after add.",
         Console._cmd_bt,
     ),
     "keys": _Command(

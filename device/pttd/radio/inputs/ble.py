@@ -194,6 +194,15 @@ class BleButton:
                 await client.start_notify(BATTERY_LEVEL, self._notified)
 
 
+async def bond(address: str, wait_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Pair (bond) with the accessory at ``address`` and trust it, for those that need it; the
+    link is dropped after (the input keeps its own). BleakError, TimeoutError when it fails."""
+    from bleak import BleakClient  # noqa: PLC0415
+
+    async with asyncio.timeout(wait_s * 2), BleakClient(address, pair=True, timeout=wait_s):
+        log.info("ble:%s: paired and trusted", address)
+
+
 @dataclass(frozen=True, slots=True)
 class Nearby:
     """An accessory seen by a scan."""
