@@ -221,6 +221,20 @@ async def test_commands_before_logon_are_refused(connect_client: Connect) -> Non
     assert event.error == p.NOT_LOGGED_IN
 
 
+async def test_a_frame_sent_by_hand_keeps_its_answer_from_a_barrier(
+    connect_client: Connect,
+) -> None:
+    """The test client's own barrier never takes the ``seq`` of a frame sent by hand: else the
+    answer to that frame (still on its way: the registry is asked first) would pass the barrier
+    before the server dealt with the frame, and go unrecorded."""
+    c = await connect_client()
+    await c.send(json.dumps({"command": "logon", "seq": 1, "channel": "alpha", "auth_token": "?"}))
+    await c.send(p.AudioPacket(1, 0, b"x").encode())
+    await c.sync()
+    got = [(type(e).__name__, getattr(e, "seq", None), e.error) for e in c.events]
+    assert got == [("Response", 1, p.NOT_AUTHORIZED), ("OnError", None, p.NOT_LOGGED_IN)]
+
+
 async def test_listen_only_cannot_talk_but_hears(logged_on: LoggedOn) -> None:
     listener = await logged_on("bob", listen_only=True)
     answer = await listener.start()

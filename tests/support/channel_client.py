@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,7 +48,12 @@ class Client:
       whole record (or from a mark on) and take nothing.
 
     Nothing-happened checks use :meth:`sync`, a barrier, never a pause. ``timeout`` bounds every
-    wait that is not given its own (answers, events, closing)."""
+    wait that is not given its own (answers, events, closing).
+
+    A request's answer is told from the others by its ``seq``. Frames made by hand go through
+    :meth:`send`: the client's own requests never take a ``seq`` one of them carried, so the
+    answer to a hand-made frame is never taken for a request's (a barrier passed early) and is
+    recorded like any other event."""
 
     def __init__(self, ws: ClientConnection, timeout: float = TIMEOUT) -> None:
         self.ws = ws
@@ -55,6 +61,7 @@ class Client:
         self.events: list[Any] = []
         self.answers: dict[int, asyncio.Future[p.Response]] = {}
         self.seq = itertools.count(1)
+        self.hand_seqs: set[int] = set()  # the seqs of frames sent by hand: not for requests
         self.closed = asyncio.Event()
         self._read_at = 0  # the queue's read position in :attr:`events`
         self._changed = asyncio.Event()
@@ -107,13 +114,24 @@ class Client:
     async def request(self, make: Callable[[int], Any], timeout: float | None = None) -> p.Response:
         """Send ``make(seq)`` and wait for the answer with that ``seq``; :class:`ConnectionError`
         if the connection closes first."""
-        seq = next(self.seq)
+        seq = next(s for s in self.seq if s not in self.hand_seqs)
         future: asyncio.Future[p.Response] = asyncio.get_running_loop().create_future()
         if self.closed.is_set():
             raise ConnectionError("connection closed")
         self.answers[seq] = future
         await self.ws.send(make(seq).to_json())
         return await asyncio.wait_for(future, self.timeout if timeout is None else timeout)
+
+    async def send(self, frame: str | bytes) -> None:
+        """Send a frame made by hand, as it is (junk, a request with a chosen ``seq``, a raw
+        audio packet). Its answers are recorded as events; the ``seq`` it carries, if any, is
+        kept from this client's own requests."""
+        if isinstance(frame, str):
+            with contextlib.suppress(ValueError, RecursionError):
+                seq = json.loads(frame).get("seq") if frame.lstrip().startswith("{") else None
+                if isinstance(seq, int) and not isinstance(seq, bool):
+                    self.hand_seqs.add(seq)
+        await self.ws.send(frame)
 
     async def logon(self, rooms: tuple[str, ...] = ("alpha",), **creds: Any) -> p.Response:
         return await self.request(lambda seq: p.Logon(channels=tuple(rooms), seq=seq, **creds))
