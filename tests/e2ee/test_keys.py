@@ -116,7 +116,7 @@ def refusal(
 def test_identity_round_trips_through_bytes_and_text() -> None:
     identity = IdentityKey.generate()
     raw = identity.to_bytes()
-    assert len(raw) == 97 and raw[0] == 1
+    assert len(raw) == 33 and raw[0] == 2  # an X-Wing seed
     again = IdentityKey.from_bytes(raw)
     assert again.to_bytes() == raw
     assert again.public == identity.public
@@ -129,6 +129,25 @@ def test_identity_round_trips_through_bytes_and_text() -> None:
     assert IdentityPublicKey.from_text(text) == identity.public
     assert IdentityPublicKey.from_bytes(public).to_bytes() == public
     assert IdentityKey.generate().public != identity.public
+
+
+XWING = json.loads((Path(__file__).parent / "data" / "xwing_keygen.json").read_text())
+
+
+@pytest.mark.parametrize("vector", XWING["vectors"], ids=lambda v: v["seed"][:8])
+def test_an_identity_is_the_x_wing_key_of_its_seed(vector: dict[str, str]) -> None:
+    """The same seed makes the same key pair as an independent X-Wing implementation (the one a
+    browser client would use), so the two can hold and open the same identities."""
+    identity = IdentityKey.from_seed(bytes.fromhex(vector["seed"]))
+    assert identity.public.to_bytes() == b"\x01" + bytes.fromhex(vector["public_key"])
+    assert IdentityKey.from_bytes(identity.to_bytes()).public == identity.public
+
+
+def test_identities_of_the_first_format_still_load() -> None:
+    """Keys saved before identities were X-Wing seeds (97 bytes: ML-KEM seed, X25519 key)."""
+    old = IdentityKey.from_bytes(FIXED_IDENTITY)
+    assert old.to_bytes() == FIXED_IDENTITY
+    assert IdentityKey.from_bytes(old.to_bytes()).public == old.public
 
 
 def test_identity_from_a_fixed_seed_is_stable() -> None:
@@ -154,7 +173,8 @@ def test_identity_repr_shows_no_secret() -> None:
     [
         (b"", "an identity key is 97 bytes, not 0"),
         (b"\x01" + bytes(95), "an identity key is 97 bytes, not 96"),
-        (b"\x02" + bytes(96), "identity key of unknown kind 2"),
+        (b"\x02" + bytes(96), "an identity seed key is 33 bytes, not 97"),
+        (b"\x03" + bytes(96), "identity key of unknown kind 3"),
         ("not bytes", "an identity key is bytes, not str"),
     ],
 )

@@ -88,6 +88,10 @@ SENDER_KEY_BYTES: Final = 32
 IDENTITY_TAG: Final = 0x01
 """First byte of an identity key's bytes (private and public): ML-KEM-768 + X25519, this version."""
 IDENTITY_PRIVATE_BYTES: Final = 1 + MLKEM_SEED_BYTES + X25519_BYTES  # 97
+IDENTITY_SEED_TAG: Final = 0x02
+"""First byte of an identity private key kept as its 32-byte X-Wing seed (what new keys are)."""
+XWING_SEED_BYTES: Final = 32
+IDENTITY_SEED_BYTES: Final = 1 + XWING_SEED_BYTES  # 33
 IDENTITY_PUBLIC_BYTES: Final = 1 + MLKEM_PUBLIC_BYTES + X25519_BYTES  # 1217
 
 FINGERPRINT_LABEL: Final = b"pttd-e2ee-v1 identity fingerprint\x00"
@@ -376,14 +380,22 @@ class IdentityPublicKey:
 
 class IdentityKey:
     """A device's (or client's) private identity: an ML-KEM-768 seed (64 bytes) and an X25519
-    private key (32). Bytes: ``IDENTITY_TAG``, the seed, the X25519 key: 97 bytes. Its repr shows
-    the public fingerprint only."""
+    private key (32), the two halves of the hybrid KEM, which is X-Wing. New keys are made from
+    one 32-byte X-Wing seed, expanded as X-Wing does (SHAKE256 to 96 bytes: the ML-KEM seed, then
+    the X25519 key), so that other X-Wing implementations (a browser's) make and hold the same
+    keys. Bytes: ``IDENTITY_SEED_TAG`` and the seed, 33 bytes; keys of the first format
+    (``IDENTITY_TAG``, the ML-KEM seed, the X25519 key: 97 bytes) still load. Its repr shows the
+    public fingerprint only."""
 
-    __slots__ = ("_hpke", "_mlkem", "_public", "_x25519")
+    __slots__ = ("_hpke", "_mlkem", "_public", "_seed", "_x25519")
 
     def __init__(
-        self, mlkem_key: mlkem.MLKEM768PrivateKey, x25519_key: x25519.X25519PrivateKey
+        self,
+        mlkem_key: mlkem.MLKEM768PrivateKey,
+        x25519_key: x25519.X25519PrivateKey,
+        seed: bytes | None = None,
     ) -> None:
+        self._seed = seed
         self._mlkem = mlkem_key
         self._x25519 = x25519_key
         self._hpke = hpke.MLKEM768X25519PrivateKey(mlkem_key, x25519_key)
@@ -391,7 +403,20 @@ class IdentityKey:
 
     @classmethod
     def generate(cls) -> IdentityKey:
-        return cls(mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate())
+        return cls.from_seed(secrets.token_bytes(XWING_SEED_BYTES))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> IdentityKey:
+        """The identity of an X-Wing seed (32 bytes)."""
+        if len(seed) != XWING_SEED_BYTES:
+            raise KeyFormatError(f"an identity seed is {XWING_SEED_BYTES} bytes, not {len(seed)}")
+        expanded = hashlib.shake_256(seed).digest(MLKEM_SEED_BYTES + X25519_BYTES)
+        try:
+            mlkem_key = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:MLKEM_SEED_BYTES])
+            x25519_key = x25519.X25519PrivateKey.from_private_bytes(expanded[MLKEM_SEED_BYTES:])
+        except ValueError:
+            raise KeyFormatError("not a valid identity seed") from None
+        return cls(mlkem_key, x25519_key, bytes(seed))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> IdentityKey:
@@ -399,6 +424,12 @@ class IdentityKey:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise KeyFormatError(f"an identity key is bytes, not {type(data).__name__}")
         data = bytes(data)
+        if data[:1] == bytes([IDENTITY_SEED_TAG]):
+            if len(data) != IDENTITY_SEED_BYTES:
+                raise KeyFormatError(
+                    f"an identity seed key is {IDENTITY_SEED_BYTES} bytes, not {len(data)}"
+                )
+            return cls.from_seed(data[1:])
         if len(data) != IDENTITY_PRIVATE_BYTES:
             raise KeyFormatError(
                 f"an identity key is {IDENTITY_PRIVATE_BYTES} bytes, not {len(data)}"
@@ -414,6 +445,8 @@ class IdentityKey:
 
     def to_bytes(self) -> bytes:
         """The private key's bytes: keep them secret (a 0600 file)."""
+        if self._seed is not None:
+            return bytes([IDENTITY_SEED_TAG]) + self._seed
         return (
             bytes([IDENTITY_TAG])
             + self._mlkem.private_bytes_raw()
