@@ -16,6 +16,7 @@ import pytest
 from pttd.e2ee import sframe
 from pttd.e2ee.authority import Authority
 from pttd.e2ee.keyring import (
+    DOWNGRADE,
     GENERATION_SHIFT,
     MAX_GENERATION,
     NO_AUTHORITY,
@@ -271,7 +272,7 @@ class Scene:
                     "sealed for room 'yard', delivered for 'ops'"
                 )
             case "an older epoch":
-                return self.epoch_1, "epoch 1 is older than the epoch 2 held"
+                return self.epoch_1, "epoch 1 is older than epoch 2, accepted before"
             case "another secret for the same epoch":
                 return sealed_for(self.fork, "ops", "alice"), "a second, different key for epoch 2"
             case "not a bundle":
@@ -390,9 +391,11 @@ def test_after_a_removal_the_remaining_members_talk_and_the_removed_one_hears_no
         carol.open("ops", new)
     with pytest.raises(sframe.UnknownKey):
         carol.open("ops", bob.seal("ops", b"after carol left"))
-    # Packets in flight across the rotation still open, named by the epoch they were sealed in.
-    assert bob.open("ops", in_flight) == Heard("carol", 1, b"carol, just before")
+    # Packets in flight across the rotation still open, named by the epoch they were sealed in,
+    # from the members who remain; the removed member is not heard under its old key either.
     assert alice.open("ops", bob_epoch_1) == Heard("bob", 1, b"bob, just before")
+    with pytest.raises(sframe.UnknownKey):
+        bob.open("ops", in_flight)
 
     # One rotation later epoch 1 is gone: only the current and the previous epoch open.
     late = carol.seal("ops", b"carol, much later")
@@ -483,7 +486,7 @@ def test_a_key_forgotten_and_accepted_again_continues_its_counter(
     last = [header(alice.seal("ops", b"x"))[1] for _ in range(5)][-1]
     text = sealed_for(auth, "ops", "alice")
     alice.forget()
-    assert alice.key("ops") is None and alice.encrypted == set()
+    assert alice.key("ops") is None and alice.encrypted == {"ops"}  # keyed: encrypted for good
     alice.set_encrypted("ops", True)
     assert alice.why_locked("ops") == WAITING
     alice.accept("ops", text)
@@ -559,3 +562,42 @@ def test_tampered_and_replayed_packets_do_not_open(
     assert bob.open("ops", later[0]).payload == b"\x00"  # late, but within the window: once
     with pytest.raises(sframe.ReplayedPacket):
         bob.open("ops", later[0])
+
+
+# --------------------------------------------------------------------------- what the server says
+
+
+def test_an_older_epoch_is_refused_after_a_restart_too(
+    auth: Authority, devices: dict[str, IdentityKey]
+) -> None:
+    """A server that kept epoch 1 (which a removed member holds) and hands it to a device that
+    restarted: the floor the device persisted refuses it."""
+    epoch_1 = sealed_for(auth, "ops", "alice")
+    auth.rotate("ops")
+    alice = keyed(auth, devices, "alice")
+    assert alice.floors == {"ops": 2}
+    restarted = Keyring(devices["alice"], auth.public_key, "alice", 2, floors=dict(alice.floors))
+    with pytest.raises(KeyRefused) as refused:
+        restarted.accept("ops", epoch_1)
+    assert refused.value.reason == "epoch 1 is older than epoch 2, accepted before"
+    assert restarted.why_locked("ops") == f"room key refused: {refused.value.reason}"
+    restarted.accept("ops", sealed_for(auth, "ops", "alice"))
+    assert restarted.why_locked("ops") is None
+
+
+def test_a_room_once_keyed_stays_encrypted_whatever_the_server_says(
+    auth: Authority, devices: dict[str, IdentityKey]
+) -> None:
+    """A server announcing an encrypted room clear (to get clear audio out of the device) is
+    refused: the room is locked, nothing is sealed or sent in clear; after a restart too."""
+    alice = keyed(auth, devices, "alice")
+    assert alice.set_encrypted("ops", False) is False
+    assert "ops" in alice.encrypted
+    assert alice.why_locked("ops") == DOWNGRADE
+    with pytest.raises(NoRoomKey):
+        alice.seal("ops", b"clear?")
+    restarted = Keyring(devices["alice"], auth.public_key, "alice", 2, floors=dict(alice.floors))
+    assert "ops" in restarted.encrypted  # before the server says anything
+    assert restarted.set_encrypted("yard", False) is True  # never keyed: the server's word
+    restarted.accept("ops", sealed_for(auth, "ops", "alice"))
+    assert restarted.why_locked("ops") is None

@@ -279,7 +279,10 @@ class Authority:
         def get(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
             value: Any = obj.get(key)
             if kind is float and _is_int(value):
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:
+                    raise bad(f"{where}{key} is out of range") from None
             if not isinstance(value, kind) or (kind is int and not _is_int(value)):
                 raise bad(f"{where}{key} is missing or not {_KIND_NAMES[kind]}")
             return value

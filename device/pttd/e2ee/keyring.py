@@ -17,6 +17,12 @@ holds, and from the room key makes:
 Each packet is bound to its room: the SFrame metadata (authenticated, not sent) is the room name.
 A room the keyring has no usable key for is *locked*: :meth:`Keyring.why_locked` says why, and
 the state machine lets nobody talk there (the microphone never opens).
+
+What the server says is not trusted where a signed key says otherwise. ``floors`` (persisted by
+the caller: :attr:`Keyring.floors` after each accepted key) hold, per room, the highest epoch
+ever accepted: an older one is refused after a restart too (a server replaying the epoch a
+removed member still holds), and a room that ever had a signed key stays encrypted whatever the
+server says later (a server announcing it clear, or a clear stream in it, is refused).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ GENERATION_SHIFT: Final = 40  # 2**40 packets per start (700 years of 20 ms), 2*
 MAX_GENERATION: Final = 2 ** (64 - GENERATION_SHIFT) - 1
 
 WAITING: Final = "waiting for its room key (not approved by the key authority yet?)"
+DOWNGRADE: Final = "the server says this room is clear, but its key authority keyed it: refused"
 NO_AUTHORITY: Final = (
     "no key authority known: pair again with a link that names the room's key authority"
 )
@@ -79,6 +86,8 @@ class Keyring:
     name: str
     generation: int
     encrypted: set[str] = field(default_factory=set)
+    # Room -> the highest epoch ever accepted there (persisted by the caller, given back at start).
+    floors: dict[str, int] = field(default_factory=dict)
     _rooms: dict[str, _RoomKeys] = field(default_factory=dict)
     _refused: dict[str, str] = field(default_factory=dict)  # room -> why its last key was refused
     # Every sender of this run, by room and KID: one installed again (a key forgotten and sent
@@ -88,14 +97,26 @@ class Keyring:
     def __post_init__(self) -> None:
         if not 0 < self.generation <= MAX_GENERATION:
             raise E2eeError(f"counter generation {self.generation} out of range")
+        self.encrypted |= set(self.floors)  # keyed once: encrypted for good
 
     # -- which rooms ------------------------------------------------------------------------
 
-    def set_encrypted(self, room: str, encrypted: bool) -> None:
+    def set_encrypted(self, room: str, encrypted: bool) -> bool:
+        """What the server says of a room. False when it says clear of a room the authority
+        keyed (it stays encrypted, and is locked: :data:`DOWNGRADE`)."""
         if encrypted:
             self.encrypted.add(room)
-        else:
-            self.encrypted.discard(room)
+            return True
+        if room in self.floors:
+            self._refused[room] = DOWNGRADE
+            self._rooms.pop(room, None)  # locked until a key comes again
+            return False
+        self.encrypted.discard(room)
+        return True
+
+    def keyed(self, room: str) -> bool:
+        """Whether the room's key authority ever keyed this room for this member."""
+        return room in self.floors
 
     def why_locked(self, room: str) -> str | None:
         """Why nobody may talk in ``room`` from here (None: a clear room, or a key is held)."""
@@ -104,6 +125,8 @@ class Keyring:
         if self.authority is None:
             return NO_AUTHORITY
         refused = self._refused.get(room)
+        if refused == DOWNGRADE:
+            return DOWNGRADE
         return f"room key refused: {refused}" if refused else WAITING
 
     def locked(self, rooms: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -142,6 +165,9 @@ class Keyring:
             if key.room != room:
                 raise KeyRefused(f"sealed for room {key.room!r}, delivered for {room!r}")
             held = self._rooms.get(room)
+            floor = self.floors.get(room, 0)
+            if key.epoch < floor:
+                raise KeyRefused(f"epoch {key.epoch} is older than epoch {floor}, accepted before")
             if held is not None and key.epoch < held.key.epoch:
                 raise KeyRefused(f"epoch {key.epoch} is older than the epoch {held.key.epoch} held")
             if held is not None and key.epoch == held.key.epoch:
@@ -156,6 +182,8 @@ class Keyring:
             raise
         self._refused.pop(room, None)
         self._install(room, key, held)
+        self.floors[room] = max(floor, key.epoch)
+        self.encrypted.add(room)
         return key
 
     def _install(self, room: str, key: RoomKey, held: _RoomKeys | None) -> None:
@@ -171,12 +199,16 @@ class Keyring:
             receiver = held.receiver
         else:
             receiver = sframe.Receiver(suite)
+        # The previous epoch (packets in flight across a rotation) only for the members who
+        # remain: a member removed by the rotation is not heard under its old key either.
+        remain = {index for index, _ in key.roster}
         wanted: dict[int, bytes] = {}
         for old in (previous, key):
             if old is None or old.suite != key.suite:
                 continue
             for index, _ in old.roster:
-                wanted[make_kid(old.epoch, index)] = sender_base_key(old.epoch_secret, index)
+                if old is key or index in remain:
+                    wanted[make_kid(old.epoch, index)] = sender_base_key(old.epoch_secret, index)
         for kid in receiver.kids() - wanted.keys():
             receiver.remove_key(kid)
         for kid, base in wanted.items():
@@ -192,7 +224,7 @@ class Keyring:
         """Every key goes (unpaired, revoked)."""
         self._rooms.clear()
         self._refused.clear()
-        self.encrypted.clear()
+        self.encrypted = set(self.floors)  # what was keyed stays encrypted
 
     # -- packets ----------------------------------------------------------------------------
 

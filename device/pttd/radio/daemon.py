@@ -232,10 +232,25 @@ class Device:
                 if credential.authority_key
                 else None
             )
+            identity = IdentityKey.from_bytes(private)
+            if credential.identity_key and identity.public.to_text() != credential.identity_key:
+                raise E2eeError(
+                    "the identity key in the state directory is not the one this device paired "
+                    "with: pair it again"
+                )
+            if not self.store.has_generation():
+                raise E2eeError(
+                    "the SFrame counter state (sframe.json) is gone while the identity key is "
+                    "there: counters could repeat; pair the device again"
+                )
             if self._generation is None:
                 self._generation = self.store.next_generation()
             return Keyring(
-                IdentityKey.from_bytes(private), authority, credential.device_name, self._generation
+                identity,
+                authority,
+                credential.device_name,
+                self._generation,
+                floors=self.store.room_epochs(),
             )
         except (StoreError, E2eeError) as exc:
             log.error("end-to-end keys unusable: %s; encrypted rooms stay locked", exc)
@@ -449,6 +464,10 @@ class Device:
             len(key.roster),
             key.sender_index,
         )
+        try:  # an older epoch is refused after a restart too
+            self.store.save_room_epochs(keyring.floors)
+        except StoreError as exc:
+            log.error("room key epochs not saved: %s", exc)
         self.feed(RoomLock(now, event.channel, None))
 
     def _on_room_status(self, event: p.OnChannelStatus, now: float) -> None:
@@ -461,15 +480,22 @@ class Device:
                 self.feed(RoomLock(now, room, NO_IDENTITY))
             return
         if (room in keyring.encrypted) != event.encrypted:
-            keyring.set_encrypted(room, event.encrypted)
+            if not keyring.set_encrypted(room, event.encrypted):
+                log.error("room %s: %s", room, keyring.why_locked(room))
             self.feed(RoomLock(now, room, keyring.why_locked(room)))
 
     def _opened(self, packet: p.AudioPacket) -> bytes | None:
         """An incoming packet's Opus: as it came in a clear stream, opened in an encrypted one
         (None: it does not open; the jitter buffer conceals the gap)."""
         room, encrypted = self._streams.get(packet.stream_id, ("", False))
+        keyring = self.keyring
         if not encrypted:
-            return packet.payload
+            if keyring is None or room not in keyring.encrypted:
+                return packet.payload
+            self.counters.packets_unopened += 1  # clear audio in an encrypted room: not played
+            if self.counters.packets_unopened & (self.counters.packets_unopened - 1) == 0:
+                log.warning("clear audio in encrypted room %s not played", room)
+            return None
         try:
             if self.keyring is None:
                 raise NoRoomKey(NO_IDENTITY)

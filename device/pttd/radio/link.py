@@ -277,6 +277,7 @@ def with_identity(credential: Credential, store: Store, authority: str | None) -
     and the key authority's public key (from the pairing link) with the credential, which the
     caller saves next. Every pairing makes a new one: a device paired again is a new member."""
     identity = IdentityKey.generate()
+    store.next_generation()  # the counter state exists before the key that needs it
     store.save_identity(identity.to_bytes())
     return replace(credential, identity_key=identity.public.to_text(), authority_key=authority)
 

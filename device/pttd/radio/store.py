@@ -49,7 +49,15 @@ SETTINGS_FILE = "settings.json"
 PIN_FILE = "console-pin.json"
 IDENTITY_FILE = "identity.json"  # the private identity key of end-to-end encryption
 SFRAME_FILE = "sframe.json"  # the SFrame counter generation (counters never repeat)
-STATE_FILES = (CREDENTIAL_FILE, SETTINGS_FILE, PIN_FILE, IDENTITY_FILE, SFRAME_FILE)
+ROOM_KEYS_FILE = "room-keys.json"  # per room, the highest key epoch accepted (no secret)
+STATE_FILES = (
+    CREDENTIAL_FILE,
+    SETTINGS_FILE,
+    PIN_FILE,
+    IDENTITY_FILE,
+    SFRAME_FILE,
+    ROOM_KEYS_FILE,
+)
 _LEAK = {  # what a file readable by others may have given away, and what to do about it
     CREDENTIAL_FILE: "its token may have been copied: unpair and pair again to be sure",
     IDENTITY_FILE: "its private key may have been copied: unpair and pair again to be sure",
@@ -61,6 +69,7 @@ _RISK = {  # what a file others could write may have been made to do
     PIN_FILE: "the installer PIN in it may have been changed",
     IDENTITY_FILE: "the identity key in it may have been replaced",
     SFRAME_FILE: "the counter generation in it may have been turned back (nonce reuse)",
+    ROOM_KEYS_FILE: "its room key epochs may have been turned back (an old key accepted)",
 }
 _DIR_RISK = "a credential, settings or the PIN record in it may have been planted or removed"
 
@@ -278,6 +287,7 @@ class Store:
         """The credential goes, and with it the identity key made at its pairing."""
         self._remove(CREDENTIAL_FILE)
         self._remove(IDENTITY_FILE)
+        self._remove(ROOM_KEYS_FILE)
         log.info("credential wiped")
 
     # -- end-to-end encryption ----------------------------------------------------------------
@@ -295,6 +305,22 @@ class Store:
     def save_identity(self, private: bytes) -> None:
         self._write(IDENTITY_FILE, {"private": base64.b64encode(private).decode("ascii")})
         log.info("identity key saved")
+
+    def room_epochs(self) -> dict[str, int]:
+        """Per room, the highest key epoch this identity accepted ({} for none)."""
+        data = self._read(ROOM_KEYS_FILE) or {}
+        return {
+            str(room): epoch
+            for room, epoch in data.items()
+            if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0
+        }
+
+    def save_room_epochs(self, epochs: dict[str, int]) -> None:
+        self._write(ROOM_KEYS_FILE, dict(epochs))
+
+    def has_generation(self) -> bool:
+        """Whether the SFrame counter state exists (made at pairing, with the identity)."""
+        return (self.dir / SFRAME_FILE).exists()
 
     def next_generation(self) -> int:
         """A number never given before by this state directory (1, 2, …), persisted before it

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from pttd import cliargs
+from pttd.e2ee.keys import AuthorityPublicKey
 from pttd.errors import PttdError
 from pttd.redact import setup_logging
 from pttd.server.app import MAX_PACKET_RATE, ServerSettings, run_server
@@ -315,6 +316,8 @@ def cmd_pair_code(args: argparse.Namespace) -> int:
     if pc.emergency:
         print("emergency:    the device may talk with emergency priority")
     print(f"expires:      {expires} (single use)")
+    if authority is not None:  # compare with 'pttd keys show' where the key file is
+        print(f"key authority: {AuthorityPublicKey.from_text(authority).fingerprint}")
     print(f"link:         {link}")
     import segno  # noqa: PLC0415 - only this command needs it
 

@@ -59,6 +59,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     common(init)
     init.set_defaults(func=cmd_init)
 
+    publish = ksub.add_parser(
+        "publish", help="record this authority's public key in the registry (for pairing links)"
+    )
+    common(publish)
+    publish.set_defaults(func=cmd_publish)
+
     show = ksub.add_parser("show", help="the authority's public key, rooms, epochs and members")
     common(show, db=False)
     show.set_defaults(func=cmd_show)
@@ -114,6 +120,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"public key:   {authority.public_key.to_text()}")
     print(f"fingerprint:  {authority.public_key.fingerprint}")
     print(f"pairing links made with 'pttd server pair-code --db {args.db}' now carry this key")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    authority = Authority.load(args.key_file)
+    with open_registry(args.db) as reg:
+        reg.set_authority_key(authority.public_key.to_text())
+    print(f"pairing links now carry the key authority {authority.public_key.fingerprint}")
     return 0
 
 
@@ -173,10 +187,11 @@ def _check_fingerprint(name: str, public: IdentityPublicKey, typed: str) -> None
 def cmd_remove(args: argparse.Namespace) -> int:
     authority = Authority.load(args.key_file)
     rooms = args.room or [r for r in authority.rooms() if _is_member(authority, r, args.name)]
+    for room in rooms:  # every room checked before any changes
+        if not _is_member(authority, room, args.name):
+            raise PttdError(f"{args.name} is not a member of {room}: nothing removed")
     with open_registry(args.db) as reg:
         for room in rooms:
-            if not _is_member(authority, room, args.name):
-                raise PttdError(f"{args.name} is not a member of {room}")
             authority.remove(room, args.name)
             print(f"{args.name} removed from {room}: epoch {authority.epoch(room)} without it")
         _sync(authority, reg)
@@ -219,6 +234,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def sync(authority: Authority, reg: Registry) -> list[str]:
     """Bring the registry and the authority in step (see the module's docstring); what was done,
     in lines for the admin."""
+    recorded = reg.authority_key()
+    if recorded != authority.public_key.to_text():
+        # The key pairing links carry comes from the registry: one that is not this authority's
+        # would make new devices trust someone else's room keys.
+        raise PttdError(
+            "the registry's key authority is not this key file's: pairing links made now would "
+            "make devices trust another authority; check the server, then run "
+            "'pttd keys publish' if this key file is the right one"
+            if recorded is not None
+            else "the registry knows no key authority: run 'pttd keys publish' with this key file"
+        )
     said: list[str] = []
     members = {m.name: m for m in reg.members()}
     encrypted = reg.encrypted_rooms()
