@@ -339,9 +339,52 @@ def _ptt_problems(ptt: PttConfig, where: str) -> list[str]:
             normal_address(ptt.address)  # one address: a list would pass addresses()
         except ValueError as exc:
             return [f"{where}.address: {exc}"]
+        return _ble_problems(ptt, where)
     if ptt.kind == "serial" and not ptt.port:
         return [f"{where}.port: a serial PTT needs a port"]
     return []
+
+
+def _ble_problems(ptt: PttConfig, where: str) -> list[str]:
+    """Values that would make a BLE button misbehave rather than fail (each checked alone
+    already): one characteristic for PTT and SOS, a release that reads as a press."""
+    problems = []
+    try:
+        same = bool(ptt.sos_characteristic and ptt.characteristic) and normal_uuid(
+            ptt.sos_characteristic
+        ) == normal_uuid(ptt.characteristic)
+    except ValueError:
+        same = False  # a bad UUID: said already
+    if same:
+        problems.append(f"{where}.sos_characteristic: the same as characteristic")
+    for press_key, release_key in (("press", "release"), ("sos_press", "sos_release")):
+        try:
+            press = hex_list(getattr(ptt, press_key))
+            release = hex_list(getattr(ptt, release_key))
+        except ValueError:
+            continue  # said already
+        if any(r.startswith(p) or p.startswith(r) for p in press for r in release):
+            problems.append(
+                f"{where}.{release_key}: a value that {press_key} matches too (a release "
+                "would read as a press, or the other way round)"
+            )
+    return problems
+
+
+def _duplicate_ble(config: Config) -> list[str]:
+    seen: dict[str, str] = {}
+    problems = []
+    for i, ptt in enumerate(config.ptt):
+        if ptt.kind != "ble":
+            continue
+        try:
+            address = normal_address(ptt.address)
+        except ValueError:
+            continue
+        if address in seen:
+            problems.append(f"ptt[{i}].address: {address} is {seen[address]}'s already")
+        seen[address] = f"ptt[{i}]"
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +447,7 @@ def _whole_problems(config: Config) -> list[str]:
     if config.server.url and not config.server.url.startswith(("ws://", "wss://")):
         problems.append(f"server.url: must start with ws:// or wss:// (got {config.server.url!r})")
     problems.extend(pin_clashes(config))
+    problems.extend(_duplicate_ble(config))
     return problems
 
 

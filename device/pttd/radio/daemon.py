@@ -293,6 +293,8 @@ class Device:
 
     async def add_input(self, source: Input) -> None:
         """An input added while running (the console's ``bt add``): started at once."""
+        if self._stopping.is_set():
+            raise RuntimeError("the device is stopping")
         await source.start(self._on_edge)
         self.inputs.append(source)
 
@@ -309,7 +311,7 @@ class Device:
     async def _shutdown(self) -> None:
         # Capture closes first (the machine orders it), the stream stops, then the link closes.
         self.feed(Shutdown(self.clock()))
-        for source in self.inputs:
+        for source in list(self.inputs):  # a snapshot: the console may still change the list
             await _closing(f"input {source.name}", source.close)
         await asyncio.sleep(0)  # let the stop_stream reach the socket before closing it
         await self.link.close()

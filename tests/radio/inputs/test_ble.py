@@ -352,3 +352,35 @@ async def test_scan_lists_nearby_accessories_ptt_looking_first(bluez: FakeBluez)
         ("00:00:00:00:00:01", "Heart", -20, False),
         ("00:00:00:00:00:04", "", -40, False),
     ]
+
+
+async def test_a_press_before_the_session_failed_is_the_input_gone(
+    bluez: FakeBluez, recorder: EdgeRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edges flow from the first subscription: a press delivered while a later subscription
+    (the SOS one) fails, as the link drops, is released by the input-gone notice, never left
+    held (the microphone would stay open)."""
+    button = await bluez.ptt_button(ADDRESS, sos_characteristic=SOS, battery=None)
+    from bleak import BleakClient
+
+    real_start = BleakClient.start_notify
+    calls = 0
+
+    async def start_notify(self: BleakClient, uuid: str, callback: object, **kw: object) -> None:
+        nonlocal calls
+        calls += 1
+        await real_start(self, uuid, callback, **kw)  # type: ignore[arg-type]
+        if calls == 1:  # PTT subscribed: the user presses, then the link drops
+            assert await button.press()
+            await recorder.wait_for(1)
+            await button.sleep()
+
+    monkeypatch.setattr(BleakClient, "start_notify", start_notify)
+    ble = adapter(BleButtonSpec(ADDRESS, sos_characteristic=SOS))
+    await ble.start(recorder)
+    try:
+        await eventually(lambda: len(recorder.gone) == 1, TIMEOUT, "the press released")
+        assert recorder.summary() == [PTT_DOWN]
+        assert not ble.connected and ble.connects == 0
+    finally:
+        await ble.close()

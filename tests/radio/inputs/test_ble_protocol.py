@@ -320,3 +320,16 @@ def test_bluetooth_buttons_are_checked_when_set() -> None:
     assert refusal('[bluetooth]\nbuttons = "nope"\n').endswith(
         "bluetooth.buttons: 'nope' is not a Bluetooth address (AA:BB:CC:DD:EE:FF)"
     )
+
+
+def test_config_values_that_would_misbehave_are_refused() -> None:
+    """One characteristic for PTT and SOS, a release that a press value matches too (the button
+    could never be released), one accessory bound twice: each refused in one line."""
+    same = refusal(ble_ptt(address=ADDRESS, characteristic="ffe1", sos_characteristic="0xFFE1"))
+    assert "ptt[0].sos_characteristic: the same as characteristic" in same
+    overlap = refusal(ble_ptt(address=ADDRESS, press="01", release="0100"))
+    assert "ptt[0].release: a value that press matches too" in overlap
+    twice = ble_ptt(address=ADDRESS) + ble_ptt(address=ADDRESS.lower().replace(":", "-"))
+    assert f"ptt[1].address: {ADDRESS} is ptt[0]'s already" in refusal(twice)
+    bad = refusal(ble_ptt(address=ADDRESS, characteristic="nope", sos_characteristic="ffe1"))
+    assert "ptt[0].characteristic" in bad and "\n" not in bad  # said once, no crash

@@ -196,6 +196,7 @@ def test_parser_reads_the_hfp_hand_microphone_dialect():
     assert parser.feed(b"AT+XEVENT=TALK,1\r\nAT+XEVENT=SOS,1\r\n") == [PTT_DOWN, SOS_DOWN]
     assert parser.feed(b"AT+XEVENT=SOS,0\r\nat+xevent=talk,0\r\n") == [SOS_UP, PTT_UP]
     assert parser.feed(b"AT+XEVENT=TALK,10\r\nAT+XEVENT=TALK,\r\nAT+XEVENT=VOL,1\r\n") == []
+    assert parser.feed(b"AT+XEVENT=TALK,1a\r\nAT+XEVENT=TALK,1.5\r\n") == []
     assert parser.feed(b"\x00AT+XEVENT=TALK,0\r\n") == [PTT_UP]  # noise around it
 
 

@@ -362,6 +362,17 @@ def parse_pairing_link(link: str) -> PairingLink:
     )
 
 
+def _failure_words(outcome: object) -> str:
+    """An exception in words for the console: its message, else its kind (a time-out has no
+    message), and no bus or no BlueZ said as such."""
+    text = str(outcome)
+    if isinstance(outcome, FileNotFoundError) or "ServiceUnknown" in text or "org.bluez" in text:
+        return f"BlueZ is not reachable on the system bus ({text or type(outcome).__name__})"
+    if isinstance(outcome, TimeoutError):
+        return "no answer in time (wake the accessory: press its button)"
+    return text or type(outcome).__name__
+
+
 def qr_text(text: str) -> str:
     """``text`` as a QR code in terminal characters (two rows per line)."""
     out = io.StringIO()
@@ -530,7 +541,7 @@ class Console:
                 reply = Reply(
                     f"{effect.address} paired and trusted"
                     if isinstance(outcome, Done)
-                    else f"pairing with {effect.address} failed: {outcome}"
+                    else f"pairing with {effect.address} failed: {_failure_words(outcome)}"
                 )
         return Reply(clean(reply.text), reply.effect)
 
@@ -703,7 +714,10 @@ class Console:
         if not args or args[0] not in ("scan", "add", "forget", "list", "pair"):
             return Reply(COMMANDS["bt"].help())
         action, rest = args[0], args[1:]
-        buttons = split_list(self._buttons())
+        try:  # the file may spell them in lower case or with dashes: as the inputs name them
+            buttons = [normal_address(a) for a in split_list(self._buttons())]
+        except ValueError:
+            buttons = split_list(self._buttons())
         if action == "list":
             if rest:
                 return Reply(COMMANDS["bt"].help())
@@ -755,7 +769,7 @@ class Console:
 
     def _bt_scanned(self, outcome: Outcome) -> str:
         if not isinstance(outcome, BtFound):
-            return f"scan failed: {outcome}"
+            return f"scan failed: {_failure_words(outcome)}"
         if not outcome.seen:
             return "nothing found (wake the accessory: press its button, near the device)"
         lines = []
@@ -1278,7 +1292,7 @@ COMMANDS: Final[dict[str, _Command]] = {
         'characteristic ffe1, 01 pressed, 00 released; [[ptt]] kind = "ble" in the config\n'
         "file for others), starts it at once and saves it; forget undoes it; list shows each\n"
         "with its connection and battery. pair bonds with an accessory that needs it (most\n"
-        "PTT buttons do not), before or after add.",
+        "PTT buttons do not): before add, while it is awake.",
         Console._cmd_bt,
     ),
     "keys": _Command(

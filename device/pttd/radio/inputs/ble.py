@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 10.0
+STEADY_S: Final = 30.0  # a link up this long counts as good: the back-off starts afresh after
 BACKOFF_INITIAL_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
 
@@ -69,6 +70,7 @@ class BleButton:
         self._rng = rng
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._lost_links = 0  # links lost (logged on the 1st, 2nd, 4th … time)
         self.connected = False
         self.battery: int | None = None
         self.last_error = ""
@@ -103,6 +105,7 @@ class BleButton:
     # -- the link ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._backoff.reset()
         while True:
             try:
                 await self._session()
@@ -132,8 +135,14 @@ class BleButton:
             disconnected_callback=lambda _: lost.set(),
             timeout=self._connect_timeout,
         )
+        subscribed = False  # edges may flow from the first subscription on
         try:
             await client.connect()
+            # bleak may retry a Connect inside connect() (BlueZ's le-connection-abort-by-local):
+            # a disconnect seen on the way is not this link's.
+            lost.clear()
+            if not client.is_connected:
+                raise ConnectionError("the link went as it came up")
             found = [
                 Characteristic(c.uuid.lower(), s.uuid.lower(), tuple(c.properties))
                 for s in client.services
@@ -142,16 +151,27 @@ class BleButton:
             plan = self._decoder.plan(found)
             for uuid in plan:
                 await client.start_notify(uuid, self._notified)
-            await self._read_battery(client, found)
+                subscribed = True
             self._up()
+            await self._read_battery(client, found)
+            up_at = asyncio.get_running_loop().time()
             await lost.wait()
+            if asyncio.get_running_loop().time() - up_at >= STEADY_S:
+                self._backoff.reset()  # a link that held: the next wait starts afresh
         finally:
             was_up = self.connected
             self.connected = False
-            if was_up and not self._closing:
-                self._sink.lost(self.name)  # a button held is up; a latched talk ends
-                log.warning("%s: link lost", self.name)
+            if (was_up or subscribed) and not self._closing:
+                # A button held is up (it may have been pressed before the session failed), a
+                # latched talk ends.
+                self._sink.lost(self.name)
                 self.last_error = "link lost"
+                if was_up:
+                    self._lost_links += 1
+                    n = self._lost_links
+                    level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG
+                    times = f" ({n} times)" if n > 1 else ""
+                    log.log(level, "%s: link lost%s", self.name, times)
             with contextlib.suppress(Exception):
                 await asyncio.shield(client.disconnect())
 
@@ -164,7 +184,6 @@ class BleButton:
             log.info("%s: connected", self.name)
         self.attempts = 0
         self.last_error = ""
-        self._backoff.reset()
 
     def _notified(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
         uuid = characteristic.uuid.lower()
@@ -195,8 +214,10 @@ class BleButton:
 
 
 async def bond(address: str, wait_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Pair (bond) with the accessory at ``address`` and trust it, for those that need it; the
-    link is dropped after (the input keeps its own). BleakError, TimeoutError when it fails."""
+    """Pair (bond) with the accessory at ``address`` and trust it, for those that need it. Do it
+    before ``bt add``: BlueZ has one link per accessory, and this one is dropped after (an input
+    bound to it would lose its link, and bleak skips pairing a device already connected).
+    BleakError, TimeoutError when it fails."""
     from bleak import BleakClient  # noqa: PLC0415
 
     async with asyncio.timeout(wait_s * 2), BleakClient(address, pair=True, timeout=wait_s):

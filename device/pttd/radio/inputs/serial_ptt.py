@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_LINE: Final = 128  # bytes; longer lines are noise
 _TOKEN: Final = re.compile(
-    rb"\+(PTT|SOS)=([PR])(?![A-Za-z0-9])|\+XEVENT=(TALK|SOS),([01])(?![0-9])", re.IGNORECASE
+    rb"\+(PTT|SOS)=([PR])(?![A-Za-z0-9])|\+XEVENT=(TALK|SOS),([01])(?![A-Za-z0-9.])",
+    re.IGNORECASE,
 )
 _BUTTONS: Final = {b"PTT": Button.PTT, b"TALK": Button.PTT, b"SOS": Button.EMERGENCY}
 _PRESSED: Final = (b"P", b"1")
