@@ -77,6 +77,12 @@ async def recorder() -> EdgeRecorder:
 
 
 @pytest.fixture
+async def other_recorder() -> EdgeRecorder:
+    """A second recorder, for a second input in the same test."""
+    return EdgeRecorder()
+
+
+@pytest.fixture
 async def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeBluez]:
     """A BlueZ stand-in on a private D-Bus system bus that bleak (through
     ``DBUS_SYSTEM_BUS_ADDRESS``) talks to: add devices with ``bluez.ptt_button(...)``."""

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -43,6 +44,22 @@ if TYPE_CHECKING:
     from bleak.backends.characteristic import BleakGATTCharacteristic
 
 log = logging.getLogger(__name__)
+
+# BlueZ refuses a second discovery from one D-Bus client (org.bluez.Error.InProgress), and bleak
+# discovers to find an accessory it connects to by address: connection attempts and scans take
+# turns, one per event loop.
+_DISCOVERY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _discovery() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _DISCOVERY.get(loop)
+    if lock is None:
+        lock = _DISCOVERY[loop] = asyncio.Lock()
+    return lock
+
 
 CONNECT_TIMEOUT_S: Final = 10.0
 STEADY_S: Final = 30.0  # a link up this long counts as good: the back-off starts afresh after
@@ -136,24 +153,40 @@ class BleButton:
             timeout=self._connect_timeout,
         )
         subscribed = False  # edges may flow from the first subscription on
-        try:
-            await client.connect()
-            # bleak may retry a Connect inside connect() (BlueZ's le-connection-abort-by-local):
-            # a disconnect seen on the way is not this link's.
-            lost.clear()
-            if not client.is_connected:
-                raise ConnectionError("the link went as it came up")
+
+        async def set_up() -> None:
+            nonlocal subscribed
             found = [
                 Characteristic(c.uuid.lower(), s.uuid.lower(), tuple(c.properties))
                 for s in client.services
                 for c in s.characteristics
             ]
-            plan = self._decoder.plan(found)
-            for uuid in plan:
+            for uuid in self._decoder.plan(found):
+                subscribed = True  # a notification may come before start_notify returns
                 await client.start_notify(uuid, self._notified)
-                subscribed = True
             self._up()
             await self._read_battery(client, found)
+
+        try:
+            async with _discovery():
+                await client.connect()
+            # bleak may retry a Connect inside connect() (BlueZ's le-connection-abort-by-local):
+            # a disconnect seen on the way is not this link's.
+            lost.clear()
+            if not client.is_connected:
+                raise ConnectionError("the link went as it came up")
+            # A link lost while subscribing ends the set-up at once (a call to an accessory gone
+            # may never be answered); a press already delivered is then released below.
+            setup = asyncio.ensure_future(set_up())
+            gone = asyncio.ensure_future(lost.wait())
+            try:
+                await asyncio.wait({setup, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (setup, gone):
+                    task.cancel()
+            if not setup.done() or setup.cancelled():
+                raise ConnectionError("the link went while subscribing")
+            setup.result()  # its error, if it failed
             up_at = asyncio.get_running_loop().time()
             await lost.wait()
             if asyncio.get_running_loop().time() - up_at >= STEADY_S:
@@ -220,7 +253,11 @@ async def bond(address: str, wait_s: float = CONNECT_TIMEOUT_S) -> None:
     BleakError, TimeoutError when it fails."""
     from bleak import BleakClient  # noqa: PLC0415
 
-    async with asyncio.timeout(wait_s * 2), BleakClient(address, pair=True, timeout=wait_s):
+    async with (
+        _discovery(),
+        asyncio.timeout(wait_s * 2),
+        BleakClient(address, pair=True, timeout=wait_s),
+    ):
         log.info("ble:%s: paired and trusted", address)
 
 
@@ -239,7 +276,8 @@ async def scan(seconds: float) -> list[Nearby]:
     by signal strength."""
     from bleak import BleakScanner  # noqa: PLC0415
 
-    seen: dict[str, Any] = await BleakScanner.discover(timeout=seconds, return_adv=True)
+    async with _discovery():
+        seen: dict[str, Any] = await BleakScanner.discover(timeout=seconds, return_adv=True)
     found = [
         Nearby(
             device.address.upper(),
