@@ -82,6 +82,12 @@ class FailureLog:
                 del self._failures[address]
 
 
+def doubling(count: int) -> bool:
+    """Whether the ``count``-th occurrence of something is worth a log line: the 1st, 2nd, 4th,
+    8th …, so that a condition that keeps recurring is told ever less often, never in a flood."""
+    return count > 0 and count & (count - 1) == 0
+
+
 class LogThrottle:
     """At most ``burst`` log lines per cause in any ``window`` seconds; what is held back is
     counted and told with the next line of that cause ("… and 312 more like this").

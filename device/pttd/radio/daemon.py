@@ -71,6 +71,7 @@ from pttd.radio.machine import (
 )
 from pttd.radio.status import DeviceStatus
 from pttd.radio.store import Credential, Store
+from pttd.ratelimit import doubling
 from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
@@ -491,21 +492,18 @@ class Device:
         (None: it does not open; the jitter buffer conceals the gap)."""
         room, encrypted = self._streams.get(packet.stream_id, ("", False))
         keyring = self.keyring
-        if not encrypted:
-            if keyring is None or room not in keyring.encrypted:
-                return packet.payload
-            self.counters.packets_unopened += 1  # clear audio in an encrypted room: not played
-            if self.counters.packets_unopened & (self.counters.packets_unopened - 1) == 0:
-                log.warning("clear audio in encrypted room %s not played", room)
-            return None
         try:
-            if self.keyring is None:
+            if not encrypted:
+                if keyring is None or room not in keyring.encrypted:
+                    return packet.payload
+                raise NoRoomKey("clear audio in an encrypted room")  # not played
+            if keyring is None:
                 raise NoRoomKey(NO_IDENTITY)
-            return self.keyring.open(room, packet.payload).payload
+            return keyring.open(room, packet.payload).payload
         except (SFrameError, NoRoomKey) as exc:
             self.counters.packets_unopened += 1
-            if self.counters.packets_unopened & (self.counters.packets_unopened - 1) == 0:
-                log.warning(  # the 1st, 2nd, 4th, 8th …: a flood of them cannot flood the log
+            if doubling(self.counters.packets_unopened):  # a flood cannot flood the log
+                log.warning(
                     "packet of stream %d in %s not opened (%d so far): %s",
                     packet.stream_id,
                     room,

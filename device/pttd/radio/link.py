@@ -29,6 +29,7 @@ from websockets.asyncio.connection import broadcast
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from pttd import __version__
+from pttd.e2ee.keyring import WAITING
 from pttd.e2ee.keys import IdentityKey
 from pttd.errors import PairingFailed, ProtocolError
 from pttd.radio.machine import (
@@ -64,7 +65,6 @@ from pttd.wire.client import (
 
 log = logging.getLogger(__name__)
 
-WAITING_FOR_KEY = "waiting for its room key"
 
 LinkEvent: TypeAlias = (
     LinkConnecting
@@ -509,7 +509,7 @@ class ServerLink:
                 f"; {back}" if back else "",
             )
             # Encrypted rooms start locked: the daemon's keyring unlocks those it holds keys for.
-            locked = tuple((room, WAITING_FOR_KEY) for room in outcome.encrypted)
+            locked = tuple((room, WAITING) for room in outcome.encrypted)
             self._handler(LinkUp(outcome.t, outcome.rooms, locked))
         elif isinstance(outcome, Offline):
             self._handler(LinkDown(outcome.t, outcome.reason))

@@ -936,9 +936,7 @@ class ServerCore(Generic[C]):
                 if name in new.rooms and self._turn(room, name in new.encrypted, out):
                     self._announce_status(room, out)
             gone = [r for r in session.rooms if r not in new.rooms]
-            if not session.sframe:  # a room turned encrypted: a clear client leaves it
-                gone += [r for r in session.rooms if r in new.encrypted and r not in gone]
-            for name in gone:
+            for name in gone:  # (a clear client left a room turned encrypted in _turn above)
                 log.info("%s may no longer be in %s: it leaves", old.name, name)
                 self._leave(session, session.rooms[name], out)
             before = dict(old.room_keys)

@@ -37,6 +37,7 @@ from pttd.radio.inputs.ble_protocol import (
     describe_state,
     looks_like_ptt,
 )
+from pttd.ratelimit import doubling
 from pttd.wire.client import Backoff
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class BleButton:
         self.attempts += 1
         self.last_error = why
         n = self.attempts
-        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th … failure: a line, not a flood
+        if doubling(n):  # a line, not a flood
             log.warning("%s: cannot connect (attempt %d): %s", self.name, n, why)
         else:
             log.debug("%s: cannot connect (attempt %d): %s", self.name, n, why)
@@ -202,7 +203,7 @@ class BleButton:
                 if was_up:
                     self._lost_links += 1
                     n = self._lost_links
-                    level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG
+                    level = logging.WARNING if doubling(n) else logging.DEBUG
                     times = f" ({n} times)" if n > 1 else ""
                     log.log(level, "%s: link lost%s", self.name, times)
             with contextlib.suppress(Exception):
