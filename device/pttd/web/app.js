@@ -566,7 +566,7 @@ function buildRoomList() {
       el(
         "label",
         { for: id, class: "room-name" },
-        room.name,
+        el("span", { class: "room-label", text: room.name }),
         el("span", { class: "badge lock", hidden: !room.encrypted, text: "encrypted" }),
       ),
       el("span", { class: "room-meta", "data-meta": "" }),
