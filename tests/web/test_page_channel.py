@@ -63,7 +63,9 @@ async def open_client(
 
 async def seen(page: Page, predicate: str) -> Any:
     """Wait until an entry of window.log matches ``predicate`` (a JS function of one entry)."""
-    handle = await page.wait_for_function(f"window.log.find({predicate})", timeout=UI_TIMEOUT_MS)
+    handle = await page.wait_for_function(
+        f"() => window.log.find({predicate})", timeout=UI_TIMEOUT_MS
+    )
     return await handle.json_value()
 
 

@@ -58,7 +58,7 @@ async def test_presence_and_a_radio_talk_shown_live(
     await traced(page, f"startPlayback {answer.stream_id}")
     for i in range(5):
         await bob.send_audio(answer.stream_id, bytes([0xF8, i, 1]))
-    await page.wait_for_function("window.heard === 5", timeout=UI_TIMEOUT_MS)
+    await page.wait_for_function("() => window.heard === 5", timeout=UI_TIMEOUT_MS)
     assert (await bob.stop(answer.stream_id)).success
     await traced(page, f"stopPlayback {answer.stream_id}")
     await expect(page.locator("#talker")).to_have_text("")
@@ -127,6 +127,7 @@ async def test_talk_refused_as_busy_shows_who_talks(
     bob: Client = await channel_clients("bob", ("alpha",))
     page = await pages.open(fake_audio=True)
     await login(page, console_url, "carol")
+    await expect(page.locator("#talk")).to_be_enabled()
     answer = await bob.start("alpha")
     assert answer.success
     await expect(page.locator("#talker")).to_have_text("bob is talking")

@@ -684,7 +684,13 @@ function renderStage() {
         ? "Asking for the floor…"
         : "Hold to talk";
   if (!busy && reason && !state.talkMessage) setTalkState(reason);
-  if (!busy && !reason && !state.talkMessage) setTalkState(`Ready to talk in ${room.name}.`);
+  if (!busy && !reason && !state.talkMessage) {
+    setTalkState(
+      talker && !talker.me
+        ? `Listening to ${talker.name} in ${room.name}.`
+        : `Ready to talk in ${room.name}.`,
+    );
+  }
 }
 
 function renderOnline(room) {
@@ -692,7 +698,9 @@ function renderOnline(room) {
   list.replaceChildren();
   if (!room) return;
   const talker = talkerOf(room);
-  const online = room.online ?? [];
+  const online = [...(room.online ?? [])].sort((a, b) =>
+    a.name.localeCompare(b.name, undefined, { sensitivity: "base" }),
+  );
   $("online-title").textContent = `Online in ${room.name} (${online.length || room.usersOnline || 0})`;
   for (const member of online) {
     const isTalking = talker && talker.name === member.name;
@@ -1047,6 +1055,7 @@ function renderAdminRooms() {
     ),
   );
   if (state.admin.rooms.length === 0) body.append(emptyRow(5, "No rooms."));
+  labelCells(body);
 }
 
 function onlineNames() {
@@ -1075,6 +1084,7 @@ function renderAdminUsers() {
     ),
   );
   if (state.admin.users.length === 0) body.append(emptyRow(5, "No users."));
+  labelCells(body);
 }
 
 function formatTime(value) {
@@ -1114,6 +1124,7 @@ function renderAdminDevices() {
     ),
   );
   if (state.admin.devices.length === 0) body.append(emptyRow(6, "No devices paired yet."));
+  labelCells(body);
 }
 
 function groupDigits(digits) {
@@ -1171,6 +1182,21 @@ function renderAdminKeys() {
     }),
   );
   if ((keys.members ?? []).length === 0) body.append(emptyRow(5, "No member has sent a key yet."));
+  labelCells(body);
+}
+
+/** On a phone, table rows are shown as cards: each cell is labelled with its column's header
+ * (the CSS shows data-label before the cell). */
+function labelCells(body) {
+  const head = body.closest("table")?.tHead?.rows[0];
+  if (!head) return;
+  const labels = [...head.cells].map((cell) => cell.textContent.trim());
+  for (const row of body.rows) {
+    if (row.cells.length !== labels.length) continue; // an "empty" row
+    [...row.cells].forEach((cell, i) => {
+      if (labels[i]) cell.dataset.label = labels[i];
+    });
+  }
 }
 
 function emptyRow(span, text) {
@@ -1277,12 +1303,17 @@ async function onRevoke(name) {
   );
 }
 
-/** An SVG as an image (a data: URL): never parsed into the page. */
+/** An SVG as an image (a data: URL): never parsed into the page. An SVG made for inlining
+ * (segno's svg_inline) has no namespace, without which an image is not an SVG: added. */
 function svgDataUrl(svg) {
-  const bytes = new TextEncoder().encode(svg);
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
-  return `data:image/svg+xml;base64,${btoa(text)}`;
+  let text = String(svg).trim();
+  if (!/^<svg[^>]*\sxmlns=/.test(text)) {
+    text = text.replace(/^<svg\b/, '<svg xmlns="http://www.w3.org/2000/svg"');
+  }
+  const bytes = new TextEncoder().encode(text);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return `data:image/svg+xml;base64,${btoa(binary)}`;
 }
 
 async function onPairCode(event) {
