@@ -16,6 +16,7 @@ import pytest
 import trustme
 from channel_client import Client
 
+from pttd.server.registry import Registry
 from pttd.wire import messages as p
 
 PTTD = [sys.executable, "-m", "pttd.cli"]
@@ -284,8 +285,51 @@ def test_emergency_grants_and_look_alike_names(db: Path) -> None:
     assert (ghost.returncode, ghost.stderr) == (1, "pttd: no device named 'ghost'\n")
     for argv, said in (
         (("user", "grant-emergency"), "pttd: user grant-emergency needs a NAME\n"),
-        (("user", "add", "carol"), "pttd: user add needs at least one --room\n"),
-        (("user", "list", "--emergency"), "pttd: --room and --emergency go with 'user add' only\n"),
+        (
+            ("user", "add", "carol"),
+            "pttd: user add needs at least one --room (an --admin may have none)\n",
+        ),
+        (
+            ("user", "list", "--emergency"),
+            "pttd: --room, --emergency and --admin go with 'user add' only\n",
+        ),
+        (("user", "grant-admin", "ghost"), "pttd: no user named 'ghost'\n"),
+        (("user", "remove", "ghost"), "pttd: no user named 'ghost'\n"),
     ):
         done = run(*argv)
         assert (done.returncode, done.stderr) == (1, said), argv
+
+
+def test_web_console_admins_passwords_and_removal(tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+
+    def run(*argv: str, password: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pttd.cli", "server", *argv, "--db", str(db)],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert run("room", "add", "ops").returncode == 0
+    boss = run("user", "add", "boss", "--admin", password="boss-pw")
+    assert boss.stdout == "user boss added to no room (admin)\n"
+    assert run("user", "add", "ann", "--room", "ops", password="ann-pw").returncode == 0
+    assert run("user", "grant-admin", "ann").stdout == (
+        "user ann is now an admin of the web console\n"
+    )
+    assert run("user", "revoke-admin", "boss").stdout == (
+        "user boss is no longer an admin of the web console\n"
+    )
+    users = json.loads(run("user", "list", "--json").stdout)
+    assert [(u["name"], u["admin"]) for u in users] == [("ann", True), ("boss", False)]
+    assert run("user", "password", "ann", password="new-pw").stdout == (
+        "user ann has a new password\n"
+    )
+    with Registry(db) as reg:
+        assert reg.check_password("ann", "new-pw") is not None
+        assert reg.check_password("ann", "ann-pw") is None
+    assert run("user", "remove", "boss").stdout == "user boss removed\n"
+    assert [u["name"] for u in json.loads(run("user", "list", "--json").stdout)] == ["ann"]
