@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -333,3 +334,21 @@ def test_web_console_admins_passwords_and_removal(tmp_path: Path) -> None:
         assert reg.check_password("ann", "ann-pw") is None
     assert run("user", "remove", "boss").stdout == "user boss removed\n"
     assert [u["name"] for u in json.loads(run("user", "list", "--json").stdout)] == ["ann"]
+
+
+def test_run_serves_the_web_console_when_asked(db: Path) -> None:
+    running = start_server(db, "--web-port", "0")
+    try:
+        assert running.proc.stdout is not None
+        line = running.proc.stdout.readline().strip()
+        assert line.startswith("web console on http://127.0.0.1:"), line
+        with urllib.request.urlopen(f"{line.rsplit(' ', 1)[1]}api/config", timeout=10) as r:
+            assert json.load(r)["ws_url"] == running.url
+    finally:
+        running.proc.terminate()
+        running.proc.communicate(timeout=10)
+    lone = pttd("server", "run", "--key-file", "k.json", "--db", str(db), check=False)
+    assert (lone.returncode, lone.stderr) == (
+        1,
+        "pttd: --key-file goes with --web-port (it is for the web console's admins)\n",
+    )
