@@ -11,7 +11,11 @@
 //   in over 2 ms). WebCodecs cannot decode a packet's in-band FEC data, so there is no FEC
 //   recovery in the browser.
 // * Late: a frame whose slot was played is dropped; so is a second copy.
-// * Underrun: nothing buffered at all: silence, and buffer afresh to `target`.
+// * Late frame: nothing buffered at all: the frame due is probably late. Up to `maxHold` (3)
+//   concealment frames are played while it is waited for (playout holds, so the buffer grows
+//   by a frame each: the radio's jitter buffer does the same).
+// * Underrun: still nothing: silence, and buffer afresh to one frame more than before (up to
+//   maxDepth - 1) for the rest of the talk.
 // * Depth: more than `maxDepth` frames buffered (a burst after a stall): the oldest are
 //   skipped so that latency stays low.
 // * End: after 'end' what is buffered plays out, then everything is forgotten ('drained').
@@ -31,6 +35,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.frameSamples = opts.frameSamples || 960;
     this.target = 2;
     this.maxDepth = 8;
+    this.maxHold = 3;  // concealment frames played for a late frame before it is an underrun
     this.clear();
     this.port.onmessage = (event) => this.onMessage(event.data);
   }
@@ -47,8 +52,8 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.waitingSince = null;  // currentFrame when buffering began with something buffered
     this.last = null;  // the last real frame (for concealment)
     this.concealRun = 0;
-    this.stats = { frames: 0, played: 0, concealed: 0, late: 0, duplicate: 0, skipped: 0,
-      underruns: 0 };
+    this.stats = { target: this.target, frames: 0, played: 0, concealed: 0, late: 0,
+      duplicate: 0, skipped: 0, held: 0, underruns: 0 };
     this.tapBuf = this.tap ? new Float32Array(TAP_CHUNK) : null;
     this.tapFill = 0;
   }
@@ -59,7 +64,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
         if (this.stream !== null) this.finish('replaced');
         this.clear();
         this.stream = msg.stream;
-        if (msg.target) this.target = msg.target;
+        this.target = msg.target || 2;
         if (msg.maxDepth) this.maxDepth = Math.max(msg.maxDepth, this.target + 1);
         break;
       case 'frame':
@@ -71,7 +76,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
         if (!this.playing && this.frames.size === 0 && !this.cur) this.finish('ended');
         break;
       case 'reset':
-        if (this.stream !== null) this.finish('reset');
+        if (this.stream !== null) this.finish(msg.reason || 'reset');
         this.clear();
         break;
       default:
@@ -166,9 +171,16 @@ class PlayerProcessor extends AudioWorkletProcessor {
         this.tapWrite(out, o);
         this.finish('ended');
         return true;
+      } else if (this.concealRun < this.maxHold && this.last) {
+        // Nothing buffered: the frame due is probably only late. Conceal and hold (do not
+        // advance): the buffer grows by a frame, as the radio's does.
+        this.cur = this.conceal();
+        this.stats.held++;
       } else {
+        // Underrun: the network is more jittery than the buffer; buffer one frame deeper.
         this.playing = false;
         this.stats.underruns++;
+        this.target = Math.min(this.target + 1, this.maxDepth - 1);
       }
     }
     this.tapWrite(out, n);
@@ -192,6 +204,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
 
   finish(reason) {
     this.tapFlush();
+    this.stats.target = this.target;
     this.port.postMessage({ type: 'drained', stream: this.stream, reason, stats: this.stats });
     this.clear();
   }
