@@ -9,9 +9,9 @@ import secrets
 from pathlib import Path
 
 import pytest
+from browser import chromium_path
 from e2ee_web import e2ee_page
 
-from browser import chromium_path
 from pttd.e2ee.keys import Fingerprint, IdentityKey, IdentityPublicKey
 
 VECTORS = json.loads(

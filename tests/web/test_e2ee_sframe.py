@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from e2ee_web import e2ee_page
-
 from browser import chromium_path
+from e2ee_web import e2ee_page
 
 VECTORS = json.loads(
     (Path(__file__).parents[1] / "e2ee" / "data" / "rfc9605_vectors.json").read_text()
