@@ -67,6 +67,8 @@ async def test_a_memory_only_identity_is_gone_after_a_reload() -> None:
         second = await p.call(LOAD, False)
         assert second["keyText"] != first["keyText"]
         assert second["stored"] is False
+        # nothing at all in the browser's storage, not even an empty database
+        assert await p.call("return (await indexedDB.databases()).map((d) => d.name);") == []
         # logout: forgotten at once, without a reload
         await p.call("await e2ee.forgetIdentity();")
         assert (await p.call(LOAD, False))["keyText"] not in (first["keyText"], second["keyText"])

@@ -92,6 +92,21 @@ async def test_a_bundle_sealed_by_pttds_authority_opens_in_the_browser(tmp_path:
         assert (await add(p, ROOM, bundle))["ok"] == {"room": ROOM, "epoch": 1}
         assert await p.call("return window.keys.hasKey(arg);", ROOM) is True
         assert await p.call("return window.keys.whyLocked(arg);", ROOM) is None
+        assert await p.call("return window.keys.state(arg);", ROOM) == (
+            "encrypted, epoch 1, 1 members, sender 0"
+        )
+        # every key WebCrypto holds is non-extractable (the X-Wing seed cannot be a CryptoKey)
+        extractable = await p.call(
+            """
+            const held = window.keys._rooms.get(arg);
+            await window.keys.seal(arg, new Uint8Array([0x78]));
+            const own = await held.sender.keyed;
+            return [held.epochSecret.extractable, own._aes.extractable, own._mac.extractable,
+                    held.epochSecret.type, own._aes.algorithm.name, own._mac.algorithm.name];
+            """,
+            ROOM,
+        )
+        assert extractable == [False, False, False, "secret", "AES-CTR", "HMAC"]
         # the same key again (a reconnection): taken, nothing changes
         assert (await add(p, ROOM, bundle))["ok"] == {"room": ROOM, "epoch": 1}
         # a rotation: the newer epoch
@@ -276,3 +291,30 @@ async def test_counters_carry_on_and_never_repeat(tmp_path: Path) -> None:
         third = [int(c) for c in await p.call(counters, ROOM)]
         assert third[0] >> 40 == (first[0] >> 40) + 1
         assert third[0] & (2**40 - 1) == 0
+
+
+@pytest.mark.parametrize("suite", [2, 3, 4, 5])
+async def test_the_other_sframe_suites_both_ways(tmp_path: Path, suite: int) -> None:
+    authority = Authority.create(tmp_path / "authority.json")
+    authority.add_room(ROOM, suite=suite)
+    radio_key = IdentityKey.generate()
+    radio = Keyring(radio_key, authority.public_key, "radio", generation=3)
+    async with e2ee_page() as p:
+        me = await setup(p, authority)
+        approve(authority, ROOM, "radio", radio_key.public.to_text())
+        assert "ok" in await add(p, ROOM, approve(authority, ROOM, USER, me["keyText"]))
+        radio.accept(ROOM, bundle_to_text(dict(authority.bundles(ROOM))["radio"]))
+        said = [opus_like(n) for n in range(5)]
+        heard = await p.call(
+            OPEN, {"room": ROOM, "packets": [radio.seal(ROOM, pt).hex() for pt in said]}
+        )
+        assert [h.get("payload") for h in heard] == [pt.hex() for pt in said]
+        out = await p.call(SEAL, {"room": ROOM, "packets": [pt.hex() for pt in said]})
+        assert out["suite"] == suite
+        assert [radio.open(ROOM, bytes.fromhex(x)).payload for x in out["packets"]] == said
+        bad = bytearray.fromhex(out["packets"][0])
+        bad[-1] ^= 1
+        assert (
+            "tag mismatch"
+            in (await p.call(OPEN, {"room": ROOM, "packets": [bad.hex()]}))[0]["error"]
+        )

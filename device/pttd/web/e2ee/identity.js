@@ -139,8 +139,20 @@ async function storeSeed(seed, generation) {
 /** The browser's identity (see the module's comment): {keyText, fingerprint, groups, digits,
  *  qrText, persisted}. The same object for the rest of the page while `persist` does not change;
  *  when it changes, the same key (and its counters) with the new lifetime. */
-export async function loadIdentity({ persist = false } = {}) {
-  const keep = Boolean(persist);
+export function loadIdentity({ persist = false } = {}) {
+  return serially(() => load(Boolean(persist)));
+}
+
+let queue = Promise.resolve();
+
+function serially(fn) {
+  // One load or forget at a time: two calls at once must not make two identities.
+  const run = queue.then(fn);
+  queue = run.catch(() => undefined);
+  return run;
+}
+
+async function load(keep) {
   if (current && current.persisted === keep) return current;
   if (current) {
     const state = secretOf(current);
@@ -168,7 +180,11 @@ export async function loadIdentity({ persist = false } = {}) {
 
 /** Forget the identity: out of memory (its seed zeroed) and out of IndexedDB, with the pinned
  *  key authority and the epoch floors. The next loadIdentity makes a new one, to be approved. */
-export async function forgetIdentity() {
+export function forgetIdentity() {
+  return serially(forget);
+}
+
+async function forget() {
   if (current) {
     const state = secrets.get(current);
     if (state) {

@@ -62,7 +62,15 @@ export function get(store, key) {
   return request(store.get(key));
 }
 
+/** Whether the database exists at all (asked without creating it). */
+export async function exists() {
+  if (typeof indexedDB.databases !== "function") return true; // cannot tell: open it
+  return (await indexedDB.databases()).some((d) => d.name === DB_NAME);
+}
+
+/** The record `key`; undefined when there is none (the database is not created to say so). */
 export async function read(key) {
+  if (!opening && !(await exists())) return undefined;
   return transact("readonly", async (store, done) => done(await get(store, key)));
 }
 
