@@ -172,6 +172,22 @@ async def test_the_first_authority_is_pinned(tmp_path: Path) -> None:
             f"browser trusts {authority.public_key.fingerprint}: refused (forget this browser's "
             "key to trust another authority)"
         )
+        # the same after the user unticks "keep this browser approved" (this page still uses
+        # the approved key and its pin; nothing stays stored)
+        await p.reload()
+        loose = await setup(p, other, persist=False)
+        assert loose["keyText"] == me["keyText"]
+        assert (
+            "but this browser trusts"
+            in (await add(p, ROOM, approve(other, ROOM, USER, me["keyText"])))["reason"]
+        )
+        kept = await setup(p, other, persist=True)  # ticked again: stored again, pin too
+        await p.reload()
+        assert (await setup(p, other, persist=True))["keyText"] == kept["keyText"]
+        assert (
+            "but this browser trusts"
+            in (await add(p, ROOM, approve(other, ROOM, USER, me["keyText"])))["reason"]
+        )
         # forgetting the browser's key forgets the pin with it
         await p.call("await e2ee.forgetIdentity();")
         fresh = await setup(p, other, persist=True)

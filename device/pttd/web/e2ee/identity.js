@@ -159,7 +159,9 @@ async function load(keep) {
     if (keep) {
       await storeSeed(state.seed, state.generation);
       if (state.floors) await store.write("floors", { rooms: Object.fromEntries(state.floors) });
+      if (sessionAuthority !== null) await store.write("authority", { key: sessionAuthority, pinned: Date.now() });
     } else {
+      await keepPinForThisPage();
       await store.clear();
     }
     current = await make(state.seed, keep, state);
@@ -168,6 +170,7 @@ async function load(keep) {
   let rec = null;
   const stored = await store.read("identity").catch(() => undefined);
   if (keep || validRecord(stored)) rec = await takeStored();
+  if (!keep && rec) await keepPinForThisPage();
   if (!keep) await store.clear(); // not kept: nothing of it stays in this browser's storage
   const seed = rec ? new Uint8Array(rec.seed) : randomSeed();
   const identity = await make(seed, keep, null);
@@ -207,6 +210,12 @@ export function secretOf(identity) {
 }
 
 let sessionAuthority = null; // the key authority pinned for this page when nothing is kept
+
+/** A stored identity about to be used memory-only keeps the authority it pinned, for this page. */
+async function keepPinForThisPage() {
+  const rec = await store.read("authority").catch(() => undefined);
+  if (rec && typeof rec.key === "string") sessionAuthority = rec.key;
+}
 
 export function forgetSessionAuthority() {
   sessionAuthority = null;
