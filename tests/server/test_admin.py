@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import trustme
 from channel_client import Client
 
+from pttd.server.registry import Registry
 from pttd.wire import messages as p
 
 PTTD = [sys.executable, "-m", "pttd.cli"]
@@ -284,8 +286,69 @@ def test_emergency_grants_and_look_alike_names(db: Path) -> None:
     assert (ghost.returncode, ghost.stderr) == (1, "pttd: no device named 'ghost'\n")
     for argv, said in (
         (("user", "grant-emergency"), "pttd: user grant-emergency needs a NAME\n"),
-        (("user", "add", "carol"), "pttd: user add needs at least one --room\n"),
-        (("user", "list", "--emergency"), "pttd: --room and --emergency go with 'user add' only\n"),
+        (
+            ("user", "add", "carol"),
+            "pttd: user add needs at least one --room (an --admin may have none)\n",
+        ),
+        (
+            ("user", "list", "--emergency"),
+            "pttd: --room, --emergency and --admin go with 'user add' only\n",
+        ),
+        (("user", "grant-admin", "ghost"), "pttd: no user named 'ghost'\n"),
+        (("user", "remove", "ghost"), "pttd: no user named 'ghost'\n"),
     ):
         done = run(*argv)
         assert (done.returncode, done.stderr) == (1, said), argv
+
+
+def test_web_console_admins_passwords_and_removal(tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+
+    def run(*argv: str, password: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pttd.cli", "server", *argv, "--db", str(db)],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert run("room", "add", "ops").returncode == 0
+    boss = run("user", "add", "boss", "--admin", password="boss-pw")
+    assert boss.stdout == "user boss added to no room (admin)\n"
+    assert run("user", "add", "ann", "--room", "ops", password="ann-pw").returncode == 0
+    assert run("user", "grant-admin", "ann").stdout == (
+        "user ann is now an admin of the web console\n"
+    )
+    assert run("user", "revoke-admin", "boss").stdout == (
+        "user boss is no longer an admin of the web console\n"
+    )
+    users = json.loads(run("user", "list", "--json").stdout)
+    assert [(u["name"], u["admin"]) for u in users] == [("ann", True), ("boss", False)]
+    assert run("user", "password", "ann", password="new-pw").stdout == (
+        "user ann has a new password\n"
+    )
+    with Registry(db) as reg:
+        assert reg.check_password("ann", "new-pw") is not None
+        assert reg.check_password("ann", "ann-pw") is None
+    assert run("user", "remove", "boss").stdout == "user boss removed\n"
+    assert [u["name"] for u in json.loads(run("user", "list", "--json").stdout)] == ["ann"]
+
+
+def test_run_serves_the_web_console_when_asked(db: Path) -> None:
+    running = start_server(db, "--web-port", "0")
+    try:
+        assert running.proc.stdout is not None
+        line = running.proc.stdout.readline().strip()
+        assert line.startswith("web console on http://127.0.0.1:"), line
+        with urllib.request.urlopen(f"{line.rsplit(' ', 1)[1]}api/config", timeout=10) as r:
+            assert json.load(r)["ws_url"] == running.url
+    finally:
+        running.proc.terminate()
+        running.proc.communicate(timeout=10)
+    lone = pttd("server", "run", "--key-file", "k.json", "--db", str(db), check=False)
+    assert (lone.returncode, lone.stderr) == (
+        1,
+        "pttd: --key-file goes with --web-port (it is for the web console's admins)\n",
+    )

@@ -541,9 +541,9 @@ def test_a_schema_2_registry_is_carried_over_to_3_with_nothing_lost(
         assert reg.set_identity_key("device", "radio", "cmFkaW8") is True
         alice = reg.check_password("alice", "pw")
         assert alice is not None and alice.room_keys == (("yard", "YWxpY2U"),)
-    assert f"registry {old}: upgraded to schema 3" in caplog.text
+    assert f"registry {old}: schema 2 upgraded to 3 (end-to-end encryption)" in caplog.text
     with contextlib.closing(sqlite3.connect(old)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     new = tmp_path / "new.db"
     Registry(new).close()
     assert layout(old) == layout(new)

@@ -154,7 +154,7 @@ def test_a_schema_1_registry_is_carried_over_with_nothing_lost(
         assert reg.check_refresh_token(f"alice-{MAX_REFRESH_FAMILIES}") is None
         assert reg.redeem_pair_code("C0DE", "van").rooms == ("ops",)
     with raw(old) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         keys = db.execute(
             "SELECT name, name_key FROM users UNION ALL SELECT name, name_key FROM devices"
         )

@@ -23,13 +23,15 @@ from pttd import cliargs
 from pttd.e2ee.keys import AuthorityPublicKey
 from pttd.errors import PttdError
 from pttd.redact import setup_logging
-from pttd.server.app import MAX_PACKET_RATE, ServerSettings, run_server
-from pttd.server.registry import Registry
+from pttd.server.app import MAX_PACKET_RATE, RoomServer, ServerSettings, run_server
+from pttd.server.registry import DEFAULT_DB, Registry, open_registry
+from pttd.server.web import pairing_link
 
-DEFAULT_DB = os.environ.get("PTTD_DB", "pttd-server.db")
 HELP = argparse.ArgumentDefaultsHelpFormatter
 # `user|device grant-emergency|revoke-emergency NAME`: the action and whether it grants.
 GRANTS = {"grant-emergency": True, "revoke-emergency": False}
+# `user grant-admin|revoke-admin NAME`: web console admins.
+ADMIN_GRANTS = {"grant-admin": True, "revoke-admin": False}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,6 +70,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="PER_S",
         help="audio packets per second one client may send before it is cut off (0: no limit)",
     )
+    run.add_argument(
+        "--web-port",
+        type=cliargs.port,
+        metavar="PORT",
+        help="serve the web console (dispatchers and admins) on this TCP port, same host and "
+        "TLS as the rooms (0: the OS picks; default: no web console)",
+    )
+    run.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="the room key authority's key file: lets web console admins approve keys and "
+        "rotate (this makes the server process a holder of the authority; see README)",
+    )
     cliargs.add_log_level(run, "INFO")
     db_arg(run)
     run.set_defaults(func=cmd_run)
@@ -87,13 +103,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     user = ssub.add_parser(
         "user",
-        help="add (password from stdin) or list named users; grant or revoke emergency priority",
+        help="add (password from stdin), list, remove named users, set a new password; grant or "
+        "revoke emergency priority or the web console's admin rights",
     )
-    user.add_argument("action", choices=("add", "list", *GRANTS))
+    user.add_argument(
+        "action", choices=("add", "list", "remove", "password", *GRANTS, *ADMIN_GRANTS)
+    )
     user.add_argument("name", nargs="?")
     user.add_argument("--room", action="append", help="add: a room (repeat for more rooms)")
     user.add_argument(
         "--emergency", action="store_true", help="add: may talk with emergency priority"
+    )
+    user.add_argument(
+        "--admin", action="store_true", help="add: may administer the server in the web console"
     )
     user.add_argument("--json", action="store_true", help="print JSON (list)")
     db_arg(user)
@@ -150,21 +172,6 @@ def server_url(value: str) -> str:
     return value
 
 
-def open_registry(path: Path, *, create: bool = False) -> Registry:
-    """The one way the commands open the registry. Only ``room add`` (the first step of setting
-    up a server) may create it: everywhere else a missing file is a typo, not a new server."""
-    if not create and not path.exists():
-        raise PttdError(
-            f"no registry at {path}: check --db (or $PTTD_DB), or create one with "
-            f"'pttd server room add NAME --db {path}'"
-        )
-    existed = path.exists()
-    registry = Registry(path)
-    if not existed:
-        print(f"created a new registry at {path}", file=sys.stderr)
-    return registry
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise PttdError("--tls-cert and --tls-key go together")
@@ -177,10 +184,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         max_talk_time=args.max_talk_time,
         max_packet_rate=args.max_packet_rate,
+        web_port=args.web_port,
+        key_file=args.key_file,
     )
+    if args.key_file is not None and args.web_port is None:
+        raise PttdError("--key-file goes with --web-port (it is for the web console's admins)")
 
-    def ready(url: str) -> None:
-        print(f"pttd-server listening on {url}", flush=True)
+    def ready(server: RoomServer) -> None:
+        print(f"pttd-server listening on {server.url}", flush=True)
+        if server.web_url is not None:
+            print(f"web console on {server.web_url}", flush=True)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -247,40 +260,55 @@ def set_grant(reg: Registry, kind: Literal["user", "device"], action: str, name:
 def cmd_user(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise PttdError(f"user {args.action} needs a NAME")
-    if args.action != "add" and (args.room or args.emergency):
-        raise PttdError("--room and --emergency go with 'user add' only")
-    if args.action == "add" and not args.room:
-        raise PttdError("user add needs at least one --room")
+    if args.action != "add" and (args.room or args.emergency or args.admin):
+        raise PttdError("--room, --emergency and --admin go with 'user add' only")
+    if args.action == "add" and not args.room and not args.admin:
+        raise PttdError("user add needs at least one --room (an --admin may have none)")
     with open_registry(args.db) as reg:
         if args.action in GRANTS:
             set_grant(reg, "user", args.action, args.name)
+            return 0
+        if args.action in ADMIN_GRANTS:
+            reg.set_admin(args.name, ADMIN_GRANTS[args.action])
+            now = "now" if ADMIN_GRANTS[args.action] else "no longer"
+            print(f"user {args.name} is {now} an admin of the web console")
+            return 0
+        if args.action == "remove":
+            reg.remove_user(args.name)
+            print(f"user {args.name} removed")
+            return 0
+        if args.action == "password":
+            reg.set_password(args.name, read_password(sys.stdin))
+            print(f"user {args.name} has a new password")
             return 0
         if args.action == "list":
             users = reg.list_users()
         else:
             password = read_password(sys.stdin)
-            reg.add_user(args.name, password, args.room, emergency=args.emergency)
-            grant = " (emergency priority)" if args.emergency else ""
-            print(f"user {args.name} added to {', '.join(args.room)}{grant}")
+            rooms = args.room or []
+            reg.add_user(args.name, password, rooms, emergency=args.emergency, admin=args.admin)
+            grants = [
+                grant
+                for grant, on in (("emergency priority", args.emergency), ("admin", args.admin))
+                if on
+            ]
+            extra = f" ({', '.join(grants)})" if grants else ""
+            print(f"user {args.name} added to {', '.join(rooms) or 'no room'}{extra}")
             return 0
     if args.json:
-        rows = [{"name": u.name, "rooms": list(u.rooms), "emergency": u.emergency} for u in users]
+        rows = [
+            {"name": u.name, "rooms": list(u.rooms), "emergency": u.emergency, "admin": u.admin}
+            for u in users
+        ]
         print(json.dumps(rows))
         return 0
     if not users:
         print("no users")
     for u in users:
         emergency = " emergency" if u.emergency else ""
-        print(f"{u.name:24} rooms={','.join(u.rooms)}{emergency}")
+        admin = " admin" if u.admin else ""
+        print(f"{u.name:24} rooms={','.join(u.rooms)}{emergency}{admin}")
     return 0
-
-
-def pairing_link(code: str, server: str, authority: str | None = None) -> str:
-    """The ``pttd://pair?…`` link a device console accepts (the QR code holds it); with the
-    room key authority's public key when the server has one, so that the device learns it from
-    what the installer carries."""
-    query = {"server": server, "code": code} | ({"authority": authority} if authority else {})
-    return "pttd://pair?" + urllib.parse.urlencode(query)
 
 
 def cmd_pair_code(args: argparse.Namespace) -> int:

@@ -37,10 +37,12 @@ from pttd.server.session import (
     PairRefused,
     Principal,
     RedeemCode,
+    RoomPresence,
     Send,
     ServerCore,
     UnpairDevice,
 )
+from pttd.server.web import WebConsole
 from pttd.wire import messages as p
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class ServerSettings:
     password_checks: int = 1
     log_burst: int = 10  # log lines of one kind per log_window, then counted
     log_window: float = 10.0
+    web_port: int | None = None  # the web console's TCP port (0: the OS picks; None: none)
+    key_file: Path | None = None  # the key authority's file, for the web console's approvals
 
     def core(self) -> CoreSettings:
         """The numbers the connection rules use (the fields both have, by name), with
@@ -212,6 +216,7 @@ class RoomServer:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kdf = ThreadPoolExecutor(self.settings.password_checks, "pttd-password-check")
+        self.web: WebConsole | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,6 +257,13 @@ class RoomServer:
             raise ServerStartError(f"cannot listen on {s.host}:{s.port}: {why}") from exc
         self._watcher = asyncio.create_task(self._watch_registry())
         log.info("listening on %s", self.url)
+        if s.web_port is not None:
+            self.web = WebConsole(self, s.host, s.web_port, tls, key_file=s.key_file)
+            try:
+                await self.web.start()
+            except ServerStartError:
+                await self.close()
+                raise
 
     @property
     def port(self) -> int:
@@ -268,10 +280,26 @@ class RoomServer:
         return f"{scheme}://{host}:{self.port}"
 
     @property
+    def web_url(self) -> str | None:
+        """The web console's address (None when the server serves none)."""
+        return None if self.web is None else self.web.url
+
+    @property
+    def kdf(self) -> ThreadPoolExecutor:
+        """Where password checks run (``password_checks`` at once)."""
+        return self._kdf
+
+    def presence(self) -> dict[str, RoomPresence]:
+        return self.core.presence()
+
+    @property
     def packets_relayed(self) -> int:
         return self.core.packets_relayed
 
     async def close(self) -> None:
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -447,16 +475,24 @@ class RoomServer:
             if now_version == version:
                 continue
             version = now_version
-            live = self.core.live_principals()
-            current = await asyncio.to_thread(self.registry.current, live)
-            self._apply(self.core.principals_changed(current))
+            await self.registry_changed()
+
+    async def registry_changed(self) -> None:
+        """Apply what the registry says of the logged-on principals now. The watcher calls it
+        when another process wrote; a writer in this process (the web console) calls it itself,
+        since SQLite's data version moves only for writes made through other connections."""
+        live = self.core.live_principals()
+        current = await asyncio.to_thread(self.registry.current, live)
+        self._apply(self.core.principals_changed(current))
 
 
 async def run_server(
-    registry: Registry, settings: ServerSettings, ready: Callable[[str], None] | None = None
+    registry: Registry,
+    settings: ServerSettings,
+    ready: Callable[[RoomServer], None] | None = None,
 ) -> None:
-    """Serve until cancelled (SIGINT/SIGTERM in the CLI)."""
+    """Serve until cancelled (SIGINT/SIGTERM in the CLI); ``ready`` is called once listening."""
     async with RoomServer(registry, settings) as server:
         if ready is not None:
-            ready(server.url)
+            ready(server)
         await asyncio.Future()  # until cancelled

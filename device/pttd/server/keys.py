@@ -27,8 +27,7 @@ from pttd.e2ee.keys import (
     bundle_to_text,
 )
 from pttd.errors import PttdError
-from pttd.server.admin import DEFAULT_DB, open_registry
-from pttd.server.registry import MemberInfo, Registry
+from pttd.server.registry import DEFAULT_DB, MemberInfo, Registry, open_registry
 
 DEFAULT_KEY_FILE = os.environ.get("PTTD_KEY_FILE", "pttd-authority.json")
 

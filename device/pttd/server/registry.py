@@ -49,11 +49,13 @@ import os
 import secrets
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -78,7 +80,9 @@ from pttd.wire.messages import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 3
+DEFAULT_DB = os.environ.get("PTTD_DB", "pttd-server.db")  # the admin commands' --db
+
+SCHEMA_VERSION: Final = 4
 BUSY_TIMEOUT_MS: Final = 5000
 
 TOKEN_BYTES: Final = 32  # device auth tokens and refresh tokens
@@ -143,7 +147,8 @@ CREATE TABLE users (
     created_at REAL NOT NULL,
     name_key TEXT NOT NULL,
     emergency INTEGER NOT NULL DEFAULT 0,
-    identity_key TEXT
+    identity_key TEXT,
+    admin INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX users_name_key ON users(name_key);
 CREATE TABLE user_rooms (
@@ -235,6 +240,7 @@ class UserInfo:
     rooms: tuple[str, ...]
     created_at: float
     emergency: bool = False
+    admin: bool = False  # may administer the server in the web console
 
 
 # --- names and secrets ------------------------------------------------------------------------
@@ -405,10 +411,12 @@ class Registry:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 logger.info("created registry %s (schema version %s)", self.path, SCHEMA_VERSION)
-            elif version in (1, 2):
+            elif version in (1, 2, 3):
                 if version == 1:
                     self._migrate_1_to_2(db)
-                self._migrate_2_to_3(db)
+                if version <= 2:
+                    self._migrate_2_to_3(db)
+                self._migrate_3_to_4(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise RegistryError(
@@ -484,7 +492,12 @@ class Registry:
         for statement in _KEYS_TABLES.split(";"):
             if statement.strip():
                 db.execute(statement)
-        logger.info("registry %s: upgraded to schema %s", self.path, SCHEMA_VERSION)
+        logger.info("registry %s: schema 2 upgraded to 3 (end-to-end encryption)", self.path)
+
+    def _migrate_3_to_4(self, db: sqlite3.Connection) -> None:
+        """Schema 3 → 4, in the caller's transaction: web console admins (nobody yet)."""
+        db.execute("ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
+        logger.info("registry %s: schema 3 upgraded to 4 (web console admins)", self.path)
 
     @staticmethod
     def _look_alikes(db: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -614,11 +627,17 @@ class Registry:
     # --- users -------------------------------------------------------------------------------
 
     def add_user(
-        self, name: str, password: str, rooms: Sequence[str], *, emergency: bool = False
+        self,
+        name: str,
+        password: str,
+        rooms: Sequence[str],
+        *,
+        emergency: bool = False,
+        admin: bool = False,
     ) -> None:
-        """Create a named account (``emergency``: granted emergency priority). AlreadyExists if
-        the name, or one that looks like it, is a user's or an active device's; NotFound for an
-        unknown room."""
+        """Create a named account (``emergency``: granted emergency priority; ``admin``: may
+        administer the server in the web console). AlreadyExists if the name, or one that looks
+        like it, is a user's or an active device's; NotFound for an unknown room."""
         check_name(name, "user name")
         if not isinstance(password, str) or not password:
             raise InvalidArgument(f"password for user {name!r} is empty")
@@ -634,19 +653,20 @@ class Registry:
                 )
             wanted = self._check_rooms(db, rooms)
             db.execute(
-                "INSERT INTO users (name, password_hash, created_at, name_key, emergency)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (name, stored, time.time(), key, int(emergency)),
+                "INSERT INTO users (name, password_hash, created_at, name_key, emergency, admin)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, stored, time.time(), key, int(emergency), int(admin)),
             )
             db.executemany(
                 "INSERT INTO user_rooms (user, room) VALUES (?, ?)",
                 [(name, room) for room in wanted],
             )
         logger.info(
-            "user %s added (rooms %s%s)",
+            "user %s added (rooms %s%s%s)",
             name,
             ", ".join(wanted) or "none",
             "; emergency" if emergency else "",
+            "; admin" if admin else "",
         )
 
     @staticmethod
@@ -665,7 +685,7 @@ class Registry:
         """Every user, sorted by name."""
         with self._read() as db:
             rows = db.execute(
-                "SELECT name, created_at, emergency FROM users ORDER BY name"
+                "SELECT name, created_at, emergency, admin FROM users ORDER BY name"
             ).fetchall()
             return [
                 UserInfo(
@@ -673,9 +693,63 @@ class Registry:
                     rooms=self._rooms_of(db, "user_rooms", "user", name),
                     created_at=created_at,
                     emergency=bool(emergency),
+                    admin=bool(admin),
                 )
-                for name, created_at, emergency in rows
+                for name, created_at, emergency, admin in rows
             ]
+
+    def get_user(self, name: str) -> UserInfo | None:
+        """The user ``name`` as the registry has them now; None if there is none."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT created_at, emergency, admin FROM users WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                return None
+            return UserInfo(
+                name=name,
+                rooms=self._rooms_of(db, "user_rooms", "user", name),
+                created_at=row[0],
+                emergency=bool(row[1]),
+                admin=bool(row[2]),
+            )
+
+    def set_admin(self, name: str, granted: bool) -> None:
+        """Make a user a web console admin, or no longer one. NotFound."""
+        with self._write() as db:
+            if not db.execute(
+                "UPDATE users SET admin = ? WHERE name = ?", (int(granted), name)
+            ).rowcount:
+                raise NotFound(f"no user named {name!r}")
+        logger.info("user %s %s an admin", name, "is now" if granted else "is no longer")
+
+    def is_admin(self, name: str) -> bool:
+        """Whether the user ``name`` is a web console admin (False for an unknown name)."""
+        with self._read() as db:
+            row = db.execute("SELECT admin FROM users WHERE name = ?", (name,)).fetchone()
+        return row is not None and bool(row[0])
+
+    def set_password(self, name: str, password: str) -> None:
+        """A new password for the user; their refresh tokens go (logged-on sessions stay until
+        they end). NotFound; InvalidArgument for an empty password."""
+        if not isinstance(password, str) or not password:
+            raise InvalidArgument(f"password for user {name!r} is empty")
+        stored = hash_password(password)  # slow: outside the lock
+        with self._write() as db:
+            if not db.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ?", (stored, name)
+            ).rowcount:
+                raise NotFound(f"no user named {name!r}")
+            db.execute("DELETE FROM refresh_tokens WHERE user = ?", (name,))
+        logger.info("user %s has a new password", name)
+
+    def remove_user(self, name: str) -> None:
+        """Remove a user (their refresh tokens and room keys go with them). NotFound."""
+        with self._write() as db:
+            if not db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no user named {name!r}")
+            db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
+        logger.info("user %s removed", name)
 
     def set_emergency(self, kind: Literal["user", "device"], name: str, granted: bool) -> None:
         """Grant (or take back) emergency priority to a user or a device. NotFound. Logged-on
@@ -1169,3 +1243,19 @@ class Registry:
             if cls._holder(db, name_key(name)) is None:
                 return name
             suffix += 1
+
+
+def open_registry(path: Path, *, create: bool = False) -> Registry:
+    """The one way the admin commands open the registry. Only ``room add`` (the first step of
+    setting up a server) may create it: everywhere else a missing file is a typo, not a new
+    server."""
+    if not create and not path.exists():
+        raise RegistryError(
+            f"no registry at {path}: check --db (or $PTTD_DB), or create one with "
+            f"'pttd server room add NAME --db {path}'"
+        )
+    existed = path.exists()
+    registry = Registry(path)
+    if not existed:
+        print(f"created a new registry at {path}", file=sys.stderr)
+    return registry

@@ -91,6 +91,14 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomPresence:
+    """Who is online in a room, as (kind, name), in the order they joined; who talks there."""
+
+    online: tuple[tuple[str, str], ...]
+    talking: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Pairing:
     """The result of redeeming a pairing code; ``auth_token`` is handed to the device once."""
 
@@ -901,6 +909,17 @@ class ServerCore(Generic[C]):
                     s.stream_idle_timeout,
                 )
                 self._end_stream(stream, p.REASON_IDLE, out)
+        return out
+
+    def presence(self) -> dict[str, RoomPresence]:
+        """Who is in each room with members, and who talks there: what the web console shows.
+        A principal with several connections in a room is listed once."""
+        out: dict[str, RoomPresence] = {}
+        for room in self.directory.rooms():
+            online = {s.principal.key: None for s in room.members if s.principal is not None}
+            talker = room.stream.talker_name if room.stream is not None else None
+            if online or talker is not None:
+                out[room.name] = RoomPresence(tuple(online), talker)
         return out
 
     def live_principals(self) -> set[Principal]:
