@@ -6,11 +6,11 @@
 // encryption (./e2ee/index.js) are loaded with dynamic imports: when one is missing or fails,
 // the page says so and everything else keeps working.
 //
-// Nothing is stored but one preference (keep this browser's identity key); no audio is kept.
+// Nothing is stored by this page (no localStorage, no cookies of its own, no audio); the e2ee
+// module keeps the browser's identity key in IndexedDB only when the user ticks "keep this
+// browser approved", and logging out forgets it otherwise.
 
 import { ChannelError, ChannelLink, codecHeader } from "./channel.js";
-
-const KEEP_IDENTITY = "pttd.keepIdentity"; // a preference, not a secret
 const STOP_REASONS = {
   timeout: "the maximum talk time was reached",
   preempted: "an emergency call took the floor",
@@ -161,7 +161,10 @@ function showLogin(message = "") {
   show("login");
   $("login-error").textContent = message;
   $("login-password").value = "";
-  $("login-keep").checked = localStorage.getItem(KEEP_IDENTITY) === "1";
+  $("login-keep").checked = false;
+  storedIdentity().then((kept) => {
+    $("login-keep").checked = kept; // kept before: kept again unless unticked
+  });
   $("login-user").focus();
 }
 
@@ -182,7 +185,7 @@ async function onLogin(event) {
   errorLine.textContent = "Logging in…";
   try {
     const session = await api("POST", "/api/login", { username, password });
-    localStorage.setItem(KEEP_IDENTITY, $("login-keep").checked ? "1" : "0");
+    state.keepIdentity = $("login-keep").checked;
     errorLine.textContent = "";
     $("login-password").value = "";
     await enter(session);
@@ -236,8 +239,10 @@ async function leave() {
   state.session = null;
   state.snapshot = null;
   state.roomKeys = null;
+  const identity = state.identity;
   state.identity = null;
-  if (state.e2ee && localStorage.getItem(KEEP_IDENTITY) !== "1") {
+  state.keepIdentity = null;
+  if (state.e2ee && identity && !identity.persisted) {
     try {
       await state.e2ee.forgetIdentity();
     } catch (err) {
@@ -247,6 +252,7 @@ async function leave() {
   clearTimeout(state.admin.timer);
   state.admin = { rooms: [], users: [], devices: [], keys: null, built: false, timer: null };
   $("admin-view").replaceChildren();
+  $("authority-fp").textContent = "";
   $("room-list").replaceChildren();
   $("online-list").replaceChildren();
   alertError("");
@@ -276,8 +282,7 @@ async function enter(session) {
   show("talk");
   renderStage();
   startEvents();
-  if (navigator.userActivation?.hasBeenActive !== false) ensureAudio();
-  else offerSound();
+  ensureAudio();
   await loadE2ee();
   startLink();
 }
@@ -293,6 +298,7 @@ function ensureAudio() {
         state.audio = engine;
         state.audioError = null;
         $("sound-state").textContent = "";
+        watchSound(engine);
       } catch (err) {
         state.audioError = err;
         $("sound-state").textContent = `Sound is not available: ${err.message}`;
@@ -304,17 +310,35 @@ function ensureAudio() {
   return state.audioReady;
 }
 
-/** Browsers start sound only after a gesture: a button for it, and any press will do. */
-function offerSound() {
-  $("sound-on").hidden = false;
-  $("sound-state").textContent = "Sound is off until you press something on the page.";
+/** Browsers start sound only after a gesture: until then (a reload, say) a button for it, and
+ * any press on the page will do. The engine's AudioContext is `ctx`. */
+function watchSound(engine) {
+  const ctx = engine.ctx;
+  if (!ctx) return;
+  const update = () => {
+    const off = ctx.state === "suspended";
+    $("sound-on").hidden = !off;
+    $("sound-state").textContent = off ? "Sound is off until you press something on the page." : "";
+  };
+  ctx.addEventListener("statechange", update);
+  update();
+  if (ctx.state !== "suspended") return;
   const once = () => {
     document.removeEventListener("pointerdown", once, true);
     document.removeEventListener("keydown", once, true);
-    ensureAudio();
+    ctx.resume().catch(() => {});
   };
   document.addEventListener("pointerdown", once, true);
   document.addEventListener("keydown", once, true);
+}
+
+async function storedIdentity() {
+  try {
+    const module = await import("./e2ee/index.js");
+    return Boolean(await module.hasStoredIdentity?.());
+  } catch {
+    return false;
+  }
 }
 
 async function loadE2ee() {
@@ -322,17 +346,45 @@ async function loadE2ee() {
   try {
     const module = await import("./e2ee/index.js");
     state.e2ee = module;
-    state.identity = await module.loadIdentity({
-      persist: localStorage.getItem(KEEP_IDENTITY) === "1",
-    });
+    if (state.keepIdentity === null || state.keepIdentity === undefined) {
+      // A reload: the identity is kept if it was kept before.
+      state.keepIdentity = Boolean(await module.hasStoredIdentity?.());
+    }
+    state.identity = await module.loadIdentity({ persist: state.keepIdentity });
+    $("keep-identity").checked = Boolean(state.identity.persisted);
     const authority = state.config?.authority_key ?? null;
     if (authority) {
       state.roomKeys = new module.RoomKeys(state.identity, authority, state.session.user);
+      Promise.resolve(state.roomKeys.authorityFingerprint?.())
+        .then((digits) => {
+          $("authority-fp").textContent = digits
+            ? `Key authority: ${digits} (compare it with your administrator's once).`
+            : "";
+        })
+        .catch(() => {});
     } else {
       state.e2eeError = "the server has no room key authority";
     }
   } catch (err) {
     if (!state.e2eeError) state.e2eeError = `encryption is not available here (${err.message})`;
+  }
+}
+
+/** "Keep this browser approved" changed: the same key, kept in this browser or not. */
+async function onKeepIdentity(event) {
+  const keep = event.target.checked;
+  if (!state.e2ee || !state.identity) return;
+  try {
+    state.identity = await state.e2ee.loadIdentity({ persist: keep });
+    state.keepIdentity = keep;
+    notice(
+      keep
+        ? "This browser keeps its key: it stays approved after logging out."
+        : "This browser's key will be forgotten when you log out.",
+    );
+  } catch (err) {
+    event.target.checked = !keep;
+    alertError(`Could not change that: ${err.message}`);
   }
 }
 
@@ -497,7 +549,7 @@ function onStreamStop(message) {
   renderStage();
 }
 
-function onAudio({ streamId, data }) {
+function onAudio({ streamId, packetId, data }) {
   const stream = state.streams.get(streamId);
   if (!stream || !stream.playing || !state.audio) return;
   const room = state.rooms.get(stream.room);
@@ -508,13 +560,13 @@ function onAudio({ streamId, data }) {
     stream.chain = stream.chain
       .then(() => keys.open(room.name, copy))
       .then((opus) => {
-        if (stream.playing) state.audio.pushPacket(streamId, opus);
+        if (stream.playing) state.audio.pushPacket(streamId, opus, packetId);
       })
       .catch(() => {
         stream.bad = (stream.bad ?? 0) + 1; // a packet that does not open is not played
       });
   } else {
-    state.audio.pushPacket(streamId, data);
+    state.audio.pushPacket(streamId, data, packetId);
   }
 }
 
@@ -659,9 +711,12 @@ function renderStage() {
   if (noKey) {
     if (state.identity) {
       const groups = state.identity.groups ?? [state.identity.fingerprint];
-      $("key-wait-text").textContent = state.roomKeys
-        ? "Waiting for approval — your fingerprint (read it to your administrator):"
-        : `Encryption unavailable: ${state.e2eeError}. Your fingerprint:`;
+      const why = state.roomKeys?.whyLocked?.(room.name) ?? "";
+      $("key-wait-text").textContent = !state.roomKeys
+        ? `Encryption unavailable: ${state.e2eeError}. Your fingerprint:`
+        : why.startsWith("room key refused")
+          ? `The ${why}. Your fingerprint (read it to your administrator):`
+          : "Waiting for approval — your fingerprint (read it to your administrator):";
       $("fingerprint").textContent = groups.join(" ");
     } else {
       $("key-wait-text").textContent = `This browser cannot join encrypted rooms: ${state.e2eeError}.`;
@@ -669,6 +724,7 @@ function renderStage() {
     }
   }
 
+  $("keep-row").hidden = !(state.identity && [...state.rooms.values()].some((r) => r.encrypted));
   renderOnline(room);
   const button = $("talk");
   const reason = cannotTalk(room);
@@ -760,7 +816,7 @@ async function pressTalk(by) {
   const client = state.link.client;
   let header;
   try {
-    header = codecHeader(room.encrypted ? { suite: state.roomKeys.codecHeaderSuite() } : {});
+    header = codecHeader(room.encrypted ? { suite: state.roomKeys.codecHeaderSuite(room.name) } : {});
   } catch (err) {
     refused(talk, `Cannot talk: ${err.message}`, "error");
     return;
@@ -1383,7 +1439,11 @@ function wire() {
   $("nav-admin").addEventListener("click", () => {
     if (state.session?.admin) show("admin");
   });
-  $("sound-on").addEventListener("click", () => ensureAudio());
+  $("sound-on").addEventListener("click", async () => {
+    const engine = await ensureAudio();
+    engine?.ctx?.resume().catch(() => {});
+  });
+  $("keep-identity").addEventListener("change", onKeepIdentity);
   wireTalk();
 }
 
