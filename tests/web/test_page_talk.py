@@ -204,3 +204,42 @@ async def test_encrypted_room_waits_for_approval_with_the_fingerprint(
     await page.get_by_role("radio", name="alpha").check()
     await expect(page.locator("#key-wait")).to_be_hidden()
     await expect(page.locator("#talk")).to_be_enabled()
+
+
+async def test_real_audio_engine_both_ways(
+    pages: Pages, console_url: str, login: Login, channel_clients: Callable[..., Any]
+) -> None:
+    """The page with the real audio.js (fake microphone: the speech file; ?tap=1 shows what it
+    played): its talk reaches a radio as Opus that decodes, and a radio's talk is played."""
+    import opuslib  # type: ignore[import-untyped]
+
+    bob: Client = await channel_clients("bob", ("alpha",))
+    page = await pages.open()
+    await login(page, f"{console_url}?tap=1", "carol")
+    await expect(page.locator("#talk")).to_be_enabled()
+    await page.locator("#talk").hover()
+    await page.mouse.down()
+    start = await bob.next_of(p.OnStreamStart)
+    packets = [await bob.next_of(p.AudioPacket) for _ in range(25)]  # half a second
+    await page.mouse.up()
+    await bob.next_of(p.OnStreamStop, where=lambda e: e.stream_id == start.stream_id)
+    decoder = opuslib.Decoder(48000, 1)
+    pcm = [decoder.decode(x.payload, 960) for x in packets]
+    assert all(len(frame) == 960 * 2 for frame in pcm)  # 20 ms of 16-bit mono each
+
+    # Back the other way: bob sends the same Opus packets; the page plays them.
+    answer = await bob.start("alpha")
+    assert answer.stream_id is not None
+    for x in packets:
+        await bob.send_audio(answer.stream_id, x.payload)
+    await page.wait_for_function(
+        """() => {
+          const t = window.pttdTap;
+          if (!t) return false;
+          let n = 0, energy = 0;
+          for (const chunk of t.played) for (const v of chunk) { n += 1; energy += v * v; }
+          return n >= 48000 * 0.3 && energy > 0;
+        }""",
+        timeout=UI_TIMEOUT_MS,
+    )
+    assert (await bob.stop(answer.stream_id)).success
