@@ -391,7 +391,7 @@ async def test_pairing_code_with_link_and_qr(web: Web) -> None:
     assert status == 201
     assert code["link"].startswith("pttd://pair?server=wss")
     assert "authority=" in code["link"]  # an encrypted room: the device learns the authority
-    assert code["qr_svg"].startswith("<svg")
+    assert code["qr_svg"].startswith('<svg xmlns="http://www.w3.org/2000/svg"')
     pairing = web.registry.redeem_pair_code(code["code"], "van-2")
     assert pairing.rooms == ("alpha", "secret")
     status, body = await call(

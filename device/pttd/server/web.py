@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import logging
 import secrets
@@ -700,7 +701,11 @@ class WebConsole:
         link = pairing_link(code.code, self._ws_url(request), authority)
         import segno  # noqa: PLC0415 - only this route needs it
 
-        svg = segno.make(link, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+        out = io.BytesIO()  # a standalone SVG (its namespace too): the page shows it as an image
+        segno.make(link, error="m").save(
+            out, kind="svg", xmldecl=False, svgns=True, scale=4, dark="#000", light="#fff"
+        )
+        svg = out.getvalue().decode("ascii")
         log.info("web console: %s made a pairing code for %s", who.info.name, ", ".join(rooms))
         return web.json_response(
             {

@@ -1359,13 +1359,10 @@ async function onRevoke(name) {
   );
 }
 
-/** An SVG as an image (a data: URL): never parsed into the page. An SVG made for inlining
- * (segno's svg_inline) has no namespace, without which an image is not an SVG: added. */
+/** An SVG (a standalone document, with its namespace) as an image (a data: URL): never parsed
+ * into the page. */
 function svgDataUrl(svg) {
-  let text = String(svg).trim();
-  if (!/^<svg[^>]*\sxmlns=/.test(text)) {
-    text = text.replace(/^<svg\b/, '<svg xmlns="http://www.w3.org/2000/svg"');
-  }
+  const text = String(svg).trim();
   const bytes = new TextEncoder().encode(text);
   let binary = "";
   for (const b of bytes) binary += String.fromCharCode(b);
