@@ -26,7 +26,7 @@ def test_every_benchmark_is_in_the_report(quick_run: Run) -> None:
 def test_summary_rows_put_figures_beside_targets(quick_run: Run) -> None:
     summary = quick_run[0]["summary"]
     assert {row["benchmark"] for row in summary} == set(BENCHMARKS)
-    assert len(summary) == 22  # audio 7, latency 8
+    assert len(summary) == 24  # audio 7, latency 10
     for row in summary:
         assert row["target"] and isinstance(row["met"], bool), row
         assert row["value"] is not None and row["value"] >= 0, row

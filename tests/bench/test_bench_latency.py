@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from bench_checks import finite, positive, verdict_agrees
 
+from pttd.bench.browser import click_train
 from pttd.bench.latency import (
     IMPULSE_AT_S,
     RATE,
@@ -124,6 +125,8 @@ def test_targets_are_reported_beside_the_figures(quick_run: Run) -> None:
         "access_time_e2ee_delta_p95_ms": abs(report["e2ee_delta_p95_ms"]["access_time"]),
         "mouth_to_ear_e2ee_delta_p95_ms": abs(report["e2ee_delta_p95_ms"]["mouth_to_ear"]),
         "access_time_ble_delta_p95_ms": abs(report["ble_delta_p95_ms"]),
+        "browser_to_radio_p95_ms": report["web_console"]["browser_to_radio_ms"]["p95"],
+        "radio_to_browser_p95_ms": report["web_console"]["radio_to_browser_ms"]["p95"],
     }
     assert set(targets) == set(met) == set(figures)
     for key, target in targets.items():
@@ -237,3 +240,27 @@ def test_the_signal_is_marker_impulse_tone() -> None:
     assert x[:10].any() or x[10:50].any()  # the marker starts at the press
     at = round(IMPULSE_AT_S * RATE)
     assert x[at] > 0.8 * 32767 and np.abs(x[: at - 1]).max() < 0.2 * 32767
+
+
+def test_the_web_console_is_measured_both_ways(quick_run: Run) -> None:
+    report = quick_run[0]["latency"]
+    web = report["web_console"]
+    assert "skipped" not in web, web  # scripts/setup installs chromium; Playwright is a test extra
+    for key in ("browser_to_radio_ms", "radio_to_browser_ms"):
+        d = web[key]
+        assert positive(d["p50"]) and d["min"] <= d["p50"] <= d["p95"] <= d["max"], (key, d)
+        assert d["n"] == len(d["samples"]) == report["settings"]["presses"] == web["presses"]
+        # A frame is captured and encoded before it is sent: at least 20 ms, and far less
+        # than the 500 ms between the clicks the pairing of mouth and ear relies on.
+        assert report["settings"]["frame_ms"] <= d["min"] and d["max"] < 500, (key, d)
+        name = key.removesuffix("_ms") + "_p95_ms"
+        assert report["targets_met"][name] == (d["p95"] <= report["targets"][name])
+    assert web["browser"].startswith("chromium ")
+
+
+def test_the_click_train_the_browser_hears() -> None:
+    clicks = click_train(2.0)
+    loud = np.flatnonzero(np.abs(clicks) > 0)
+    starts = loud[np.insert(np.diff(loud) > 1, 0, True)]
+    assert list(starts) == [12000, 36000, 60000, 84000]  # every 500 ms from 250 ms
+    assert all(np.count_nonzero(clicks[s : s + 100]) == 48 for s in starts)  # 1 ms each

@@ -11,40 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-CHROMIUM = os.environ.get("PTTD_CHROMIUM", "/usr/bin/chromium")
+from pttd.bench.browser import CHROMIUM, chromium_args, chromium_path
+
 REPO = Path(__file__).resolve().parents[2]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 LAUNCH_TIMEOUT_MS = 30_000
-
-
-def chromium_path() -> str | None:
-    """The system chromium, or None when it is not installed."""
-    found = shutil.which(CHROMIUM)
-    return found
-
-
-def chromium_args(fake_audio: Path | None = None) -> list[str]:
-    """Flags for a headless test browser: fake media without prompts, audio that plays without a
-    gesture, and (with ``fake_audio``) a WAV file as the microphone."""
-    args = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        "--autoplay-policy=no-user-gesture-required",
-        "--no-sandbox",  # root in CI containers
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-    ]
-    if fake_audio is not None:
-        args.append(f"--use-file-for-fake-audio-capture={fake_audio}")
-    return args
 
 
 @asynccontextmanager

@@ -79,6 +79,7 @@ from typing import Any, Final
 import numpy as np
 
 from pttd.bench.audio import E2EE_ROOM, UNITY_VOLUME, best_lag, frames_of, ready_in_encrypted_room
+from pttd.bench.browser import browser_presses
 from pttd.bench.common import (
     add_output_arguments,
     child_env,
@@ -128,6 +129,7 @@ TARGET_CLIPPED_MS: Final = 0.0
 TARGET_OWN_RSS_MB: Final = 4.0  # the device process's RSS above the import floor
 TARGET_E2EE_DELTA_P95_MS: Final = 2.0  # |encrypted p95 - clear p95|, access and mouth-to-ear
 TARGET_BLE_DELTA_P95_MS: Final = 2.0  # |BLE access p95 - GPIO access p95|
+TARGET_BROWSER_P95_MS: Final = 80.0  # mouth-to-ear, web console to radio and back
 
 # Defaults: full run, then --quick.
 PRESSES: Final = (20, 5)
@@ -716,6 +718,15 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
     ble = await ble_presses(audio, settings.presses)
     ble_delta = round(ble["access_time_ms"]["p95"] - ble["gpio_access_time_ms"]["p95"], 2)
     log.info("BLE button: p95 access %+.2f ms against a GPIO button", ble_delta)
+    web = await browser_presses(audio, signal, round(IMPULSE_AT_S * RATE), settings.presses)
+    if "skipped" in web:
+        log.warning("web console runs skipped: %s", web["skipped"])
+    web_met = {
+        f"{key}_p95_ms": None
+        if "skipped" in web
+        else web[f"{key}_ms"]["p95"] <= TARGET_BROWSER_P95_MS
+        for key in ("browser_to_radio", "radio_to_browser")
+    }
     return {
         "access_time_ms": access,
         "mouth_to_ear_ms": mouth_to_ear,
@@ -733,6 +744,7 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
         "e2ee_delta_p95_ms": delta,
         "ble": ble,
         "ble_delta_p95_ms": ble_delta,
+        "web_console": web,
         "targets": {
             "access_time_p95_ms": TARGET_ACCESS_P95_MS,
             "mouth_to_ear_p95_ms": TARGET_MOUTH_TO_EAR_P95_MS,
@@ -742,6 +754,8 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
             "access_time_e2ee_delta_p95_ms": TARGET_E2EE_DELTA_P95_MS,
             "mouth_to_ear_e2ee_delta_p95_ms": TARGET_E2EE_DELTA_P95_MS,
             "access_time_ble_delta_p95_ms": TARGET_BLE_DELTA_P95_MS,
+            "browser_to_radio_p95_ms": TARGET_BROWSER_P95_MS,
+            "radio_to_browser_p95_ms": TARGET_BROWSER_P95_MS,
         },
         "targets_met": {
             "access_time_p95_ms": access["p95"] <= TARGET_ACCESS_P95_MS,
@@ -753,6 +767,7 @@ async def bench(settings: LatencySettings) -> dict[str, Any]:
             "mouth_to_ear_e2ee_delta_p95_ms": abs(delta["mouth_to_ear"])
             <= TARGET_E2EE_DELTA_P95_MS,
             "access_time_ble_delta_p95_ms": abs(ble_delta) <= TARGET_BLE_DELTA_P95_MS,
+            **web_met,
         },
         "settings": {
             **asdict(settings),
@@ -841,6 +856,23 @@ def format_report(report: dict[str, Any]) -> str:
         ),
         ble_row("  GPIO (pin low→permit)", ble["gpio_access_time_ms"]),
     ]
+    web = report["web_console"]
+    if "skipped" in web:
+        lines.append(f"web console (browser ↔ radio): skipped: {web['skipped']}")
+    else:
+        lines.append(
+            f"web console in {web['browser']} ↔ a simulated radio, {web['presses']} presses "
+            "each way:"
+        )
+        for label, key in (
+            ("  browser → radio", "browser_to_radio"),
+            ("  radio → browser", "radio_to_browser"),
+        ):
+            name = f"{key}_p95_ms"
+            lines.append(
+                f"{label:<24}{web[key + '_ms']['p50']:>8.1f}{web[key + '_ms']['p95']:>8.1f}"
+                f"{web[key + '_ms']['max']:>8.1f}   p95 <= {t[name]:>5.0f} ms  {mark(met[name])}"
+            )
     cs = report["capture_start_ms"]
     lines.append("")
     if rss is not None:

@@ -214,6 +214,22 @@ def rows(report: dict[str, Any]) -> list[Row]:
             f"{ble['gpio_access_time_ms']['p95']:.1f} ms GPIO ({ble_delta:+.2f} ms)",
         )
     )
+    web = la["web_console"]
+    out += [
+        Row(
+            "latency",
+            f"web console {label} mouth-to-ear p95",
+            None if "skipped" in web else web[f"{key}_ms"]["p95"],
+            "ms",
+            f"<= {lt[f'{key}_p95_ms']:g} ms",
+            lm[f"{key}_p95_ms"],
+            f"skipped: {web['skipped']}" if "skipped" in web else spread(web[f"{key}_ms"]),
+        )
+        for key, label in (
+            ("browser_to_radio", "browser→radio"),
+            ("radio_to_browser", "radio→browser"),
+        )
+    ]
     h = report["hostile"]
     hf, ht, hm = h["figures"], h["targets"], h["targets_met"]
     attacks = [x for x in h["phases"] if x["clients"] is not None]

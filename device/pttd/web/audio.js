@@ -68,6 +68,7 @@ function newTap() {
     capturedPackets: 0,
     encodedAt: [],  // performance.now() of each packet the encoder handed out
     captures: [],  // one per startCapture: timings and the tracks (to check they ended)
+    capturePeaks: [],  // performance.now() each click entered the capture graph (latency bench)
     streams: [],  // one per startPlayback: timings and the jitter buffer's counters
     cues: [],
     decodeErrors: 0,
@@ -76,6 +77,7 @@ function newTap() {
       this.capturedPackets = 0;
       this.encodedAt.length = 0;
       this.captures.length = 0;
+      this.capturePeaks.length = 0;
       this.streams.length = 0;
       this.cues.length = 0;
       this.decodeErrors = 0;
@@ -109,7 +111,9 @@ export class AudioEngine extends EventTarget {
     if (typeof AudioEncoder === 'undefined' || typeof AudioDecoder === 'undefined') {
       throw new Error('this browser has no WebCodecs audio (AudioEncoder/AudioDecoder)');
     }
-    const ctx = new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: 'interactive' });
+    // The lowest output latency the hardware allows, as the radio asks PortAudio for 'low'
+    // latency: in headless chromium 'interactive' adds 30 ms of output buffer, 0 only 8 ms.
+    const ctx = new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: 0 });
     await Promise.all([
       ctx.audioWorklet.addModule(new URL('./worklets/player.js', import.meta.url)),
       ctx.audioWorklet.addModule(new URL('./worklets/capture.js', import.meta.url)),
@@ -161,7 +165,7 @@ export class AudioEngine extends EventTarget {
     if (this.tap) {
       st.info = {
         streamId, startedAt: performance.now(), firstPushAt: null, firstDecodedAt: null,
-        firstRenderedAt: null, firstPlayedAt: null, outputLatencyMs: null, drainedAt: null,
+        firstRenderedAt: null, firstPlayedAt: null, peakPlayedAt: null, outputLatencyMs: null, drainedAt: null,
         pushed: 0, decoded: 0, lateDropped: 0, stats: null, reason: null,
         pushedAt: [], decodedAt: [],  // performance.now() of each packet pushed and decoded
       };
@@ -334,16 +338,15 @@ export class AudioEngine extends EventTarget {
         if (info) {
           info.firstRenderedAt = performance.now();
           // When that sample reaches the speakers, on the performance.now() clock.
-          const ts = this.ctx.getOutputTimestamp();
-          if (ts && ts.performanceTime) {
-            info.firstPlayedAt = ts.performanceTime
-              + (msg.frame / SAMPLE_RATE - ts.contextTime) * 1000;
-          }
+          info.firstPlayedAt = this._performanceTimeOf(msg.frame);
           info.outputLatencyMs = ((this.ctx.outputLatency || 0) + this.ctx.baseLatency) * 1000;
         }
         break;
       case 'tap':
         if (this.tap) this.tap.played.push(msg.pcm);
+        break;
+      case 'peak':  // the stream's first sample at -10 dBFS or more, at the speakers
+        if (info) info.peakPlayedAt = this._performanceTimeOf(msg.frame);
         break;
       case 'drained':
         if (info) {
@@ -411,14 +414,28 @@ export class AudioEngine extends EventTarget {
       numberOfInputs: 1,
       numberOfOutputs: 1,  // silent, connected so that the graph pulls it
       outputChannelCount: [1],
-      processorOptions: { frameSamples: FRAME_SAMPLES },
+      processorOptions: { frameSamples: FRAME_SAMPLES, tap: Boolean(this.tap) },
     });
     cap.node.port.onmessage = (event) => this._onFrame(cap, event.data);
     cap.source.connect(cap.node);
     cap.node.connect(this.ctx.destination);
   }
 
+  // When the audio context's frame `frame` is at the speakers, on the performance.now() clock.
+  _performanceTimeOf(frame) {
+    const ts = this.ctx.getOutputTimestamp();
+    if (!ts || !ts.performanceTime) return null;
+    return ts.performanceTime + (frame / SAMPLE_RATE - ts.contextTime) * 1000;
+  }
+
   _onFrame(cap, msg) {
+    if (msg.type === 'peak' && this.tap) {
+      // The graph processes a frame the output latency before it is heard: when it came in.
+      const heard = this._performanceTimeOf(msg.frame);
+      const latency = ((this.ctx.outputLatency || 0) + this.ctx.baseLatency) * 1000;
+      if (heard !== null) this.tap.capturePeaks.push(heard - latency);
+      return;
+    }
     if (cap.stopped || msg.type !== 'frame') return;
     if (cap.info && cap.info.firstFrameAt === null) cap.info.firstFrameAt = performance.now();
     const data = new AudioData({

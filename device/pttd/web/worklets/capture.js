@@ -2,12 +2,19 @@
 // `frameSamples` (960: 20 ms at 48 kHz) and posted to the main thread (the buffer transferred).
 // It keeps nothing but the frame being filled, and drops it on 'stop' (a partial frame is
 // never sent: the device does the same when its button is released).
+// With the test tap on, it also marks each sample at -10 dBFS or more that follows 100 ms
+// without one (a click of the latency bench's microphone), by its context frame.
+
+const PEAK_LEVEL = 0.3;
+const PEAK_GAP = 4800;  // 100 ms
 
 class CaptureProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const opts = (options && options.processorOptions) || {};
     this.frameSamples = opts.frameSamples || 960;
+    this.tap = Boolean(opts.tap);
+    this.lastPeak = -Infinity;
     this.frame = new Float32Array(this.frameSamples);
     this.filled = 0;
     this.running = true;
@@ -29,7 +36,14 @@ class CaptureProcessor extends AudioWorkletProcessor {
     for (let i = 0; i < length; i++) {
       let sum = 0;
       for (let c = 0; c < channels; c++) sum += input[c][i];
-      this.frame[this.filled++] = sum / channels;
+      const sample = sum / channels;
+      if (this.tap && Math.abs(sample) >= PEAK_LEVEL) {
+        if (currentFrame + i - this.lastPeak >= PEAK_GAP) {
+          this.port.postMessage({ type: 'peak', frame: currentFrame + i });
+        }
+        this.lastPeak = currentFrame + i;
+      }
+      this.frame[this.filled++] = sample;
       if (this.filled === this.frameSamples) {
         // currentFrame: the context's clock at the start of this quantum (for latency figures)
         this.port.postMessage({ type: 'frame', pcm: this.frame, at: currentFrame + i + 1 },

@@ -26,6 +26,7 @@
 
 const FADE_IN = 96;  // 2 ms at 48 kHz
 const TAP_CHUNK = 4800;  // 100 ms
+const PEAK_LEVEL = 0.3;  // -10 dBFS: the tap marks the first rendered sample this loud (latency)
 
 class PlayerProcessor extends AudioWorkletProcessor {
   constructor(options) {
@@ -56,6 +57,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
       duplicate: 0, skipped: 0, held: 0, underruns: 0 };
     this.tapBuf = this.tap ? new Float32Array(TAP_CHUNK) : null;
     this.tapFill = 0;
+    this.peakSent = false;
   }
 
   onMessage(msg) {
@@ -190,6 +192,10 @@ class PlayerProcessor extends AudioWorkletProcessor {
   tapWrite(out, upto) {
     if (!this.tap || !this.started) return;
     for (let i = 0; i < upto; i++) {
+      if (!this.peakSent && Math.abs(out[i]) >= PEAK_LEVEL) {
+        this.peakSent = true;  // sample i of this quantum: context frame currentFrame + i
+        this.port.postMessage({ type: 'peak', stream: this.stream, frame: currentFrame + i });
+      }
       this.tapBuf[this.tapFill++] = out[i];
       if (this.tapFill === TAP_CHUNK) this.tapFlush();
     }
