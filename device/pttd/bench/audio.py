@@ -58,6 +58,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import random
 import struct
@@ -120,6 +121,7 @@ LOSS_RATE: Final = 0.05
 LOSS_SEED: Final = 7
 UNITY_VOLUME: Final = 87  # volume_to_db(87) = -0.04 dB
 TAIL_S: Final = 0.3  # the PTT is held this long after the sample ends
+TALK_SLACK_S: Final = 10.0  # how much longer than real time the talk may take to send
 STREAM_ID: Final = 7  # CPU part
 
 E2EE_ROOM: Final = "crew"  # the end-to-end encrypted room of the encrypted measurements
@@ -370,6 +372,7 @@ async def run_chain(
     """A talks ``mic`` to B through the server on loopback; B hears it through the proxy.
     ``encrypted``: in the end-to-end encrypted room :data:`E2EE_ROOM`, both devices approved."""
     talk_s = mic.shape[0] / RATE + TAIL_S
+    talk_packets = math.ceil(talk_s * 1000 / audio.frame_ms)
     async with loopback() as bench:
         room = ROOM
         if encrypted:
@@ -394,8 +397,15 @@ async def run_chain(
                     await ready_in_encrypted_room(bench, (a, b), room)
             await asyncio.sleep(TONES_S)
             b.speaker.clear()
+            sent_before = a.device.counters.packets_sent
             a.button.press()
-            await asyncio.sleep(talk_s)
+            # Held until the whole sample and the tail went out: on a loaded machine the
+            # capture may start late, and a talk timed by the wall clock would cut the end.
+            if not await poll(
+                lambda: a.device.counters.packets_sent - sent_before >= talk_packets,
+                talk_s + TALK_SLACK_S,
+            ):
+                raise BenchError(f"the chain: A did not send {talk_packets} packets")
             a.button.release()
             mixer = b.device.mixer
             if not await poll(
