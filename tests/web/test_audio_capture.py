@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from audio_harness import bench_page, fake_mic_file
-from browser import chromium_path
-
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium (scripts/setup)")
 
 WAIT_MS = 10_000
 

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from audio_harness import b64_packets, bench_page, floats_from_b64
-from browser import chromium_path
 from test_audio_quality import radio_packets, report
-
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium (scripts/setup)")
 
 DRAIN_TIMEOUT_MS = 15_000
 # Deeper than the default 8 frames so that a loaded machine's bursts do not make the player skip

@@ -34,7 +34,7 @@ from audio_harness import (
     from_b64_packets,
     score_48k,
 )
-from browser import artifacts_dir, chromium_path
+from browser import artifacts_dir
 
 from pttd.bench.audio import RATE, REF_RATE, TAIL_S, codec_only, frames_of, run_chain, score
 from pttd.demo import speech_sample
@@ -42,8 +42,6 @@ from pttd.radio.audio import to_pcm
 from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.audio.resample import resample
 from pttd.radio.config import AudioConfig
-
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium (scripts/setup)")
 
 MARGIN = 0.1  # the bound: within 0.1 of the radio-to-radio chain
 FRAME = 960

@@ -8,8 +8,6 @@ import json
 import secrets
 from pathlib import Path
 
-import pytest
-from browser import chromium_path
 from e2ee_web import e2ee_page
 
 from pttd.e2ee.keys import Fingerprint, IdentityKey, IdentityPublicKey
@@ -18,7 +16,6 @@ VECTORS = json.loads(
     (Path(__file__).parents[1] / "e2ee" / "data" / "xwing_keygen.json").read_text()
 )["vectors"]
 
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium")
 
 DERIVE = """
 const out = [];

@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium_path
 from e2ee_web import E2eePage, e2ee_page
 
 from pttd.e2ee.authority import Authority
 from pttd.e2ee.keyring import Keyring
 from pttd.e2ee.keys import IdentityKey, IdentityPublicKey, bundle_to_text
 from pttd.e2ee.sframe import SFrameError
-
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium")
 
 ROOM = "Dispatch é"  # a non-ASCII name: the HPKE info is ASCII-escaped JSON in pttd
 USER = "desk"

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from browser import chromium_path
 from e2ee_web import e2ee_page
 
 VECTORS = json.loads(
     (Path(__file__).parents[1] / "e2ee" / "data" / "rfc9605_vectors.json").read_text()
 )
-
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium")
 
 
 async def test_rfc9605_vectors_in_the_browser() -> None:
