@@ -84,10 +84,12 @@ function newTap() {
 }
 
 export class AudioEngine extends EventTarget {
-  // options: target (frames buffered before playout starts, 2 = 40 ms), maxDepth (frames
-  // buffered before the oldest are skipped), reorderWaitMs (how long a missing packet is
-  // waited for before it is given up as lost), encoder (overrides of ENCODER_CONFIG).
-  constructor({ target = 2, maxDepth = 8, reorderWaitMs = 20, encoder = {} } = {}) {
+  // options: target (the least the jitter buffer aims to hold, 2 = 40 ms: more when the
+  // packets come with more jitter, see worklets/player.js), maxDepth (frames buffered before
+  // the oldest are skipped: 10 = 200 ms, the radio's max_depth_ms), reorderWaitMs (how long a
+  // missing packet is waited for before it is given up as lost), encoder (overrides of
+  // ENCODER_CONFIG).
+  constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {} } = {}) {
     super();
     this.target = target;
     this.maxDepth = maxDepth;
