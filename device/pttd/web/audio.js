@@ -86,7 +86,9 @@ function newTap() {
 export class AudioEngine extends EventTarget {
   // options: target (the least the jitter buffer aims to hold, 2 = 40 ms: more when the
   // packets come with more jitter, see worklets/player.js), maxDepth (frames buffered before
-  // the oldest are skipped: 10 = 200 ms, the radio's max_depth_ms), reorderWaitMs (how long a
+  // the oldest are skipped: 15 = 300 ms; the radio's is 200 ms, but a browser's page adds
+  // stalls of its own, and the frames of a burst after one are worth more kept than cut; the
+  // depth is only reached after such a stall), reorderWaitMs (how long a
   // missing packet is waited for before it is given up as lost), encoder (overrides of
   // ENCODER_CONFIG).
   constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {} } = {}) {

@@ -64,7 +64,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.tap = Boolean(opts.tap);
     this.frameSamples = opts.frameSamples || 960;
     this.baseTarget = 2;  // the configured target: the least the buffer aims at
-    this.maxDepth = 10;
+    this.maxDepth = 15;
     this.maxHold = 5;  // concealment frames played for a late frame before it is an underrun
     this.jitterWindow = 50;  // arrivals the jitter estimate looks at (one second of frames)
     this.shrinkWindow = 25;  // frames played between looks at whether to shrink
