@@ -1,18 +1,31 @@
 """The issue's proof through the real path: the real page (index.html + app.js, a dispatcher
 logged in, ``?tap=1``), the real room server with its web console, simulated radios paired
-through the real pairing flow. PESQ of browser → radio and radio → browser, each within 0.1 of
-the radio-to-radio chain measured in the same run.
+through the real pairing flow. PESQ WB of browser → radio and radio → browser, each at least
+the radio-to-radio chain's of the same run minus 0.1, with the page's DEFAULT audio engine (the
+jitter buffer users get).
+
+Each round has two talks, and the figures are the medians of :data:`ROUNDS` rounds (as ``pttd
+bench audio`` takes the median of its chain rounds); every round is reported:
 
 * radio → radio and radio → browser, from ONE talk: the talker radio's simulated microphone
   plays the speech sample while its PTT is held; the server relays the same packets at the same
   moment to the listener radio (scored from its recording speaker) and to the page (scored from
-  what its player worklet rendered: the test tap). Both are scored on the same packets under the
-  same load, so a scheduling hiccup of the machine hits both.
-* browser → radio: the page's talk button is held; Chromium's fake microphone plays the speech
-  sample (with silence around it); the page encodes (WebCodecs) and sends; the listener radio
-  plays it and is scored.
+  what its player worklet rendered: the test tap).
+* browser → radio, beside radio → radio: the page's talk button is held; Chromium's fake
+  microphone plays the speech sample; the page encodes (WebCodecs) and sends; the listener radio
+  plays it. At the same time, in a second room, the side talker radio talks the same speech to
+  the side listener radio: the reference of this direction.
 
-The page runs with its DEFAULT audio engine settings: the jitter buffer users get.
+So each direction is held to a radio chain that ran under the same load at the same moment: on
+a loaded machine (two cores, other suites beside) a delay of the test process or the browser
+makes jitter buffers hold or skip, and one such glitch can cost a talk 0.5 PESQ or more, in the
+radio as in the browser.
+
+Chromium's fake microphone plays its file from the start each time the page opens the
+microphone (each press: measured, the speech reaches the radio about 0.6 s after the press with
+0.5 s of silence before it in the file), and loops it; the file here is the speech sample at
+44.1 kHz with silence around it (:func:`audio_harness.fake_mic_file`). Every recording is
+aligned to the speech by cross-correlation, and must hold all of it.
 """
 
 from __future__ import annotations
