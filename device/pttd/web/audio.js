@@ -86,10 +86,14 @@ function newTap() {
 }
 
 export class AudioEngine extends EventTarget {
-  // options: target (frames buffered before playout starts, 2 = 40 ms), maxDepth (frames
-  // buffered before the oldest are skipped), reorderWaitMs (how long a missing packet is
-  // waited for before it is given up as lost), encoder (overrides of ENCODER_CONFIG).
-  constructor({ target = 2, maxDepth = 8, reorderWaitMs = 20, encoder = {} } = {}) {
+  // options: target (the least the jitter buffer aims to hold, 2 = 40 ms: more when the
+  // packets come with more jitter, see worklets/player.js), maxDepth (frames buffered before
+  // the oldest are skipped: 15 = 300 ms; the radio's is 200 ms, but a browser's page adds
+  // stalls of its own, and the frames of a burst after one are worth more kept than cut; the
+  // depth is only reached after such a stall), reorderWaitMs (how long a
+  // missing packet is waited for before it is given up as lost), encoder (overrides of
+  // ENCODER_CONFIG).
+  constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {} } = {}) {
     super();
     this.target = target;
     this.maxDepth = maxDepth;
