@@ -44,9 +44,11 @@ def tls(tmp_path: Path) -> Tls:
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(cert_file)
     cert.private_key_pem.write_to_path(key_file)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(ca_file)
     client = ssl.create_default_context()
     ca.configure_trust(client)
-    return Tls(cert_file, key_file, client)
+    return Tls(cert_file, key_file, client, ca_file)
 
 
 def add_user(reg: Registry, name: str, rooms: list[str], **flags: bool) -> None:

@@ -28,6 +28,7 @@ class Tls:
     cert_file: Path
     key_file: Path
     client: ssl.SSLContext  # trusts the throwaway CA
+    ca_file: Path | None = None  # the throwaway CA's certificate (PEM), for a radio to trust
 
     def server(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -25,6 +25,10 @@ const START_REASONS = {
   "clear room": "the room is not encrypted",
 };
 
+// A room key refused for this reason was sealed by the authority for another key of this user
+// (e2ee/bundle.js REFUSED_OTHER_DEVICE): this browser's key is new and waits for approval.
+const OTHER_KEY = "wrapped for another device";
+
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, ...children) {
@@ -579,7 +583,14 @@ async function onRoomKey(message) {
     const { room, epoch } = await state.roomKeys.addRoomKey(message);
     notice(`Room key for ${room} (epoch ${epoch}) received: the room is open to you.`);
   } catch (err) {
-    alertError(`A room key for ${message.channel} was refused: ${err.message}`);
+    if (err.reason === OTHER_KEY) {
+      // Signed by the authority for this user, but for a key this browser does not hold: the
+      // server's last sealed key from before this browser's key was new. Not an attack, and
+      // nothing to do but wait for the approval of the key this browser has now.
+      notice(`The key the server kept for ${message.channel} was for an earlier key of yours.`);
+    } else {
+      alertError(`A room key for ${message.channel} was refused: ${err.message}`);
+    }
   }
   renderRoomMeta();
   renderStage();
@@ -714,7 +725,9 @@ function renderStage() {
       const why = state.roomKeys?.whyLocked?.(room.name) ?? "";
       $("key-wait-text").textContent = !state.roomKeys
         ? `Encryption unavailable: ${state.e2eeError}. Your fingerprint:`
-        : why.startsWith("room key refused")
+        : why === `room key refused: ${OTHER_KEY}`
+          ? "This browser's key is new: waiting for approval — your fingerprint (read it to your administrator):"
+          : why.startsWith("room key refused")
           ? `The ${why}. Your fingerprint (read it to your administrator):`
           : "Waiting for approval — your fingerprint (read it to your administrator):";
       $("fingerprint").textContent = groups.join(" ");
