@@ -123,6 +123,20 @@ def test_set_identity_key_says_whether_it_is_new_and_members_show_it(
     assert reg.current([ann]) == {ann: ann}
 
 
+def test_a_changed_identity_key_drops_the_room_keys_sealed_for_the_earlier_one(
+    reg: Registry,
+) -> None:
+    reg.set_identity_key("user", "ann", "a2V5LTE")
+    reg.set_identity_key("user", "bob", "Ym9iLTE")
+    reg.publish_room_keys("board", [("ann", 1, "YW5uLTE"), ("bob", 1, "Ym9iLTE")])
+    assert reg.set_identity_key("user", "ann", "a2V5LTE") is False  # the same key: kept
+    assert reg.room_key_epochs("board") == {"ann": 1, "bob": 1}
+    assert reg.set_identity_key("user", "ann", "a2V5LTI") is True  # a browser's new key
+    assert reg.room_key_epochs("board") == {"bob": 1}
+    assert dict(user(reg, "ann").room_keys) == {}
+    assert dict(user(reg, "bob").room_keys) == {"board": "Ym9iLTE"}
+
+
 def test_members_leave_out_revoked_devices_and_a_repaired_name_starts_without_a_key(
     reg: Registry,
 ) -> None:

@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -448,7 +448,11 @@ class RoomServer:
         principal = self._credentials(m, password_allowed)
         if principal is not None and m.identity_key is not None:
             with contextlib.suppress(NotFound):  # removed meanwhile: the logon fails later
-                self.registry.set_identity_key(principal.kind, principal.name, m.identity_key)
+                if self.registry.set_identity_key(principal.kind, principal.name, m.identity_key):
+                    # A changed key: the room keys sealed for the earlier one went with it.
+                    fresh = self.registry.current([principal]).get(principal)
+                    if fresh is not None:
+                        principal = replace(principal, room_keys=fresh.room_keys)
         return principal
 
     def _credentials(self, m: p.Logon, password_allowed: bool) -> Principal | None:

@@ -927,7 +927,10 @@ class Registry:
 
     def set_identity_key(self, kind: Literal["user", "device"], name: str, key: str) -> bool:
         """Record the public identity key a user or device logged on with; True when it is new
-        or changed (the key authority approves it, or not, by its fingerprint). NotFound."""
+        or changed (the key authority approves it, or not, by its fingerprint). The room keys
+        sealed for its earlier key go: nothing but that key opens them, and handing them out
+        would only tell a member with a new key (a browser that forgot its key, a device paired
+        again) that its key was refused. NotFound."""
         table = "users" if kind == "user" else "devices"
         with self._write() as db:
             row = db.execute(
@@ -942,6 +945,8 @@ class Registry:
                 f"UPDATE {table} SET identity_key = ? WHERE name = ?",  # noqa: S608
                 (key, name),
             )
+            if row[0] is not None:
+                db.execute("DELETE FROM room_keys WHERE member = ?", (name,))
         change = "new" if row[0] is None else "changed"
         logger.info("%s %s has a %s identity key", kind, name, change)
         return True
