@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -167,23 +168,105 @@ async def test_wrong_password_is_one_line_and_logins_are_rate_limited(web: Web) 
     assert status == 401
 
 
-async def test_a_user_name_is_limited_whatever_the_address_says(web: Web) -> None:
-    # The same name from "another browser" (same address here): the name's own count holds.
-    for _ in range(5):
+async def test_a_user_name_is_limited_across_addresses_but_not_locked_by_one(web: Web) -> None:
+    def from_address(host: str) -> aiohttp.ClientSession:  # another machine: 127.0.0.x
+        session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=web.client_tls, local_addr=(host, 0)),
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT),
+        )
+        web.sessions.append(session)
+        return session
+
+    right = {"username": "alice", "password": "alice-secret"}
+    wrong = {"username": "ALICE", "password": "x"}  # folded: the same name
+    url = f"{web.base}/api/login"
+    for _ in range(5):  # one address's worth of failures …
+        assert (await call(from_address("127.0.0.2"), "POST", url, body=wrong))[0] == 401
+    assert (await call(from_address("127.0.0.2"), "POST", url, body=right))[0] == 429
+    # … blocks that address, not alice logging in from elsewhere
+    assert (await call(from_address("127.0.0.3"), "POST", url, body=right))[0] == 200
+    for host in ("127.0.0.4", "127.0.0.5", "127.0.0.6"):  # 20 in all, from four addresses
+        for _ in range(5):
+            assert (await call(from_address(host), "POST", url, body=wrong))[0] == 401
+    status, body = await call(from_address("127.0.0.7"), "POST", url, body=right)
+    assert status == 429 and "too many failed logins" in body["error"]
+
+
+async def test_a_failed_login_logs_the_address_not_what_was_typed(
+    web: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="pttd.server.web"):
         status, _ = await call(
             web.browser(),
             "POST",
             f"{web.base}/api/login",
-            body={"username": "ALICE", "password": "x"},
+            body={"username": "my-secret-password", "password": "x"},
         )
-        assert status == 401
-    status, _ = await call(
-        web.browser(),
-        "POST",
-        f"{web.base}/api/login",
-        body={"username": "alice", "password": "alice-secret"},
+    assert status == 401
+    assert "my-secret-password" not in caplog.text
+    assert "web console: failed login from 127.0.0.1" in caplog.text
+
+
+async def test_a_new_password_or_a_new_user_of_the_name_ends_the_sessions(web: Web) -> None:
+    http, _ = await web.login("boss")
+    await asyncio.to_thread(web.registry.set_password, "boss", "new-secret")
+    status, body = await call(http, "GET", f"{web.base}/api/session")
+    assert (status, body) == (401, {"error": "not logged in"})
+    http, _ = await web.login("boss", "new-secret")
+    await asyncio.to_thread(web.registry.remove_user, "boss")
+    await asyncio.to_thread(web.registry.add_user, "boss", "other", ["alpha"])
+    status, _ = await call(http, "GET", f"{web.base}/api/session")
+    assert status == 401  # the old cookie is not the new boss's
+
+
+async def test_event_streams_are_bounded_per_session(web: Web) -> None:
+    http, _ = await web.login("alice")
+    opened = [await http.get(f"{web.base}/api/events") for _ in range(4)]
+    try:
+        assert [r.status for r in opened] == [200] * 4
+        status, body = await call(http, "GET", f"{web.base}/api/events")
+        assert (status, body) == (429, {"error": "too many event streams open"})
+    finally:
+        for r in opened:
+            r.close()
+
+
+async def test_the_page_may_reach_its_origin_and_the_rooms_only(web: Web) -> None:
+    async with web.browser().get(f"{web.base}/api/config") as r:
+        policy = r.headers["Content-Security-Policy"]
+        config = await r.json()
+    assert f"connect-src 'self' {web.server.url};" in policy
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert config["test_tap"] is False  # the page's recorder: tests only
+
+
+async def test_key_file_changes_from_the_console_do_not_overwrite_each_other(web: Web) -> None:
+    identity = IdentityKey.generate()
+    await asyncio.to_thread(
+        web.registry.set_identity_key, "user", "alice", identity.public.to_text()
     )
-    assert status == 429
+    http, csrf = await web.login("boss")
+    status, _ = await call(
+        http,
+        "POST",
+        f"{web.base}/api/admin/keys/approve",
+        csrf,
+        {"name": "alice", "fingerprint": identity.public.fingerprint.digits},
+    )
+    assert status == 200
+    _, keys = await call(http, "GET", f"{web.base}/api/admin/keys")
+    epoch = keys["epochs"]["secret"]
+    answers = await asyncio.gather(
+        *(
+            call(http, "POST", f"{web.base}/api/admin/keys/rotate", csrf, {"room": "secret"})
+            for _ in range(8)
+        )
+    )
+    said = sorted(body["said"][0] for status, body in answers if status == 200)
+    assert said == sorted(f"secret: epoch {epoch + k}" for k in range(1, 9))  # each once
+    _, keys = await call(http, "GET", f"{web.base}/api/admin/keys")
+    assert keys["epochs"]["secret"] == epoch + 8
 
 
 async def test_garbage_requests_get_one_line_each(web: Web) -> None:

@@ -202,7 +202,7 @@ async def browser_presses(
     if executable is None:
         return {"skipped": f"{CHROMIUM} is not installed (apt install chromium)"}
     password = secrets.token_urlsafe(12)
-    settings = ServerSettings(host="127.0.0.1", port=0, web_port=0)
+    settings = ServerSettings(host="127.0.0.1", port=0, web_port=0, web_test_tap=True)
     async with loopback(settings) as world:
         await asyncio.to_thread(world.registry.add_user, DISPATCHER, password, [ROOM])
         radio = await world.add_device("radio", signal, replace(audio, volume=100))

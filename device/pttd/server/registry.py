@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -241,6 +241,9 @@ class UserInfo:
     created_at: float
     emergency: bool = False
     admin: bool = False  # may administer the server in the web console
+    # Changes with the password and when the name is given to a new user (``get_user`` only):
+    # what a web console session was made with must still hold.
+    credential: str = field(default="", repr=False, compare=False)
 
 
 # --- names and secrets ------------------------------------------------------------------------
@@ -702,7 +705,8 @@ class Registry:
         """The user ``name`` as the registry has them now; None if there is none."""
         with self._read() as db:
             row = db.execute(
-                "SELECT created_at, emergency, admin FROM users WHERE name = ?", (name,)
+                "SELECT created_at, emergency, admin, password_hash FROM users WHERE name = ?",
+                (name,),
             ).fetchone()
             if row is None:
                 return None
@@ -712,6 +716,7 @@ class Registry:
                 created_at=row[0],
                 emergency=bool(row[1]),
                 admin=bool(row[2]),
+                credential=_sha256(f"{row[3]} {row[0]!r}"),
             )
 
     def set_admin(self, name: str, granted: bool) -> None:

@@ -61,13 +61,17 @@ CSRF_HEADER: Final = "X-CSRF-Token"
 TICKET_TTL: Final = 60.0  # seconds a ticket (refresh token) stays good for the first logon
 SESSION_IDLE: Final = 8 * 3600.0  # a session unused this long is gone …
 SESSION_MAX_AGE: Final = 24 * 3600.0  # … and every session after this long
-MAX_SESSIONS: Final = 10_000  # in all; the oldest goes first
+MAX_SESSIONS: Final = 10_000  # in all; the least recently used goes first
+MAX_SESSIONS_PER_USER: Final = 16  # browsers logged in as one user at once
+MAX_STREAMS_PER_SESSION: Final = 4  # event streams one session holds open (tabs)
+MAX_STREAMS: Final = 1_000  # event streams in all
+NAME_FAILURES_FACTOR: Final = 4
 EVENTS_PERIOD: Final = 0.2  # seconds between looks for changes the events stream tells
 EVENTS_KEEPALIVE: Final = 15.0  # a comment line this often keeps proxies from cutting the stream
 MAX_BODY: Final = 64 * 1024
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; media-src 'self'; object-src 'none'; base-uri 'none'; "
+    "connect-src 'self' {rooms}; media-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
 
@@ -94,9 +98,11 @@ class WebSession:
     """A logged-in browser. The token is the cookie's value; only its hash is kept."""
 
     user: str
+    credential: str  # the user's (UserInfo.credential) at login: a new password ends it
     csrf: str
     created: float
     used: float
+    streams: int = 0  # event streams open
 
 
 @dataclass(slots=True)
@@ -152,6 +158,7 @@ class WebConsole:
         tls: ssl.SSLContext | None,
         *,
         key_file: Path | None = None,
+        test_tap: bool = False,
         web_root: Path = WEB_ROOT,
         login_failures: int = 5,
         login_window: float = 60.0,
@@ -163,9 +170,15 @@ class WebConsole:
         self.tls = tls
         self.key_file = key_file
         self.web_root = web_root
+        self.test_tap = test_tap
         self.sessions: dict[str, WebSession] = {}
         self.failures_by_address = FailureLog(login_failures, login_window)
-        self.failures_by_name = FailureLog(login_failures, login_window)
+        # Per name, across addresses: a guesser with many addresses is held too. Larger than the
+        # address's, so that someone else's typos do not lock a user out at once (a sustained
+        # attack on a name still does, while it lasts: the price of stopping it).
+        self.failures_by_name = FailureLog(login_failures * NAME_FAILURES_FACTOR, login_window)
+        self._authority_lock = asyncio.Lock()  # one change of the key file at a time
+        self.streams = 0
         self.login_window = login_window
         self.world = _World()
         self._runner: web.AppRunner | None = None
@@ -249,7 +262,10 @@ class WebConsole:
     ) -> web.StreamResponse:
         response = await handler(request)
         h = response.headers
-        h.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # The page may reach its own origin and the rooms' websocket, nothing else.
+        h.setdefault(
+            "Content-Security-Policy", CONTENT_SECURITY_POLICY.format(rooms=self._ws_url(request))
+        )
         h.setdefault("X-Content-Type-Options", "nosniff")
         h.setdefault("Referrer-Policy", "no-referrer")
         h.setdefault("X-Frame-Options", "DENY")
@@ -331,7 +347,8 @@ class WebConsole:
         if session is None:
             raise WebError(401, "not logged in")
         found = await asyncio.to_thread(self._user_now, session.user)
-        if found is None:
+        if found is None or found[0].credential != session.credential:
+            # removed, a new password, or the name given to another user since the login
             self._forget(session)
             raise WebError(401, "not logged in")
         info, encrypted = found
@@ -356,13 +373,17 @@ class WebConsole:
             if held is session:
                 del self.sessions[key]
 
-    def _new_session(self, user: str) -> tuple[str, WebSession]:
+    def _new_session(self, info: UserInfo) -> tuple[str, WebSession]:
+        """A new session for ``info``; the least recently used goes first beyond
+        :data:`MAX_SESSIONS_PER_USER` of this user's or :data:`MAX_SESSIONS` in all."""
+        mine = [k for k, s in self.sessions.items() if s.user == info.name]
+        if len(mine) >= MAX_SESSIONS_PER_USER:
+            del self.sessions[min(mine, key=lambda k: self.sessions[k].used)]
         if len(self.sessions) >= MAX_SESSIONS:
-            oldest = min(self.sessions, key=lambda k: self.sessions[k].used)
-            del self.sessions[oldest]
+            del self.sessions[min(self.sessions, key=lambda k: self.sessions[k].used)]
         token = secrets.token_urlsafe(32)
         now = time.monotonic()
-        session = WebSession(user, secrets.token_urlsafe(24), now, now)
+        session = WebSession(info.name, info.credential, secrets.token_urlsafe(24), now, now)
         self.sessions[self._key(token)] = session
         return token, session
 
@@ -406,6 +427,8 @@ class WebConsole:
                 "ws_url": self._ws_url(request),
                 "authority_key": authority,
                 "authority_fingerprint": fingerprint,
+                # The page's test recorder (?tap=1) works only on a server started for tests.
+                "test_tap": self.test_tap,
             }
         )
 
@@ -435,14 +458,15 @@ class WebConsole:
             self.rooms.kdf, self.registry.check_password, name, password
         )
         if principal is None:
-            log.warning("web console: failed login for %r from %s", name[:64], address)
+            # Not the name typed: a password typed into the name field must not reach the log.
+            log.warning("web console: failed login from %s", address)
             raise WebError(401, "wrong user name or password")
         self.failures_by_address.forgive(address, stamp_a)
         self.failures_by_name.forgive(folded, stamp_n)
-        token, session = self._new_session(principal.name)
         found = await asyncio.to_thread(self._user_now, principal.name)
         if found is None:
             raise WebError(401, "wrong user name or password")
+        token, session = self._new_session(found[0])
         who = Who(session, *found)
         log.info("web console: %s logged in from %s", principal.name, address)
         response = web.json_response(self._session_body(who))
@@ -530,6 +554,17 @@ class WebConsole:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request)
+        if who.session.streams >= MAX_STREAMS_PER_SESSION or self.streams >= MAX_STREAMS:
+            raise WebError(429, "too many event streams open")
+        who.session.streams += 1
+        self.streams += 1
+        try:
+            return await self._events(request, who)
+        finally:
+            who.session.streams -= 1
+            self.streams -= 1
+
+    async def _events(self, request: web.Request, who: Who) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )
@@ -558,7 +593,8 @@ class WebConsole:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), EVENTS_KEEPALIVE)
             found = await asyncio.to_thread(self._user_now, who.info.name)
-            if found is None:
+            if found is None or found[0].credential != who.session.credential:
+                self._forget(who.session)
                 break
             who = Who(who.session, *found)
 
@@ -661,7 +697,8 @@ class WebConsole:
     async def admin_revoke_device(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request, admin=True)
         name = request.match_info["name"]
-        said = await asyncio.to_thread(self._revoke, name)
+        async with self._authority_lock:  # a load, a change and a save of the key file
+            said = await asyncio.to_thread(self._revoke, name)
         await self._changed()
         log.info("web console: %s revoked device %s", who.info.name, name)
         return web.json_response({"said": said})
@@ -787,7 +824,8 @@ class WebConsole:
         def approve() -> list[str]:
             return authority_commands.approve(self._authority(), self.registry, name, typed)
 
-        said = await asyncio.to_thread(approve)
+        async with self._authority_lock:  # a load, a change and a save of the key file
+            said = await asyncio.to_thread(approve)
         await self._changed()
         log.info("web console: %s approved %s", who.info.name, name)
         return web.json_response({"said": said})
@@ -805,7 +843,8 @@ class WebConsole:
             said = authority_commands.sync(authority, self.registry)
             return [f"{room}: epoch {authority.epoch(room)}", *said]
 
-        said = await asyncio.to_thread(rotate)
+        async with self._authority_lock:  # a load, a change and a save of the key file
+            said = await asyncio.to_thread(rotate)
         await self._changed()
         log.info("web console: %s rotated the key of %s", who.info.name, room)
         return web.json_response({"said": said})
