@@ -277,7 +277,8 @@ def test_frame_limits_quoted_in_the_transport_table() -> None:
 SERVER_DEFAULTS = [
     f.name
     for f in dataclasses.fields(app.ServerSettings)
-    if isinstance(f.default, int | float) and f.name != "port"  # the CLI's port default is 8080
+    # numbers (not flags); the CLI's port default is 8080
+    if isinstance(f.default, int | float) and not isinstance(f.default, bool) and f.name != "port"
 ]
 
 
