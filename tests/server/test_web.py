@@ -569,3 +569,31 @@ async def test_without_the_key_file_approvals_say_where_to_approve(tmp_path: Pat
             )
             assert status == 409 and "--key-file" in body["error"]
     reg.close()
+
+
+async def test_admin_removes_users_sets_passwords_and_grants_emergency(web: Web) -> None:
+    http, csrf = await web.login("boss")
+    b = web.base
+    alice, _ = await web.login("alice")
+    status, body = await call(http, "POST", f"{b}/api/admin/users/alice/password", csrf, {})
+    assert status == 400 and body["error"].startswith("password")
+    status, _ = await call(
+        http, "POST", f"{b}/api/admin/users/alice/password", csrf, {"password": "fresh-one"}
+    )
+    assert status == 204
+    assert (await call(alice, "GET", f"{b}/api/session"))[0] == 401  # her old session ended
+    await web.login("alice", "fresh-one")
+    for kind, name in (("users", "alice"), ("devices", "van")):
+        if kind == "devices":
+            pair_device(web.registry, "van", ("alpha",))
+        status, _ = await call(
+            http, "POST", f"{b}/api/admin/{kind}/{name}/emergency", csrf, {"granted": True}
+        )
+        assert status == 204
+    assert next(u for u in web.registry.list_users() if u.name == "alice").emergency
+    assert next(d for d in web.registry.list_devices() if d.name == "van").emergency
+    status, body = await call(http, "DELETE", f"{b}/api/admin/users/boss", csrf)
+    assert status == 409 and "yourself" in body["error"]
+    assert (await call(http, "DELETE", f"{b}/api/admin/users/alice", csrf))[0] == 204
+    assert (await call(http, "DELETE", f"{b}/api/admin/users/alice", csrf))[0] == 404
+    assert [u.name for u in web.registry.list_users()] == ["boss"]

@@ -38,7 +38,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from aiohttp import web
 
@@ -208,6 +208,9 @@ class WebConsole:
         r.add_post("/api/admin/rooms/{name}/encrypt", self.admin_encrypt_room)
         r.add_get("/api/admin/users", self.admin_users)
         r.add_post("/api/admin/users", self.admin_add_user)
+        r.add_delete("/api/admin/users/{name}", self.admin_remove_user)
+        r.add_post("/api/admin/users/{name}/password", self.admin_set_password)
+        r.add_post("/api/admin/{kind:users|devices}/{name}/emergency", self.admin_emergency)
         r.add_get("/api/admin/devices", self.admin_devices)
         r.add_post("/api/admin/devices/{name}/revoke", self.admin_revoke_device)
         r.add_post("/api/admin/pair-codes", self.admin_pair_code)
@@ -663,6 +666,45 @@ class WebConsole:
 
     def _online_now(self) -> set[tuple[str, str]]:
         return {m for p in self.rooms.presence().values() for m in p.online}
+
+    async def admin_remove_user(self, request: web.Request) -> web.StreamResponse:
+        who = await self._who(request, admin=True)
+        name = request.match_info["name"]
+        if name == who.info.name:
+            raise WebError(409, "you cannot remove yourself (another admin can)")
+        await asyncio.to_thread(self.registry.remove_user, name)
+        await self._changed()  # its connections go; its web sessions end at their next request
+        log.info("web console: %s removed user %s", who.info.name, name)
+        return web.Response(status=204)
+
+    async def admin_set_password(self, request: web.Request) -> web.StreamResponse:
+        who = await self._who(request, admin=True)
+        name = request.match_info["name"]
+        password = _text(await _json(request), "password")
+        await asyncio.get_running_loop().run_in_executor(
+            self.rooms.kdf, self.registry.set_password, name, password
+        )
+        log.info("web console: %s set a new password for %s", who.info.name, name)
+        return web.Response(status=204)
+
+    async def admin_emergency(self, request: web.Request) -> web.StreamResponse:
+        who = await self._who(request, admin=True)
+        kind: Literal["user", "device"] = (
+            "user" if request.match_info["kind"] == "users" else "device"
+        )
+        name = request.match_info["name"]
+        granted = _flag(await _json(request), "granted")
+        await asyncio.to_thread(self.registry.set_emergency, kind, name, granted)
+        await self._changed()
+        log.info(
+            "web console: %s %s emergency priority %s %s %s",
+            who.info.name,
+            "granted" if granted else "took back",
+            "to" if granted else "from",
+            kind,
+            name,
+        )
+        return web.Response(status=204)
 
     async def admin_add_user(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request, admin=True)
