@@ -167,3 +167,24 @@ async def test_admin_rooms_users_and_pairing_code(
     await page.locator("#confirm-ok").click()
     await expect(page.locator("#notice")).to_have_text("Room yard removed.")
     assert "yard" not in registry.list_rooms()
+
+
+async def test_admin_grants_emergency_and_removes_a_user(
+    pages: Pages, console_url: str, login: Login, registry: Registry
+) -> None:
+    page = await pages.open(fake_audio=True)
+    await login(page, console_url, "alice")
+    await page.get_by_role("button", name="Admin").click()
+    users = page.locator("#adm-users")
+    await expect(users.get_by_role("button", name="Remove user alice")).to_have_count(0)  # self
+    await users.get_by_role("button", name="Grant bob emergency priority").click()
+    await expect(page.locator("#notice")).to_have_text("bob may now talk with emergency priority.")
+    assert next(u for u in registry.list_users() if u.name == "bob").emergency
+    await expect(
+        users.get_by_role("button", name="Take emergency priority back from bob")
+    ).to_be_visible()
+    await users.get_by_role("button", name="Remove user carol").click()
+    await page.locator("#confirm-ok").click()
+    await expect(page.locator("#notice")).to_have_text("User carol removed.")
+    assert [u.name for u in registry.list_users()] == ["alice", "bob"]
+    await expect(users.locator("th")).to_have_text(["alice", "bob"])

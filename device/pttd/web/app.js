@@ -1149,10 +1149,24 @@ function renderAdminUsers() {
         el("td", { text: yesNo(user.admin) }),
         el("td", { text: yesNo(user.emergency) }),
         el("td", { text: yesNo(live ? live.has(user.name) || user.online : user.online) }),
+        el(
+          "td",
+          { class: "actions" },
+          emergencyButton("users", user.name, user.emergency),
+          user.name === state.session?.user
+            ? null
+            : el("button", {
+                type: "button",
+                class: "danger",
+                text: "Remove",
+                "aria-label": `Remove user ${user.name}`,
+                onclick: () => onRemoveUser(user.name),
+              }),
+        ),
       ),
     ),
   );
-  if (state.admin.users.length === 0) body.append(emptyRow(5, "No users."));
+  if (state.admin.users.length === 0) body.append(emptyRow(6, "No users."));
   labelCells(body);
 }
 
@@ -1179,6 +1193,7 @@ function renderAdminDevices() {
         el(
           "td",
           { class: "actions" },
+          device.revoked ? null : emergencyButton("devices", device.name, device.emergency),
           device.revoked
             ? null
             : el("button", {
@@ -1358,6 +1373,40 @@ async function onAddUser(event) {
   };
   const ok = await adminAction(() => call("POST", "/api/admin/users", body), `User ${name} added.`);
   if (ok !== undefined) form.reset();
+}
+
+/** A button that grants emergency priority (pre-empts a normal talk), or takes it back. */
+function emergencyButton(kind, name, granted) {
+  return el("button", {
+    type: "button",
+    class: "secondary",
+    text: granted ? "No emergency" : "Emergency",
+    "aria-label": granted
+      ? `Take emergency priority back from ${name}`
+      : `Grant ${name} emergency priority`,
+    onclick: () =>
+      adminAction(
+        () =>
+          call("POST", `/api/admin/${kind}/${encodeURIComponent(name)}/emergency`, {
+            granted: !granted,
+          }),
+        granted
+          ? `${name} may no longer talk with emergency priority.`
+          : `${name} may now talk with emergency priority.`,
+      ),
+  });
+}
+
+async function onRemoveUser(name) {
+  const sure = await confirmAction(
+    `Remove the user ${name}? Their sessions and connections end at once.`,
+    "Remove",
+  );
+  if (!sure) return;
+  await adminAction(
+    () => call("DELETE", `/api/admin/users/${encodeURIComponent(name)}`),
+    `User ${name} removed.`,
+  );
 }
 
 async function onRevoke(name) {
