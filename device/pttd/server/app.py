@@ -98,6 +98,7 @@ class ServerSettings:
     log_window: float = 10.0
     web_port: int | None = None  # the web console's TCP port (0: the OS picks; None: none)
     key_file: Path | None = None  # the key authority's file, for the web console's approvals
+    web_test_tap: bool = False  # tests only: the page may keep what it plays (?tap=1)
 
     def core(self) -> CoreSettings:
         """The numbers the connection rules use (the fields both have, by name), with
@@ -258,7 +259,9 @@ class RoomServer:
         self._watcher = asyncio.create_task(self._watch_registry())
         log.info("listening on %s", self.url)
         if s.web_port is not None:
-            self.web = WebConsole(self, s.host, s.web_port, tls, key_file=s.key_file)
+            self.web = WebConsole(
+                self, s.host, s.web_port, tls, key_file=s.key_file, test_tap=s.web_test_tap
+            )
             try:
                 await self.web.start()
             except ServerStartError:

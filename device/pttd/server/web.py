@@ -155,8 +155,10 @@ class WebConsole:
         web_root: Path = WEB_ROOT,
         login_failures: int = 5,
         login_window: float = 60.0,
+        test_tap: bool = False,
     ) -> None:
         self.rooms = rooms
+        self.test_tap = test_tap
         self.registry = rooms.registry
         self.host = host
         self.port_wanted = port
@@ -406,6 +408,7 @@ class WebConsole:
                 "ws_url": self._ws_url(request),
                 "authority_key": authority,
                 "authority_fingerprint": fingerprint,
+                "test_tap": self.test_tap,
             }
         )
 
