@@ -614,11 +614,11 @@ async def test_logout_forgets_the_key_unless_this_browser_is_kept_approved(
         page.get_by_label("Keep this browser approved for encrypted rooms")
     ).not_to_be_checked()
     await log_in(page, console_url)
-    second = await waiting_fingerprint(page, new_key=True)
+    # The server dropped the room key sealed for the forgotten key when the new one logged on
+    # (so the page is not handed a key it must refuse): it just waits for approval.
+    second = await waiting_fingerprint(page)
     assert second != first
-    await expect(page.locator("#notice")).to_have_text(
-        f"The key the server kept for {VAULT} was for an earlier key of yours."
-    )
+    await expect(page.locator("#notice")).not_to_contain_text("earlier key")
     await expect(page.locator("#alert")).to_be_hidden()
     await expect(page.locator("#keep-row")).to_be_visible()
 
