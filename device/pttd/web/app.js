@@ -316,7 +316,7 @@ function ensureAudio() {
       $("sound-on").hidden = true;
       try {
         const module = await import("./audio.js");
-        const engine = new module.AudioEngine();
+        const engine = new module.AudioEngine({ tap: testTap() });
         await engine.init();
         state.audio = engine;
         state.audioError = null;
@@ -353,6 +353,12 @@ function watchSound(engine) {
   };
   document.addEventListener("pointerdown", once, true);
   document.addEventListener("keydown", once, true);
+}
+
+/** The audio test tap (window.pttdTap keeps what is played): only when the server was started
+ *  for tests and the page's address asks for it (?tap=1); a link alone turns nothing on. */
+function testTap() {
+  return state.config?.test_tap === true && new URLSearchParams(location.search).get("tap") === "1";
 }
 
 /** Whether `user` keeps an identity key in this browser. */

@@ -10,8 +10,10 @@
 //
 // Privacy: the microphone is open only between startCapture and stopCapture (stopCapture stops
 // every track, which turns the browser's microphone indicator off); no audio is kept after a
-// talk is captured or played. The test tap (only when the page URL has ?tap=1) keeps the played
-// samples and timings on window.pttdTap for the tests; without it nothing is kept.
+// talk is captured or played. The test tap (the constructor's option `tap`, off unless the
+// caller turns it on: the console does only when the server was started for tests and the URL
+// has ?tap=1) keeps the played samples and timings on window.pttdTap for the tests; without it
+// nothing is kept.
 
 export const SAMPLE_RATE = 48000;
 export const FRAME_MS = 20;
@@ -53,15 +55,6 @@ const CUE_FADE_S = 0.005;
 
 const U32 = 2 ** 32;
 
-function tapEnabled() {
-  try {
-    return new URLSearchParams(globalThis.location ? globalThis.location.search : '')
-      .get('tap') === '1';
-  } catch {
-    return false;
-  }
-}
-
 function newTap() {
   return {
     played: [],  // Float32Array chunks at 48 kHz: what the player rendered
@@ -92,9 +85,11 @@ export class AudioEngine extends EventTarget {
   // stalls of its own, and the frames of a burst after one are worth more kept than cut; the
   // depth is only reached after such a stall), reorderWaitMs (how long a
   // missing packet is waited for before it is given up as lost), encoder (overrides of
-  // ENCODER_CONFIG).
-  constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {} } = {}) {
+  // ENCODER_CONFIG), tap (true: the test tap on window.pttdTap; only for tests, never from
+  // anything a visitor controls).
+  constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {}, tap = false } = {}) {
     super();
+    this.tapWanted = tap === true;
     this.target = target;
     this.maxDepth = maxDepth;
     this.reorderWaitMs = reorderWaitMs;
@@ -122,7 +117,7 @@ export class AudioEngine extends EventTarget {
       ctx.audioWorklet.addModule(new URL('./worklets/player.js', import.meta.url)),
       ctx.audioWorklet.addModule(new URL('./worklets/capture.js', import.meta.url)),
     ]);
-    if (tapEnabled()) {
+    if (this.tapWanted) {
       this.tap = newTap();
       globalThis.pttdTap = this.tap;
     }
@@ -169,7 +164,8 @@ export class AudioEngine extends EventTarget {
     if (this.tap) {
       st.info = {
         streamId, startedAt: performance.now(), firstPushAt: null, firstDecodedAt: null,
-        firstRenderedAt: null, firstPlayedAt: null, peakPlayedAt: null, outputLatencyMs: null, drainedAt: null,
+        firstRenderedAt: null, firstPlayedAt: null, peakPlayedAt: null, outputLatencyMs: null,
+        drainedAt: null,
         pushed: 0, decoded: 0, lateDropped: 0, stats: null, reason: null,
         pushedAt: [], decodedAt: [],  // performance.now() of each packet pushed and decoded
       };
