@@ -1,7 +1,8 @@
 """The browser audio engine's test bench: a tiny aiohttp app serving ``pttd/web`` and a test page
 that loads ``audio.js`` with the test tap on, plus the signal helpers the audio tests share.
 
-The page (``/test.html?tap=1``) makes an :class:`AudioEngine`, initialises it and puts three
+The page (``/test.html?options=…``) makes an :class:`AudioEngine` of those options (``tap: true``
+turns the test tap on: the engine never looks at the URL), initialises it and puts three
 helpers on ``window.bench``:
 
 * ``capture(count)``: startCapture, collect ``count`` packets, stopCapture; the packets base64.
@@ -140,9 +141,8 @@ async def bench_page(
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        query = "tap=1" if tap else "tap=0"
-        if options:
-            query += "&options=" + quote(json.dumps(options))
+        # ?tap=1 in the URL as well, tap or not: by itself it turns nothing on (the option does).
+        query = "tap=1&options=" + quote(json.dumps({**(options or {}), "tap": tap}))
         await page.goto(f"{base}/test.html?{query}")
         try:
             await page.wait_for_function("window.benchReady === true", timeout=LOAD_TIMEOUT_MS)

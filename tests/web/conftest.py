@@ -72,7 +72,13 @@ def registry(tmp_path: Path) -> Registry:
 
 @pytest.fixture
 def settings(tls: Tls) -> ServerSettings:
+    """The room server's settings for these tests: its web console on a port the OS picks,
+    started for tests (``web_test_tap``: a page opened with ``?tap=1`` keeps what it plays on
+    window.pttdTap for the tests to read; a server's default is off)."""
+    known = inspect.signature(ServerSettings).parameters
     extra: dict[str, Any] = {"web_port": 0} if has_web_console() else {}
+    if "web_test_tap" in known:
+        extra["web_test_tap"] = True
     return ServerSettings(
         host="127.0.0.1",
         port=0,

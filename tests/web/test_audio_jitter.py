@@ -1,8 +1,9 @@
 """The browser's player with its default (shallow) jitter buffer, in a real chromium: lost,
 reordered, duplicated, late, bursty and malformed packets play on without a crash, a missing
-packet is concealed, a new talk replaces the one playing, and without the test tap nothing is
-kept. The latency seen (first packet pushed → first sample rendered, and → at the speakers by
-the context's output timestamp) is reported, not asserted."""
+packet is concealed, a new talk replaces the one playing, without the test tap nothing is kept,
+and with it no more than its last two minutes. The latency seen (first packet pushed → first
+sample rendered, and → at the speakers by the context's output timestamp) is reported, not
+asserted."""
 
 from __future__ import annotations
 
@@ -129,4 +130,33 @@ async def test_new_talk_replaces_and_untapped_page_keeps_nothing() -> None:
         )
         assert ended["stats"]["played"] == 30
         assert await page.evaluate("typeof window.pttdTap") == "undefined"
+        assert page.errors == []
+
+
+async def test_the_tap_keeps_at_most_its_last_two_minutes() -> None:
+    """Even in test mode the tap is bounded: the last TAP_KEEP_S (120 s) of played samples and
+    of per-packet timings, the oldest dropped."""
+    async with bench_page(options=OPTIONS) as page:
+        kept = await page.evaluate(
+            """async () => {
+              const { TAP_KEEP_S, SAMPLE_RATE } = await import('/static/audio.js');
+              const t = window.pttdTap;
+              t.reset();
+              for (let k = 0; k < 1300; k++) {  // 130 s of 100 ms chunks, each its number
+                t.keepPlayed(new Float32Array(4800).fill(k));
+              }
+              return {keep: TAP_KEEP_S * SAMPLE_RATE, samples: t.playedSamples,
+                      total: t.played.reduce((n, c) => n + c.length, 0),
+                      first: t.played[0][0], last: t.played.at(-1)[0],
+                      dropped: t.playedDropped};
+            }"""
+        )
+        assert kept["total"] == kept["samples"] == kept["keep"] == 120 * 48000
+        assert (kept["first"], kept["last"]) == (100, 1299)  # the oldest 10 s went
+        assert kept["dropped"] == 100 * 4800
+        # the player's own chunks go through the same bound
+        packets = b64_packets(radio_packets()[:30])
+        played = await play(page, 9, [[k, k, p] for k, p in enumerate(packets)], 0)
+        assert played["stats"]["played"] == 30
+        assert await page.evaluate("pttdTap.playedSamples") <= 120 * 48000
         assert page.errors == []

@@ -225,7 +225,9 @@ SCORED = {
 async def test_browser_and_radio_within_the_radio_chain(tmp_path: Path) -> None:
     speech = speech_48k()
     mic_file = fake_mic_file(tmp_path, lead_s=LEAD_S, tail_s=FILE_TAIL_S)
-    settings = ServerSettings(host="127.0.0.1", port=0, web_port=0, registry_poll=0.05)
+    settings = ServerSettings(
+        host="127.0.0.1", port=0, web_port=0, registry_poll=0.05, web_test_tap=True
+    )
     unity = replace(AudioConfig(), volume=UNITY_VOLUME)
     quiet = silence(0.1, sample_rate=RATE)
     rounds: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ USER = "desk"
 
 # The page's RoomKeys is window.keys; bytes cross as hex.
 SETUP = """
-const id = await e2ee.loadIdentity({persist: arg.persist});
+const id = await e2ee.loadIdentity({persist: arg.persist, user: arg.name});
 window.keys = new e2ee.RoomKeys(id, arg.authority, arg.name);
 return {keyText: id.keyText, fingerprint: id.fingerprint,
         authority: await window.keys.authorityFingerprint()};
@@ -186,7 +186,7 @@ async def test_the_first_authority_is_pinned(tmp_path: Path) -> None:
             in (await add(p, ROOM, approve(other, ROOM, USER, me["keyText"])))["reason"]
         )
         # forgetting the browser's key forgets the pin with it
-        await p.call("await e2ee.forgetIdentity();")
+        await p.call("await e2ee.forgetIdentity(arg);", USER)
         fresh = await setup(p, other, persist=True)
         assert "ok" in await add(p, ROOM, approve(other, ROOM, USER, fresh["keyText"]))
         # without an authority, rooms stay locked

@@ -6,14 +6,22 @@ does with the microphone and cues."""
 
 from __future__ import annotations
 
+import json
+import math
+import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
+import aiohttp
 from channel_client import Client
 from playwright.async_api import Page, expect
-from webpage import UI_TIMEOUT_MS, Pages, fake_e2ee_js
+from waits import TIMEOUT
+from webpage import UI_TIMEOUT_MS, Pages, Tls, fake_e2ee_js
+from websockets.asyncio.client import connect
 
 from pttd.e2ee.keys import AuthorityKey, IdentityKey
+from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
 from pttd.wire import messages as p
 
@@ -243,3 +251,81 @@ async def test_real_audio_engine_both_ways(
         timeout=UI_TIMEOUT_MS,
     )
     assert (await bob.stop(answer.stream_id)).success
+
+
+# Before the page's scripts: what the page's AudioWorkletNodes are made with and what their
+# worklets post back ('tap' chunks only with the test tap; 'drained' with the counters of each
+# talk played), recorded by the test, not by the page.
+WATCH_WORKLETS = """
+window.worklets = {options: [], messages: [], drained: []};
+const NativeNode = window.AudioWorkletNode;
+window.AudioWorkletNode = class extends NativeNode {
+  constructor(ctx, name, options) {
+    super(ctx, name, options);
+    window.worklets.options.push({name, tap: options?.processorOptions?.tap ?? null});
+    this.port.addEventListener('message', (e) => {
+      window.worklets.messages.push(e.data?.type ?? null);
+      if (e.data?.type === 'drained') window.worklets.drained.push(e.data.stats);
+    });
+  }
+};
+"""
+
+
+def opus_tone(frames: int) -> list[bytes]:
+    """``frames`` 20 ms Opus packets of a 440 Hz tone."""
+    import opuslib  # type: ignore[import-untyped]
+
+    encoder = opuslib.Encoder(48000, 1, opuslib.APPLICATION_VOIP)
+    out = []
+    for k in range(frames):
+        samples = [
+            int(8000 * math.sin(2 * math.pi * 440 * (k * 960 + i) / 48000)) for i in range(960)
+        ]
+        out.append(encoder.encode(struct.pack(f"<{len(samples)}h", *samples), 960))
+    return out
+
+
+async def test_tap_link_keeps_nothing_on_a_server_not_started_for_tests(
+    pages: Pages, registry: Registry, settings: ServerSettings, tls: Tls, login: Login
+) -> None:
+    """?tap=1 on a server with the default settings (no web_test_tap): the real audio engine
+    plays a radio's talk, and nothing of it is kept (no window.pttdTap, no tapped samples)."""
+    async with RoomServer(registry, replace(settings, web_test_tap=False)) as server:
+        url = server.web_url
+        assert url is not None
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{url}api/config", ssl=tls.client) as response,
+        ):
+            assert json.loads(await response.text())["test_tap"] is False
+        ws = await connect(server.url, ssl=tls.client, compression=None, open_timeout=TIMEOUT)
+        bob = Client(ws, timeout=TIMEOUT)
+        try:
+            assert (await bob.logon(("alpha",), username="bob", password="bob-secret")).success
+            page = await pages.open()
+            await page.context.add_init_script(WATCH_WORKLETS)
+            await login(page, f"{url}?tap=1", "carol")
+            await expect(page.locator("#link-state")).to_have_text("online")
+            await page.wait_for_function(
+                "() => window.worklets.options.some((o) => o.name === 'pttd-player')",
+                timeout=UI_TIMEOUT_MS,
+            )
+            answer = await bob.start("alpha")
+            assert answer.success and answer.stream_id is not None
+            await expect(page.locator("#talker")).to_have_text("bob is talking")
+            for packet in opus_tone(25):
+                await bob.send_audio(answer.stream_id, packet)
+            assert (await bob.stop(answer.stream_id)).success
+            await page.wait_for_function(
+                "() => window.worklets.drained.length > 0", timeout=UI_TIMEOUT_MS
+            )
+            watched = await page.evaluate("window.worklets")
+            # the talk was played (sent in one burst: beyond the jitter buffer's 15 frames the
+            # oldest are skipped) …
+            assert watched["drained"][0]["played"] >= 10
+            assert "tap" not in watched["messages"]  # … and no sample came back to be kept
+            assert {o["tap"] for o in watched["options"]} == {False}
+            assert await page.evaluate("typeof window.pttdTap") == "undefined"
+        finally:
+            await bob.close()

@@ -8,7 +8,8 @@
 //
 // Nothing is stored by this page (no localStorage, no cookies of its own, no audio); the e2ee
 // module keeps the browser's identity key in IndexedDB only when the user ticks "keep this
-// browser approved", and logging out forgets it otherwise.
+// browser approved", under that user's name (another user on this browser never gets it), and
+// logging out forgets it otherwise.
 
 import { ChannelError, ChannelLink, codecHeader } from "./channel.js";
 const STOP_REASONS = {
@@ -165,11 +166,25 @@ function showLogin(message = "") {
   show("login");
   $("login-error").textContent = message;
   $("login-password").value = "";
-  $("login-keep").checked = false;
-  storedIdentity().then((kept) => {
-    $("login-keep").checked = kept; // kept before: kept again unless unticked
-  });
+  offerKeep();
   $("login-user").focus();
+}
+
+// "Keep this browser approved" on the login form starts ticked only when the user named in the
+// form keeps a key in this browser (kept before: kept again unless unticked), and is offered
+// anew whenever the name changes. Untouched, the choice is made after the login for the name
+// the server answers with (the same rule, without waiting for the form's look-up).
+const loginKeep = { touched: false, seq: 0 };
+
+function offerKeep() {
+  const seq = ++loginKeep.seq;
+  loginKeep.touched = false;
+  $("login-keep").checked = false;
+  const user = $("login-user").value.trim();
+  if (!user) return;
+  storedIdentity(user).then((kept) => {
+    if (seq === loginKeep.seq && !loginKeep.touched) $("login-keep").checked = kept;
+  });
 }
 
 // ------------------------------------------------------------------------------- login
@@ -189,7 +204,7 @@ async function onLogin(event) {
   errorLine.textContent = "Logging in…";
   try {
     const session = await api("POST", "/api/login", { username, password });
-    state.keepIdentity = $("login-keep").checked;
+    state.keepIdentity = loginKeep.touched ? $("login-keep").checked : null;
     errorLine.textContent = "";
     $("login-password").value = "";
     await enter(session);
@@ -231,6 +246,7 @@ async function sessionEnded(message) {
 
 /** Forget everything of the session: connection, events, keys, talk, admin views. */
 async function leave() {
+  const user = state.session?.user;
   endTalk(null);
   if (state.link) state.link.stop();
   state.link = null;
@@ -246,9 +262,12 @@ async function leave() {
   const identity = state.identity;
   state.identity = null;
   state.keepIdentity = null;
-  if (state.e2ee && identity && !identity.persisted) {
+  if (state.e2ee && identity) {
     try {
-      await state.e2ee.forgetIdentity();
+      // Kept: out of this page's memory, still stored for this user's next login. Not kept:
+      // forgotten (this user's only: another user's kept key is not touched).
+      if (identity.persisted) await state.e2ee.closeIdentity?.();
+      else await state.e2ee.forgetIdentity(identity.user ?? user);
     } catch (err) {
       notice(`Could not forget this browser's key: ${err.message}`);
     }
@@ -297,7 +316,7 @@ function ensureAudio() {
       $("sound-on").hidden = true;
       try {
         const module = await import("./audio.js");
-        const engine = new module.AudioEngine();
+        const engine = new module.AudioEngine({ tap: testTap() });
         await engine.init();
         state.audio = engine;
         state.audioError = null;
@@ -336,10 +355,17 @@ function watchSound(engine) {
   document.addEventListener("keydown", once, true);
 }
 
-async function storedIdentity() {
+/** The audio test tap (window.pttdTap keeps what is played): only when the server was started
+ *  for tests and the page's address asks for it (?tap=1); a link alone turns nothing on. */
+function testTap() {
+  return state.config?.test_tap === true && new URLSearchParams(location.search).get("tap") === "1";
+}
+
+/** Whether `user` keeps an identity key in this browser. */
+async function storedIdentity(user) {
   try {
     const module = await import("./e2ee/index.js");
-    return Boolean(await module.hasStoredIdentity?.());
+    return Boolean(await module.hasStoredIdentity?.(user));
   } catch {
     return false;
   }
@@ -350,11 +376,12 @@ async function loadE2ee() {
   try {
     const module = await import("./e2ee/index.js");
     state.e2ee = module;
+    const user = state.session.user;
     if (state.keepIdentity === null || state.keepIdentity === undefined) {
-      // A reload: the identity is kept if it was kept before.
-      state.keepIdentity = Boolean(await module.hasStoredIdentity?.());
+      // A reload, or "keep" left as offered: the identity is kept if this user kept it before.
+      state.keepIdentity = Boolean(await module.hasStoredIdentity?.(user));
     }
-    state.identity = await module.loadIdentity({ persist: state.keepIdentity });
+    state.identity = await module.loadIdentity({ persist: state.keepIdentity, user });
     $("keep-identity").checked = Boolean(state.identity.persisted);
     const authority = state.config?.authority_key ?? null;
     if (authority) {
@@ -379,7 +406,7 @@ async function onKeepIdentity(event) {
   const keep = event.target.checked;
   if (!state.e2ee || !state.identity) return;
   try {
-    state.identity = await state.e2ee.loadIdentity({ persist: keep });
+    state.identity = await state.e2ee.loadIdentity({ persist: keep, user: state.session.user });
     state.keepIdentity = keep;
     notice(
       keep
@@ -1493,6 +1520,10 @@ async function onRotate(event) {
 
 function wire() {
   $("login-form").addEventListener("submit", onLogin);
+  $("login-user").addEventListener("input", offerKeep);
+  $("login-keep").addEventListener("change", () => {
+    loginKeep.touched = true;
+  });
   $("logout").addEventListener("click", onLogout);
   $("nav-talk").addEventListener("click", () => show("talk"));
   $("nav-admin").addEventListener("click", () => {

@@ -10,8 +10,10 @@
 //
 // Privacy: the microphone is open only between startCapture and stopCapture (stopCapture stops
 // every track, which turns the browser's microphone indicator off); no audio is kept after a
-// talk is captured or played. The test tap (only when the page URL has ?tap=1) keeps the played
-// samples and timings on window.pttdTap for the tests; without it nothing is kept.
+// talk is captured or played. The test tap (the constructor's option `tap`, off unless the
+// caller turns it on: the console does only when the server was started for tests and the URL
+// has ?tap=1) keeps the last TAP_KEEP_S seconds of played samples and timings on
+// window.pttdTap for the tests; without it nothing is kept.
 
 export const SAMPLE_RATE = 48000;
 export const FRAME_MS = 20;
@@ -53,18 +55,25 @@ const CUE_FADE_S = 0.005;
 
 const U32 = 2 ** 32;
 
-function tapEnabled() {
-  try {
-    return new URLSearchParams(globalThis.location ? globalThis.location.search : '')
-      .get('tap') === '1';
-  } catch {
-    return false;
-  }
+// What the test tap keeps, at most: the played samples and the per-packet timings of this many
+// seconds (the oldest go first), so that even a test page open for a long time stays bounded.
+export const TAP_KEEP_S = 120;
+const TAP_KEEP_SAMPLES = TAP_KEEP_S * SAMPLE_RATE;
+const TAP_KEEP_ENTRIES = (TAP_KEEP_S * 1000) / FRAME_MS;
+
+const TAP_KEEP_TALKS = 1000;  // streams, captures and cues: the last this many
+
+/** Push `value` on `list`, dropping the oldest beyond `most`. */
+function keepLast(list, value, most = TAP_KEEP_ENTRIES) {
+  list.push(value);
+  if (list.length > most) list.splice(0, list.length - most);
 }
 
 function newTap() {
   return {
-    played: [],  // Float32Array chunks at 48 kHz: what the player rendered
+    played: [],  // Float32Array chunks at 48 kHz: what the player rendered (the last TAP_KEEP_S s)
+    playedSamples: 0,  // the samples in `played`
+    playedDropped: 0,  // the samples dropped from its start to keep it bounded
     capturedPackets: 0,
     encodedAt: [],  // performance.now() of each packet the encoder handed out
     captures: [],  // one per startCapture: timings and the tracks (to check they ended)
@@ -72,8 +81,19 @@ function newTap() {
     streams: [],  // one per startPlayback: timings and the jitter buffer's counters
     cues: [],
     decodeErrors: 0,
+    keepPlayed(pcm) {
+      this.played.push(pcm);
+      this.playedSamples += pcm.length;
+      while (this.playedSamples > TAP_KEEP_SAMPLES && this.played.length > 1) {
+        const oldest = this.played.shift();
+        this.playedSamples -= oldest.length;
+        this.playedDropped += oldest.length;
+      }
+    },
     reset() {
       this.played.length = 0;
+      this.playedSamples = 0;
+      this.playedDropped = 0;
       this.capturedPackets = 0;
       this.encodedAt.length = 0;
       this.captures.length = 0;
@@ -92,9 +112,11 @@ export class AudioEngine extends EventTarget {
   // stalls of its own, and the frames of a burst after one are worth more kept than cut; the
   // depth is only reached after such a stall), reorderWaitMs (how long a
   // missing packet is waited for before it is given up as lost), encoder (overrides of
-  // ENCODER_CONFIG).
-  constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {} } = {}) {
+  // ENCODER_CONFIG), tap (true: the test tap on window.pttdTap; only for tests, never from
+  // anything a visitor controls).
+  constructor({ target = 2, maxDepth = 15, reorderWaitMs = 20, encoder = {}, tap = false } = {}) {
     super();
+    this.tapWanted = tap === true;
     this.target = target;
     this.maxDepth = maxDepth;
     this.reorderWaitMs = reorderWaitMs;
@@ -122,7 +144,7 @@ export class AudioEngine extends EventTarget {
       ctx.audioWorklet.addModule(new URL('./worklets/player.js', import.meta.url)),
       ctx.audioWorklet.addModule(new URL('./worklets/capture.js', import.meta.url)),
     ]);
-    if (tapEnabled()) {
+    if (this.tapWanted) {
       this.tap = newTap();
       globalThis.pttdTap = this.tap;
     }
@@ -169,11 +191,12 @@ export class AudioEngine extends EventTarget {
     if (this.tap) {
       st.info = {
         streamId, startedAt: performance.now(), firstPushAt: null, firstDecodedAt: null,
-        firstRenderedAt: null, firstPlayedAt: null, peakPlayedAt: null, outputLatencyMs: null, drainedAt: null,
+        firstRenderedAt: null, firstPlayedAt: null, peakPlayedAt: null, outputLatencyMs: null,
+        drainedAt: null,
         pushed: 0, decoded: 0, lateDropped: 0, stats: null, reason: null,
         pushedAt: [], decodedAt: [],  // performance.now() of each packet pushed and decoded
       };
-      this.tap.streams.push(st.info);
+      keepLast(this.tap.streams, st.info, TAP_KEEP_TALKS);
     }
     this.stream = st;
     this.player.port.postMessage({
@@ -198,7 +221,7 @@ export class AudioEngine extends EventTarget {
     if (st.info) {
       const now = performance.now();
       st.info.pushed++;
-      st.info.pushedAt.push(now);
+      keepLast(st.info.pushedAt, now);
       if (st.info.firstPushAt === null) st.info.firstPushAt = now;
     }
     if (st.expected === null) st.expected = seq;
@@ -291,7 +314,7 @@ export class AudioEngine extends EventTarget {
       if (st.info) {
         const now = performance.now();
         st.info.decoded++;
-        st.info.decodedAt.push(now);
+        keepLast(st.info.decodedAt, now);
         if (st.info.firstDecodedAt === null) st.info.firstDecodedAt = now;
       }
       this.player.port.postMessage({ type: 'frame', stream: st.id, seq, pcm }, [pcm.buffer]);
@@ -347,7 +370,7 @@ export class AudioEngine extends EventTarget {
         }
         break;
       case 'tap':
-        if (this.tap) this.tap.played.push(msg.pcm);
+        if (this.tap) this.tap.keepPlayed(msg.pcm);
         break;
       case 'peak':  // the stream's first sample at -10 dBFS or more, at the speakers
         if (info) info.peakPlayedAt = this._performanceTimeOf(msg.frame);
@@ -384,7 +407,7 @@ export class AudioEngine extends EventTarget {
         startedAt: performance.now(), micOpenAt: null, firstFrameAt: null,
         firstPacketAt: null, packets: 0, tracks: [], stoppedAt: null,
       };
-      this.tap.captures.push(cap.info);
+      keepLast(this.tap.captures, cap.info, TAP_KEEP_TALKS);
     }
     this.capture = cap;
     // The encoder is made while the microphone opens.
@@ -437,7 +460,7 @@ export class AudioEngine extends EventTarget {
       // The graph processes a frame the output latency before it is heard: when it came in.
       const heard = this._performanceTimeOf(msg.frame);
       const latency = ((this.ctx.outputLatency || 0) + this.ctx.baseLatency) * 1000;
-      if (heard !== null) this.tap.capturePeaks.push(heard - latency);
+      if (heard !== null) keepLast(this.tap.capturePeaks, heard - latency);
       return;
     }
     if (cap.stopped || msg.type !== 'frame') return;
@@ -464,7 +487,7 @@ export class AudioEngine extends EventTarget {
     if (this.tap) {
       const now = performance.now();
       this.tap.capturedPackets++;
-      this.tap.encodedAt.push(now);
+      keepLast(this.tap.encodedAt, now);
       if (cap.info) {
         cap.info.packets++;
         if (cap.info.firstPacketAt === null) cap.info.firstPacketAt = now;
@@ -546,7 +569,9 @@ export class AudioEngine extends EventTarget {
       }
       t = end;
     });
-    if (this.tap) this.tap.cues.push({ name, at: performance.now(), ms: (t - t0) * 1000 });
+    if (this.tap) {
+      keepLast(this.tap.cues, { name, at: performance.now(), ms: (t - t0) * 1000 }, TAP_KEEP_TALKS);
+    }
     osc.start(t0);
     osc.stop(t);
     return new Promise((resolve) => {

@@ -1,7 +1,7 @@
 // End-to-end encrypted rooms in the browser: the page's identity key and its room keys, doing
 // what a device's pttd.e2ee.keyring.Keyring does (PROTOCOL.md, "End-to-end encryption").
 //
-//   const identity = await loadIdentity({persist});       // logon's identity_key: identity.keyText
+//   const identity = await loadIdentity({persist, user: session.user}); // logon's identity_key
 //   const keys = new RoomKeys(identity, config.authority_key, session.user);
 //   channel.addEventListener("on_room_key", (e) => keys.addRoomKey(e.detail));
 //   const suite = keys.codecHeaderSuite(room);            // bytes 4-5 of the codec header
@@ -21,7 +21,7 @@
 //     admin's. Until someone has, a server that lied at first use could have this browser
 //     trust keys it made up (it would hear what the browser says, and the browser would hear
 //     none of the real room: the real members never get keys from a fake authority).
-//   * forgetIdentity() forgets the pin along with the identity (the way to accept a new
+//   * forgetIdentity(user) forgets the pin along with the identity (the way to accept a new
 //     authority, after which the browser must be approved again).
 // And, as for any web page: the JavaScript doing all this is served by that same server. These
 // checks protect against a relay that passes packets and keys on (or records them) and against
@@ -38,33 +38,26 @@ import {
 } from "./bundle.js";
 import {
   GENERATION_SHIFT,
+  closeIdentity,
   floorsOf,
   forgetIdentity,
+  hasStoredIdentity,
   loadIdentity,
   pinAuthority,
   saveFloors,
   secretOf,
 } from "./identity.js";
 import { DEFAULT_SUITE, Keyed, Receiver, SUITES, Sender, importBaseKey } from "./sframe.js";
-import { read as readStored } from "./store.js";
 
-export { authorityFingerprint, forgetIdentity, loadIdentity };
+// hasStoredIdentity(user): whether that user chose "keep this browser approved" before (the
+// page's "keep" choice starts checked then, for that user only).
+export { authorityFingerprint, closeIdentity, forgetIdentity, hasStoredIdentity, loadIdentity };
 
 const WAITING = "waiting for its room key (not approved by the key authority yet?)";
 const NO_AUTHORITY = "the server names no key authority: encrypted rooms stay locked";
 
 const SENDER_KEY_SALT = utf8("pttd-e2ee-v1");
 const SENDER_KEY_LABEL = utf8("pttd-e2ee-v1 sframe sender base key");
-
-/** Whether this browser keeps an identity (the user chose "keep this browser approved" before):
- *  the page's "keep" choice starts checked then. */
-export async function hasStoredIdentity() {
-  try {
-    return Boolean(await readStored("identity"));
-  } catch {
-    return false;
-  }
-}
 
 /** The KID of a sender in an epoch: epoch << 16 | index (pttd.e2ee.keys.make_kid). */
 function makeKid(epoch, index) {
@@ -108,6 +101,7 @@ export class RoomKeys {
    *  none), `memberName` the user name this page logged on as (bundles name it). */
   constructor(identity, authorityKeyText, memberName) {
     secretOf(identity); // an Error now if it was forgotten
+    if (identity.user !== memberName) throw new Error("this identity key is another user's");
     this.identity = identity;
     this.authorityKeyText = authorityKeyText || null;
     this.memberName = memberName;

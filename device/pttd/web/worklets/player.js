@@ -41,9 +41,9 @@
 // * End: after 'end' what is buffered plays out (no holding, no skipping), then everything is
 //   forgotten ('drained').
 //
-// Privacy: nothing is kept once the talk is drained or reset. With the test tap on (the page
-// was opened with ?tap=1) the rendered samples are also posted back for the tests; never
-// otherwise.
+// Privacy: nothing is kept once the talk is drained or reset. With the test tap on (the
+// AudioEngine's option `tap`, only for tests) the rendered samples are also posted back for the
+// tests; never otherwise.
 
 const FADE_IN = 96;  // 2 ms at 48 kHz
 const TAP_CHUNK = 4800;  // 100 ms
