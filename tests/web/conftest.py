@@ -7,7 +7,6 @@ Channel-API clients :data:`waits.TIMEOUT` seconds. Nothing sleeps to wait for so
 
 from __future__ import annotations
 
-import inspect
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
-from browser import chromium, chromium_path
+from browser import chromium
 from channel_client import Client
 from playwright.async_api import Browser
 from waits import TIMEOUT
@@ -25,16 +24,6 @@ from websockets.asyncio.client import connect
 
 from pttd.server.app import RoomServer, ServerSettings
 from pttd.server.registry import Registry
-
-
-def has_web_console() -> bool:
-    """Whether this tree's room server serves the web console (``ServerSettings.web_port``)."""
-    return "web_port" in inspect.signature(ServerSettings).parameters
-
-
-needs_console = pytest.mark.skipif(
-    not has_web_console(), reason="the room server has no web console (pttd.server.web) yet"
-)
 
 
 @pytest.fixture
@@ -52,10 +41,8 @@ def tls(tmp_path: Path) -> Tls:
 
 
 def add_user(reg: Registry, name: str, rooms: list[str], **flags: bool) -> None:
-    """``Registry.add_user`` with the flags this tree's registry knows (``admin`` comes with
-    the web console)."""
-    known = inspect.signature(reg.add_user).parameters
-    reg.add_user(name, PASSWORDS[name], rooms, **{k: v for k, v in flags.items() if k in known})
+    """``Registry.add_user`` with the tests' password for ``name``."""
+    reg.add_user(name, PASSWORDS[name], rooms, **flags)
 
 
 @pytest.fixture
@@ -75,17 +62,14 @@ def settings(tls: Tls) -> ServerSettings:
     """The room server's settings for these tests: its web console on a port the OS picks,
     started for tests (``web_test_tap``: a page opened with ``?tap=1`` keeps what it plays on
     window.pttdTap for the tests to read; a server's default is off)."""
-    known = inspect.signature(ServerSettings).parameters
-    extra: dict[str, Any] = {"web_port": 0} if has_web_console() else {}
-    if "web_test_tap" in known:
-        extra["web_test_tap"] = True
     return ServerSettings(
         host="127.0.0.1",
         port=0,
         tls_cert=tls.cert_file,
         tls_key=tls.key_file,
         registry_poll=0.05,
-        **extra,
+        web_port=0,
+        web_test_tap=True,
     )
 
 
@@ -98,10 +82,8 @@ async def server(registry: Registry, settings: ServerSettings) -> AsyncIterator[
 @pytest.fixture
 def console_url(server: RoomServer) -> str:
     """The web console's https:// address."""
-    url = getattr(server, "web_url", None)
-    if url is None:
-        pytest.skip("the room server has no web console (pttd.server.web) yet")
-    return str(url)
+    assert server.web_url is not None
+    return server.web_url
 
 
 @pytest.fixture
@@ -131,8 +113,6 @@ async def static_site(tls: Tls) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if chromium_path() is None:  # pragma: no cover - scripts/setup installs it
-        pytest.skip("Debian's chromium is not installed (scripts/setup)")
     async with chromium(fake_audio=SPEECH) as b:
         yield b
 

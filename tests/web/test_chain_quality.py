@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from audio_harness import fake_mic_file, floats_from_b64
-from browser import artifacts_dir, chromium, chromium_path
+from browser import artifacts_dir, chromium
 from playwright.async_api import Page, expect
 from webpage import Pages, log_in
 
@@ -55,8 +54,6 @@ from pttd.server.app import ServerSettings
 from pttd.sim.audio import silence
 from pttd.sim.device import SimDevice
 from pttd.sim.loopback import ROOM, loopback
-
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium (scripts/setup)")
 
 MARGIN = 0.1  # the bound
 DISPATCHER = "desk"
