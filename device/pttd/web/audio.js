@@ -74,6 +74,7 @@ function newTap() {
     played: [],  // Float32Array chunks at 48 kHz: what the player rendered (the last TAP_KEEP_S s)
     playedSamples: 0,  // the samples in `played`
     playedDropped: 0,  // the samples dropped from its start to keep it bounded
+    decoded: [],  // {stream, seq, pcm}: each packet as the decoder gave it, before the player
     capturedPackets: 0,
     encodedAt: [],  // performance.now() of each packet the encoder handed out
     captures: [],  // one per startCapture: timings and the tracks (to check they ended)
@@ -94,6 +95,7 @@ function newTap() {
       this.played.length = 0;
       this.playedSamples = 0;
       this.playedDropped = 0;
+      this.decoded.length = 0;
       this.capturedPackets = 0;
       this.encodedAt.length = 0;
       this.captures.length = 0;
@@ -317,6 +319,7 @@ export class AudioEngine extends EventTarget {
         keepLast(st.info.decodedAt, now);
         if (st.info.firstDecodedAt === null) st.info.firstDecodedAt = now;
       }
+      if (this.tap) keepLast(this.tap.decoded, { stream: st.id, seq, pcm: pcm.slice() });
       this.player.port.postMessage({ type: 'frame', stream: st.id, seq, pcm }, [pcm.buffer]);
     } finally {
       data.close();
