@@ -141,18 +141,25 @@ async def page_played(page: Page) -> tuple[Any, dict[str, Any]]:
     return played, info
 
 
-PLAYED_JS = """(() => {
-  const chunks = pttdTap.played;
+def floats_js(chunks: str) -> str:
+    """A page expression: the Float32Arrays that ``chunks`` (JS) lists, joined, as base64."""
+    return f"""(() => {{
+  const chunks = {chunks};
   const all = new Float32Array(chunks.reduce((n, c) => n + c.length, 0));
   let at = 0;
-  for (const c of chunks) { all.set(c, at); at += c.length; }
+  for (const c of chunks) {{ all.set(c, at); at += c.length; }}
   const bytes = new Uint8Array(all.buffer);
   let raw = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) {
+  for (let i = 0; i < bytes.length; i += 0x8000) {{
     raw += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
+  }}
   return btoa(raw);
-})()"""
+}})()"""
+
+
+PLAYED_JS = floats_js("pttdTap.played")
+# Each packet as the page's decoder gave it, before the jitter buffer, in packet order.
+DECODED_JS = floats_js("pttdTap.decoded.slice().sort((a, b) => a.seq - b.seq).map((f) => f.pcm)")
 
 
 def decoded_by_libopus(packets: list[p.AudioPacket]) -> Any:
@@ -168,20 +175,6 @@ def talk_packets(recorder: Client, since: int, room: str) -> list[p.AudioPacket]
     starts = [e for e in recorder.of(p.OnStreamStart, since) if e.channel == room]
     assert len(starts) == 1, starts
     return recorder.packets(starts[0].stream_id, since)
-
-
-DECODED_JS = """(() => {
-  const frames = pttdTap.decoded.slice().sort((a, b) => a.seq - b.seq);
-  const all = new Float32Array(frames.reduce((n, f) => n + f.pcm.length, 0));
-  let at = 0;
-  for (const f of frames) { all.set(f.pcm, at); at += f.pcm.length; }
-  const bytes = new Uint8Array(all.buffer);
-  let raw = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    raw += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(raw);
-})()"""
 
 
 def max_gap_ms(times: list[float]) -> float:
