@@ -31,10 +31,12 @@ from aiohttp import web
 from browser import chromium, new_context
 from playwright.async_api import Page
 
-from pttd.bench.audio import RATE, REF_RATE, aligned, pesq_wb
+from pttd.bench.audio import RATE, REF_RATE, aligned, frames_of, pesq_wb
 from pttd.demo import speech_sample
 from pttd.radio.audio import Pcm, to_pcm
+from pttd.radio.audio.codec import Decoder, Encoder, OpusSettings
 from pttd.radio.audio.resample import resample
+from pttd.radio.config import AudioConfig
 
 WEB = Path(str(resources.files("pttd") / "web"))
 FAKE_MIC_RATE = 44100  # Chromium's fake capture device runs at 44.1 kHz
@@ -198,3 +200,41 @@ def score_48k(output: npt.NDArray[Any]) -> tuple[float, int]:
         signal = to_pcm(np.asarray(signal, np.float64) * 32768.0)
     part, lag = aligned(signal, sent)
     return pesq_wb(reference, resample(part, RATE, REF_RATE)), lag
+
+
+CAPTURED_JS = """(() => {
+  const frames = pttdTap.captured;
+  const all = new Float32Array(frames.reduce((n, f) => n + f.length, 0));
+  let at = 0;
+  for (const f of frames) { all.set(f, at); at += f.length; }
+  const bytes = new Uint8Array(all.buffer);
+  let raw = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    raw += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(raw);
+})()"""
+
+
+def encoders_on_the_same_input(
+    captured: npt.NDArray[Any], browser_decoded: npt.NDArray[Any]
+) -> tuple[float, float]:
+    """PESQ WB of what the browser's encoder made of the page's captured frames (decoded by
+    libopus, as a radio does) and of what the radio's encoder makes of the very same frames,
+    both against those frames: the two encoders compared on one input. What the capture itself
+    got (on a starved machine Chromium's audio thread can drop input) counts for neither."""
+    frames = to_pcm(np.asarray(captured, np.float64) * 32768.0)
+    encoder = Encoder(OpusSettings.from_config(AudioConfig()))
+    decoder = Decoder(RATE)
+    whole = frames[: frames.shape[0] - frames.shape[0] % 960]
+    radio = np.concatenate([decoder.decode(encoder.encode(f)) for f in frames_of(whole, 960)])
+    reference = resample(whole, RATE, REF_RATE)
+
+    def against_capture(output: npt.NDArray[Any]) -> float:
+        signal = np.asarray(output)
+        if signal.dtype != np.int16:
+            signal = to_pcm(np.asarray(signal, np.float64) * 32768.0)
+        part, _ = aligned(signal, whole)
+        return pesq_wb(reference, resample(part, RATE, REF_RATE))
+
+    return against_capture(browser_decoded), against_capture(radio)

@@ -75,6 +75,7 @@ function newTap() {
     playedSamples: 0,  // the samples in `played`
     playedDropped: 0,  // the samples dropped from its start to keep it bounded
     decoded: [],  // {stream, seq, pcm}: each packet as the decoder gave it, before the player
+    captured: [],  // each 20 ms frame the capture handed the encoder (Float32Array)
     capturedPackets: 0,
     encodedAt: [],  // performance.now() of each packet the encoder handed out
     captures: [],  // one per startCapture: timings and the tracks (to check they ended)
@@ -96,6 +97,7 @@ function newTap() {
       this.playedSamples = 0;
       this.playedDropped = 0;
       this.decoded.length = 0;
+      this.captured.length = 0;
       this.capturedPackets = 0;
       this.encodedAt.length = 0;
       this.captures.length = 0;
@@ -468,6 +470,7 @@ export class AudioEngine extends EventTarget {
     }
     if (cap.stopped || msg.type !== 'frame') return;
     if (cap.info && cap.info.firstFrameAt === null) cap.info.firstFrameAt = performance.now();
+    if (this.tap) keepLast(this.tap.captured, msg.pcm.slice());
     const data = new AudioData({
       format: 'f32-planar',
       sampleRate: SAMPLE_RATE,
