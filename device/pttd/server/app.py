@@ -260,7 +260,14 @@ class RoomServer:
         log.info("listening on %s", self.url)
         if s.web_port is not None:
             self.web = WebConsole(
-                self, s.host, s.web_port, tls, key_file=s.key_file, test_tap=s.web_test_tap
+                self,
+                s.host,
+                s.web_port,
+                tls,
+                key_file=s.key_file,
+                test_tap=s.web_test_tap,
+                login_failures=s.auth_failures,  # the rooms' limits on failed logons, the same
+                login_window=s.auth_window,
             )
             try:
                 await self.web.start()

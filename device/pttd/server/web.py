@@ -35,7 +35,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -160,8 +160,8 @@ class WebConsole:
         key_file: Path | None = None,
         test_tap: bool = False,
         web_root: Path = WEB_ROOT,
-        login_failures: int = 5,
-        login_window: float = 60.0,
+        login_failures: int,
+        login_window: float,
     ) -> None:
         self.rooms = rooms
         self.registry = rooms.registry
@@ -527,33 +527,13 @@ class WebConsole:
         rooms = (
             sorted(set(world.presence) | set(who.rooms)) if who.info.admin else sorted(who.rooms)
         )
-        out: dict[str, Any] = {"rooms": [self._room_row(r) for r in rooms]}
+        out: dict[str, Any] = {
+            "rooms": [room_row(r, world.presence, world.encrypted) for r in rooms]
+        }
         if who.info.admin:
-            out["devices"] = [self._device_row(d) for d in world.devices]
+            online = online_of(world.presence)
+            out["devices"] = [device_row(d, online) for d in world.devices]
         return out
-
-    def _room_row(self, name: str) -> dict[str, Any]:
-        presence = self.world.presence.get(name, RoomPresence((), None))
-        return {
-            "name": name,
-            "encrypted": name in self.world.encrypted,
-            "online": [{"kind": k, "name": n} for k, n in presence.online],
-            "talking": presence.talking,
-        }
-
-    def _online(self) -> set[tuple[str, str]]:
-        return {m for p in self.world.presence.values() for m in p.online}
-
-    def _device_row(self, d: DeviceInfo) -> dict[str, Any]:
-        return {
-            "name": d.name,
-            "rooms": list(d.rooms),
-            "online": ("device", d.name) in self._online() and not d.revoked,
-            "last_seen": d.last_seen,
-            "paired_at": d.paired_at,
-            "revoked": d.revoked,
-            "emergency": d.emergency,
-        }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request)
@@ -608,18 +588,8 @@ class WebConsole:
         names, encrypted = await asyncio.to_thread(
             lambda: (self.registry.list_rooms(), self.registry.encrypted_rooms())
         )
-        rows = []
-        for name in names:
-            presence = self.rooms.presence().get(name, RoomPresence((), None))
-            rows.append(
-                {
-                    "name": name,
-                    "encrypted": name in encrypted,
-                    "online": [{"kind": k, "name": n} for k, n in presence.online],
-                    "talking": presence.talking,
-                }
-            )
-        return web.json_response(rows)
+        presence = self.rooms.presence()
+        return web.json_response([room_row(name, presence, encrypted) for name in names])
 
     async def admin_add_room(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request, admin=True)
@@ -650,7 +620,7 @@ class WebConsole:
     async def admin_users(self, request: web.Request) -> web.StreamResponse:
         await self._who(request, admin=True)
         users = await asyncio.to_thread(self.registry.list_users)
-        online = {n for k, n in self._online_now() if k == "user"}
+        online = {n for k, n in online_of(self.rooms.presence()) if k == "user"}
         return web.json_response(
             [
                 {
@@ -663,9 +633,6 @@ class WebConsole:
                 for u in users
             ]
         )
-
-    def _online_now(self) -> set[tuple[str, str]]:
-        return {m for p in self.rooms.presence().values() for m in p.online}
 
     async def admin_remove_user(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request, admin=True)
@@ -728,13 +695,8 @@ class WebConsole:
     async def admin_devices(self, request: web.Request) -> web.StreamResponse:
         await self._who(request, admin=True)
         devices = await asyncio.to_thread(self.registry.list_devices)
-        online = self._online_now()
-        rows = []
-        for d in devices:
-            row = self._device_row(d)
-            row["online"] = ("device", d.name) in online and not d.revoked
-            rows.append(row)
-        return web.json_response(rows)
+        online = online_of(self.rooms.presence())
+        return web.json_response([device_row(d, online) for d in devices])
 
     async def admin_revoke_device(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request, admin=True)
@@ -893,6 +855,37 @@ class WebConsole:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def online_of(presence: Mapping[str, RoomPresence]) -> set[tuple[str, str]]:
+    """Who is online in any room, as (kind, name)."""
+    return {member for room in presence.values() for member in room.online}
+
+
+def room_row(
+    name: str, presence: Mapping[str, RoomPresence], encrypted: Collection[str]
+) -> dict[str, Any]:
+    """A room as the page shows it: who is online in it, who talks."""
+    here = presence.get(name, RoomPresence((), None))
+    return {
+        "name": name,
+        "encrypted": name in encrypted,
+        "online": [{"kind": k, "name": n} for k, n in here.online],
+        "talking": here.talking,
+    }
+
+
+def device_row(d: DeviceInfo, online: Collection[tuple[str, str]]) -> dict[str, Any]:
+    """A paired device as the admin view shows it."""
+    return {
+        "name": d.name,
+        "rooms": list(d.rooms),
+        "online": ("device", d.name) in online and not d.revoked,
+        "last_seen": d.last_seen,
+        "paired_at": d.paired_at,
+        "revoked": d.revoked,
+        "emergency": d.emergency,
+    }
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
